@@ -1,0 +1,6 @@
+"""asr: Whisper-style speech recognition with a richer positional and attention machinery."""
+from .config import ModelDimensions, ModelOptions, StackOptions
+from .model import ASRModel
+
+__version__ = "0.1.0"
+__all__ = ["ASRModel", "ModelDimensions", "ModelOptions", "StackOptions", "__version__"]

@@ -1,0 +1,120 @@
+"""Multi-head self- and cross-attention over scaled_dot_product_attention.
+
+A stack (encoder or decoder) computes the things every one of its layers shares once per
+forward (padding mask, cache offset, rotary angles, relative position bias) and hands them
+to each layer as an `AttentionInputs`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .kv_cache import LayerCache
+from .rotary import RotaryEmbeddingWithRotation
+
+
+@dataclass
+class AttentionInputs:
+    """Per-stack, per-forward inputs shared by the self-attention layers of one stack."""
+
+    key_mask: Optional[Tensor] = None  # [batch, keys] bool, True = real frame (padding mask)
+    causal: bool = False  # decoder: a query attends to keys at its position or before
+    offset: int = 0  # position of the first query (the decoder's KV cache length)
+    rope_angles: Optional[Tensor] = None  # [queries, head_dim // 2] float32, rotary only
+    bias: Optional[Tensor] = None  # [1, n_head, queries, keys] relative position bias
+
+
+def split_heads(x: Tensor, n_head: int) -> Tensor:
+    """[batch, time, n_state] -> [batch, n_head, time, head_dim]"""
+    batch, time, n_state = x.shape
+    return x.view(batch, time, n_head, n_state // n_head).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """[batch, n_head, time, head_dim] -> [batch, time, n_state]"""
+    batch, n_head, time, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, time, n_head * head_dim)
+
+
+def attention_mask(inputs: AttentionInputs, n_query: int, n_key: int, dtype: torch.dtype,
+                   device: torch.device) -> Optional[Tensor]:
+    """Combine padding, causal mask and relative bias into one SDPA mask (or None).
+
+    Boolean when there is no bias (True = may attend); otherwise an additive float mask in the
+    queries' dtype, which SDPA requires.
+    """
+    allowed = None
+    if inputs.key_mask is not None:
+        allowed = inputs.key_mask[:, None, None, :n_key]
+    if inputs.causal and n_query > 1:
+        query_pos = torch.arange(n_query, device=device)[:, None] + inputs.offset
+        key_pos = torch.arange(n_key, device=device)[None, :]
+        causal = key_pos <= query_pos
+        allowed = causal if allowed is None else allowed & causal
+    if inputs.bias is None:
+        return allowed
+    bias = inputs.bias.to(dtype)
+    if allowed is None:
+        return bias
+    return bias.masked_fill(~allowed, float("-inf"))
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention with one fused QKV projection, optional rotary and relative bias."""
+
+    def __init__(self, n_state: int, n_head: int, rotary: Optional[RotaryEmbeddingWithRotation] = None):
+        super().__init__()
+        if n_state % n_head:
+            raise ValueError(f"n_state={n_state} is not divisible by n_head={n_head}")
+        self.n_head = n_head
+        self.qkv = nn.Linear(n_state, 3 * n_state)
+        self.out = nn.Linear(n_state, n_state)
+        self.rotary = rotary
+
+    def project(self, x: Tensor, inputs: AttentionInputs, cache: Optional[LayerCache]):
+        """Queries, keys and values [batch, n_head, time, head_dim], rotary applied, and the
+        keys/values of earlier steps prepended when decoding with a cache."""
+        q, k, v = (split_heads(t, self.n_head) for t in self.qkv(x).chunk(3, dim=-1))
+        if self.rotary is not None:
+            q = self.rotary(q, inputs.rope_angles)
+            k = self.rotary(k, inputs.rope_angles)
+        if cache is not None:
+            k, v = cache.append_self(k, v)
+        return q, k, v
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs) -> Tensor:
+        mask = attention_mask(inputs, q.shape[2], k.shape[2], q.dtype, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def forward(self, x: Tensor, inputs: AttentionInputs, cache: Optional[LayerCache] = None) -> Tensor:
+        q, k, v = self.project(x, inputs, cache)
+        return self.out(merge_heads(self.attend(q, k, v, inputs)))
+
+
+class CrossAttention(nn.Module):
+    """Decoder-to-audio attention. No rotary: text positions and audio frames are different
+    axes. Keys/values are computed once per utterance and kept in the cache."""
+
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.kv = nn.Linear(n_state, 2 * n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def forward(self, x: Tensor, audio: Tensor, audio_mask: Optional[Tensor],
+                cache: Optional[LayerCache] = None) -> Tensor:
+        q = split_heads(self.query(x), self.n_head)
+        if cache is not None and cache.cross_key is not None:
+            k, v = cache.cross_key, cache.cross_value
+        else:
+            k, v = (split_heads(t, self.n_head) for t in self.kv(audio).chunk(2, dim=-1))
+            if cache is not None:
+                cache.cross_key, cache.cross_value = k, v
+        mask = None if audio_mask is None else audio_mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(merge_heads(y))

@@ -1,0 +1,283 @@
+"""Audio loading and the Whisper log-mel front-end.
+
+Everything the model hears goes through this module, so it follows Whisper's
+``audio.py`` exactly where the numbers matter (window, hop, mel bank, log
+compression) and a pretrained Whisper checkpoint sees the features it was trained on.
+
+Decoding: soundfile (libsndfile) reads wav/flac/ogg/mp3 in-process; any other
+container (m4a, mp4, webm, ...) goes through the ``ffmpeg`` executable if it is on
+PATH. Resampling is band-limited (soxr), never linear interpolation, which would fold
+energy above the new Nyquist frequency back into the speech band as aliasing.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+import torch.nn.functional as F
+
+# Hard-coded audio hyperparameters (Whisper's).
+SAMPLE_RATE = 16000  # Hz; every model input is resampled to this rate
+N_FFT = 400  # samples per STFT window = 25 ms at 16 kHz
+HOP_LENGTH = 160  # samples between STFT frames = 10 ms at 16 kHz
+CHUNK_LENGTH = 30  # seconds in one fixed-size Whisper input window
+N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30 s window
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a 30 s window
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second (10 ms each)
+
+# Log-mel compression constants, as in Whisper.
+_LOG_FLOOR = 1e-10  # power floor before log10, so silence does not give -inf
+_DYNAMIC_RANGE = 8.0  # keep 8 orders of magnitude (80 dB) below each utterance's peak
+_MAX_REASON_CHARS = 200  # decoder messages are cut to this length inside AudioError
+
+AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]
+
+
+class AudioError(ValueError):
+    """Any input that cannot be turned into audio samples.
+
+    ``str(err)`` is a single line ``"<path>: <reason>"`` so that a data-loading loop can
+    log it and move on; ``.path`` and ``.reason`` hold the two parts.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], reason: str):
+        self.path = str(path)
+        self.reason = _one_line(reason)
+        super().__init__(f"{self.path}: {self.reason}")
+
+
+def _one_line(text: str, limit: int = _MAX_REASON_CHARS) -> str:
+    """Collapse whitespace (newlines included) and cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_audio(path: Union[str, os.PathLike], sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode an audio file to a mono float32 waveform at ``sr`` Hz, shape [samples].
+
+    Multichannel audio is averaged to mono. Raises AudioError for a missing path,
+    a directory, an unreadable file, content that is not audio, or zero samples.
+    """
+    if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
+        raise ValueError(f"sr must be a positive int, got {sr!r}")
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(path, "file not found")
+    if p.is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
+    if not os.access(p, os.R_OK):
+        raise AudioError(path, "permission denied")
+    if p.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+
+    try:
+        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError) as err:
+        sf_reason = (getattr(err, "error_string", None) or str(err)).rstrip(".")
+        if sf_reason.startswith("File does not exist"):
+            # libsndfile's mp3 reader says this for undecodable bytes; the file does exist
+            sf_reason = "could not decode"
+        data, rate = _decode_with_ffmpeg(p, path, sf_reason)
+
+    samples = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if samples.size == 0:
+        raise AudioError(path, "empty audio (0 samples)")
+    if rate != sr:
+        samples = soxr.resample(samples, rate, sr, quality="HQ")
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def _decode_with_ffmpeg(p: Path, path, sf_reason: str) -> tuple[np.ndarray, int]:
+    """Decode what libsndfile cannot read (m4a, mp4, webm, ...) with the ffmpeg CLI.
+
+    ffmpeg writes a float32 WAV to a pipe at the file's own rate and channel count, so
+    resampling (soxr) and downmixing (mean) stay the same as on the soundfile path.
+    """
+    sf_reason = _one_line(sf_reason, 70)
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise AudioError(
+            path,
+            f"not readable by soundfile ({sf_reason}); the ffmpeg executable is needed "
+            "for this format (m4a, mp4, webm, ...) but is not on PATH",
+        )
+    cmd = [
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
+        "-i", str(p), "-map", "0:a:0", "-vn",
+        "-f", "wav", "-c:a", "pcm_f32le", "-",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True)
+    if proc.returncode != 0 or not proc.stdout:
+        reason = _short_ffmpeg_error(proc.stderr.decode("utf-8", "replace"), p)
+        raise AudioError(
+            path,
+            f"not an audio file or unsupported format (soundfile: {sf_reason}; "
+            f"ffmpeg: {reason})",
+        )
+    try:
+        data, rate = sf.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError) as err:  # should not happen: we chose the format
+        raise AudioError(path, f"could not read ffmpeg's output ({err})") from None
+    return data, rate
+
+
+def _short_ffmpeg_error(stderr: str, p: Path) -> str:
+    """Boil ffmpeg's stderr down to a short phrase without paths or '[mp3 @ 0x..]' tags."""
+    lines = []
+    for line in stderr.splitlines():
+        line = re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line.strip())
+        for prefix in (str(p) + ":", p.name + ":"):
+            if line.startswith(prefix):
+                line = line[len(prefix) :].strip()
+        if "matches no streams" in line:
+            line = "no audio stream"
+        elif "To ignore this" in line:  # ffmpeg's hint about '-map 0:a?', not for users
+            continue
+        if line and line not in lines:
+            lines.append(line)
+    return _one_line("; ".join(lines) or "unknown error", 90)
+
+
+@functools.lru_cache(maxsize=None)
+def _mel_filters_numpy(n_mels: int) -> np.ndarray:
+    # librosa is imported here because its import is slow and only this needs it.
+    import librosa
+
+    filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels)
+    filters = filters.astype(np.float32)
+    filters.setflags(write=False)  # shared by every caller through the cache
+    return filters
+
+
+def mel_filters(n_mels: int, device: Union[str, torch.device, None] = None) -> torch.Tensor:
+    """Mel filterbank matrix [n_mels, N_FFT // 2 + 1] projecting an STFT power spectrum.
+
+    Same as Whisper's ``mel_filters.npz``: ``librosa.filters.mel(sr=16000, n_fft=400,
+    n_mels=n_mels)`` with librosa's defaults, i.e. the Slaney mel scale and Slaney
+    (area) normalisation. Whisper uses 80 (most models) or 128 (large-v3); any positive
+    number is allowed for models trained from scratch. Computed once per n_mels.
+    """
+    if not isinstance(n_mels, (int, np.integer)) or isinstance(n_mels, bool) or n_mels <= 0:
+        raise ValueError(f"n_mels must be a positive int, got {n_mels!r}")
+    return torch.tensor(_mel_filters_numpy(int(n_mels)), device=device)
+
+
+def log_mel_spectrogram(
+    audio: AudioInput,
+    n_mels: int = 80,
+    padding: int = 0,
+    device: Union[str, torch.device, None] = None,
+) -> torch.Tensor:
+    """Whisper's log-mel spectrogram.
+
+    ``audio`` is a file path (loaded at 16 kHz with load_audio), a 16 kHz waveform
+    [samples] giving [n_mels, samples // HOP_LENGTH], or a batch [batch, samples] of
+    equal-length waveforms giving [batch, n_mels, samples // HOP_LENGTH]. ``padding``
+    zero samples are appended on the right first. Computed on ``device`` if given,
+    otherwise where the tensor lives.
+
+    The log compression clips each utterance at 8 orders of magnitude below ITS OWN
+    peak (Whisper computes one utterance at a time), so batching a quiet clip with a
+    loud one does not change its features.
+    """
+    if isinstance(audio, (str, os.PathLike)):
+        audio = load_audio(audio)
+    if not torch.is_tensor(audio):
+        audio = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    if device is not None:
+        audio = audio.to(device)
+    audio = audio.to(torch.float32)
+    if audio.dim() not in (1, 2):
+        raise ValueError(f"audio must be [samples] or [batch, samples], got shape {tuple(audio.shape)}")
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    if padding > 0:
+        audio = F.pad(audio, (0, padding))
+    if audio.shape[-1] <= N_FFT // 2:
+        # reflect padding of the centred STFT needs more than N_FFT // 2 samples
+        raise ValueError(
+            f"audio too short for the STFT: {audio.shape[-1]} samples (with padding), "
+            f"need more than {N_FFT // 2}"
+        )
+
+    window = torch.hann_window(N_FFT, device=audio.device)
+    stft = torch.stft(
+        audio, N_FFT, HOP_LENGTH, window=window, center=True, pad_mode="reflect", return_complex=True
+    )
+    # center=True gives samples // HOP_LENGTH + 1 frames; Whisper drops the last one so
+    # that 30 s map to exactly N_FRAMES.
+    power = stft[..., :-1].abs() ** 2
+
+    mel = mel_filters(n_mels, audio.device) @ power
+    log_spec = torch.clamp(mel, min=_LOG_FLOOR).log10()
+    peak = log_spec.amax(dim=(-2, -1), keepdim=True)  # one peak per utterance
+    log_spec = torch.maximum(log_spec, peak - _DYNAMIC_RANGE)
+    return (log_spec + 4.0) / 4.0
+
+
+def batch_log_mel(
+    audios: list,
+    n_mels: int = 80,
+    device: Union[str, torch.device, None] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features for clips of different lengths: (mels [B, n_mels, T_max], n_frames [B]).
+
+    Each clip is featurised on its own, so the result equals calling
+    log_mel_spectrogram one by one (zero padding of the waveform would leak into the
+    last STFT frames and into the per-utterance peak). The mels are then right-padded
+    with 0.0 to the longest; ``n_frames`` (int64, on the same device) gives each
+    clip's real length for masking.
+    """
+    if len(audios) == 0:
+        raise ValueError("batch_log_mel needs at least one clip")
+    mels = []
+    for i, audio in enumerate(audios):
+        mel = log_mel_spectrogram(audio, n_mels=n_mels, device=device)
+        if mel.dim() != 2:
+            raise ValueError(f"clip {i}: expected a 1-D waveform, got features of shape {tuple(mel.shape)}")
+        mels.append(mel)
+    n_frames = [mel.shape[-1] for mel in mels]
+    batch = mels[0].new_zeros(len(mels), n_mels, max(n_frames))
+    for i, mel in enumerate(mels):
+        batch[i, :, : mel.shape[-1]] = mel
+    return batch, torch.tensor(n_frames, dtype=torch.long, device=batch.device)
+
+
+def pad_or_trim(array, length: int = N_SAMPLES, axis: int = -1):
+    """Zero-pad or cut ``array`` (numpy or torch) along ``axis`` to ``length``.
+
+    Whisper feeds its encoder fixed 30 s windows (N_SAMPLES samples or N_FRAMES
+    frames); models with a length mask do not need this.
+    """
+    if torch.is_tensor(array):
+        n = array.shape[axis]
+        if n > length:
+            return array.narrow(axis, 0, length)
+        if n < length:
+            pad = [0] * (2 * array.dim())
+            dim = axis % array.dim()
+            # F.pad lists (left, right) pairs starting from the LAST dimension
+            pad[2 * (array.dim() - 1 - dim) + 1] = length - n
+            return F.pad(array, pad)
+        return array
+
+    array = np.asarray(array)
+    n = array.shape[axis]
+    if n > length:
+        return array.take(indices=range(length), axis=axis)
+    if n < length:
+        widths = [(0, 0)] * array.ndim
+        widths[axis] = (0, length - n)
+        return np.pad(array, widths)
+    return array

@@ -1,0 +1,110 @@
+"""Checkpoint directories: config.json (dims, options, tokenizer description) + model.safetensors.
+
+Loading never unpickles: tensors come from safetensors, everything else from JSON. Each file is
+written to a temporary name in the same directory and renamed into place, so a crash while
+saving leaves the previous checkpoint readable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import dims_from_dict, options_from_dict, to_dict
+from .model import ASRModel
+
+FORMAT = "asr-checkpoint"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be read; the message names it and the reason."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), then rename tmp_path onto path (atomic on POSIX)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(model: ASRModel, directory: Union[str, Path], *,
+                    tokenizer: Optional[dict] = None, extra: Optional[dict[str, Any]] = None) -> Path:
+    """Write model (and a JSON-able tokenizer description) to directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dims": to_dict(model.dims),
+        "options": to_dict(model.options),
+        "tokenizer": tokenizer,
+        **(extra or {}),
+    }
+    # safetensors wants contiguous tensors with unshared storage
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p, metadata={"format": FORMAT}))
+    atomic_write(directory / CONFIG_FILE,
+                 lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+    return directory
+
+
+def read_config(directory: Union[str, Path]) -> dict:
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a checkpoint directory (no such directory)")
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: not a checkpoint directory (no {CONFIG_FILE})")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable config ({err})") from None
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an asr checkpoint config (format={config.get('format')!r})")
+    return config
+
+
+def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device] = "cpu"):
+    """Rebuild the model from config.json and load its weights. Returns (model, config)."""
+    directory = Path(directory)
+    config = read_config(directory)
+    try:
+        model = ASRModel(dims_from_dict(config["dims"]), options_from_dict(config["options"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: invalid model config ({err})") from None
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: missing {WEIGHTS_FILE}")
+    try:
+        state = load_file(weights, device="cpu")
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{weights}: unreadable weights ({err})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] if str(err) else "mismatch"
+        raise CheckpointError(f"{weights}: weights do not match config ({first})") from None
+    model.options.rotary_base = _saved_rotary_base(model, config)
+    return model.to(device).eval(), config
+
+
+def _saved_rotary_base(model: ASRModel, config: dict) -> float:
+    """The base in the weights' buffers is authoritative; the config mirrors it."""
+    for frequencies in model.rotary_frequencies():
+        return float(frequencies.base)
+    return float(config["options"].get("rotary_base", model.options.rotary_base))

@@ -1,0 +1,201 @@
+"""The Whisper-style encoder-decoder: log-mel frames in, token logits out.
+
+Encoder: Conv1d(n_mels->d, k3) + GELU, Conv1d(d->d, k3, stride 2) + GELU, pre-LN residual
+blocks, LayerNorm. Batches of different lengths carry a padding mask; nothing forces 30 s
+windows unless the model was built for them (imported Whisper weights).
+Decoder: token embedding + positions, pre-LN blocks of causal self-attention, cross-attention
+and a GELU MLP, LayerNorm, logits through the tied token embedding, in float32.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import AttentionInputs, CrossAttention, MultiHeadAttention
+from .config import ModelDimensions, ModelOptions, StackOptions
+from .kv_cache import DecoderCache, LayerCache
+from .positions import StackPositions
+
+MLP_RATIO = 4  # hidden width of the feed-forward block, as in Whisper
+
+
+def make_self_attention(kind: str, n_state: int, n_head: int, options: StackOptions,
+                        positions: StackPositions, causal: bool) -> nn.Module:
+    rotary = positions.layer_rotary()
+    if kind == "mha":
+        return MultiHeadAttention(n_state, n_head, rotary)
+    if kind == "hybrid":
+        from .hybrid_attention import HybridAttention
+        return HybridAttention(n_state, n_head, rotary, window=options.window,
+                               local_heads=options.local_heads or n_head // 2,
+                               global_stride=options.global_stride, gate=options.hybrid_gate)
+    if kind == "dynconv":
+        from .dynconv import DynamicConvAttention
+        return DynamicConvAttention(n_state, n_head, rotary, kernel_width=options.kernel_width,
+                                    causal=causal)
+    raise ValueError(f"unknown attention kind {kind!r}")
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int, self_attention: nn.Module, cross_attention: bool):
+        super().__init__()
+        self.attn_ln = nn.LayerNorm(n_state)
+        self.attn = self_attention
+        self.cross_attn_ln = nn.LayerNorm(n_state) if cross_attention else None
+        self.cross_attn = CrossAttention(n_state, n_head) if cross_attention else None
+        self.mlp_ln = nn.LayerNorm(n_state)
+        self.mlp = nn.Sequential(nn.Linear(n_state, MLP_RATIO * n_state), nn.GELU(),
+                                 nn.Linear(MLP_RATIO * n_state, n_state))
+
+    def forward(self, x: Tensor, inputs: AttentionInputs, audio: Optional[Tensor] = None,
+                audio_mask: Optional[Tensor] = None, cache: Optional[LayerCache] = None) -> Tensor:
+        x = x + self.attn(self.attn_ln(x), inputs, cache)
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(self.cross_attn_ln(x), audio, audio_mask, cache)
+        return x + self.mlp(self.mlp_ln(x))
+
+
+def length_mask(lengths: Tensor, max_length: int) -> Tensor:
+    """[batch, max_length] bool, True where the position is inside the sequence."""
+    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def encoder_lengths(n_frames: Tensor) -> Tensor:
+    """Output positions of the stride-2 stem (kernel 3, padding 1) for n_frames input frames."""
+    return (n_frames + 1) // 2
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, dims: ModelDimensions, options: ModelOptions):
+        super().__init__()
+        d, n_head = dims.n_audio_state, dims.n_audio_head
+        stack = options.audio
+        self.fixed_window = options.fixed_audio_window
+        self.n_ctx = dims.n_audio_ctx
+        self.conv1 = nn.Conv1d(dims.n_mels, d, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
+        self.positions = StackPositions(dims.n_audio_ctx, d, n_head, stack, causal=False,
+                                        rotary_base=options.rotary_base)
+        self.blocks = nn.ModuleList(
+            ResidualAttentionBlock(d, n_head, make_self_attention(kind, d, n_head, stack, self.positions,
+                                                                  causal=False), cross_attention=False)
+            for kind in stack.attention_kinds(dims.n_audio_layer)
+        )
+        self.ln_post = nn.LayerNorm(d)
+
+    def forward(self, mel: Tensor, n_frames: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+        """mel [batch, n_mels, frames] (right-padded), n_frames [batch] or None (all full).
+        Returns (features [batch, positions, d], mask [batch, positions] bool or None)."""
+        frames = mel.shape[-1]
+        if self.fixed_window:
+            if frames != 2 * self.n_ctx:
+                raise ValueError(f"this model takes fixed windows of {2 * self.n_ctx} frames, got {frames}")
+            n_frames = None  # Whisper attends to its padding: no mask
+        frame_mask = None if n_frames is None else length_mask(n_frames, frames)
+        x = F.gelu(self.conv1(mel))
+        if frame_mask is not None:
+            # the stride-2 conv must see zeros past the end, exactly like its own zero padding
+            # when the utterance is encoded alone
+            x = x * frame_mask[:, None, :].to(x.dtype)
+        x = F.gelu(self.conv2(x)).transpose(1, 2)
+        mask = None if n_frames is None else length_mask(encoder_lengths(n_frames), x.shape[1])
+        absolute = self.positions.embed(0, x.shape[1], x.device)
+        if absolute is not None:
+            x = x + absolute.to(x.dtype)
+        inputs = self.positions.attention_inputs(x.shape[1], 0, mask)
+        for block in self.blocks:
+            x = block(x, inputs)
+        return self.ln_post(x), mask
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, dims: ModelDimensions, options: ModelOptions):
+        super().__init__()
+        d, n_head = dims.n_text_state, dims.n_text_head
+        stack = options.text
+        self.token_embedding = nn.Embedding(dims.n_vocab, d)
+        self.positions = StackPositions(dims.n_text_ctx, d, n_head, stack, causal=True,
+                                        rotary_base=options.rotary_base)
+        self.blocks = nn.ModuleList(
+            ResidualAttentionBlock(d, n_head, make_self_attention(kind, d, n_head, stack, self.positions,
+                                                                  causal=True), cross_attention=True)
+            for kind in stack.attention_kinds(dims.n_text_layer)
+        )
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, tokens: Tensor, audio: Tensor, audio_mask: Optional[Tensor] = None,
+                cache: Optional[DecoderCache] = None) -> Tensor:
+        """tokens [batch, n] (only the new ones when a cache is given) -> logits [batch, n, n_vocab]
+        in float32. The cache advances by n."""
+        offset = cache.offset if cache is not None else 0
+        x = self.token_embedding(tokens)
+        absolute = self.positions.embed(offset, tokens.shape[1], tokens.device)
+        if absolute is not None:
+            x = x + absolute.to(x.dtype)
+        inputs = self.positions.attention_inputs(tokens.shape[1], offset, key_mask=None)
+        for i, block in enumerate(self.blocks):
+            x = block(x, inputs, audio, audio_mask, cache.layers[i] if cache is not None else None)
+        if cache is not None:
+            cache.offset += tokens.shape[1]
+        x = self.ln(x)
+        return (x @ self.token_embedding.weight.to(x.dtype).t()).float()
+
+
+class ASRModel(nn.Module):
+    def __init__(self, dims: ModelDimensions, options: Optional[ModelOptions] = None):
+        super().__init__()
+        self.dims = dims
+        self.options = options or ModelOptions()
+        self.encoder = AudioEncoder(dims, self.options)
+        self.decoder = TextDecoder(dims, self.options)
+        if self.options.function_preserving_init:
+            self.reset_extras_to_identity()
+
+    # -- positional machinery -------------------------------------------------------------
+    def rotary_frequencies(self) -> Iterable:
+        for stack in (self.encoder, self.decoder):
+            if stack.positions.rotary_frequencies is not None:
+                yield stack.positions.rotary_frequencies
+
+    @property
+    def rotary_base(self) -> float:
+        return self.options.rotary_base
+
+    def set_rotary_base(self, value: float) -> None:
+        """Dynamic base adjustment: every rotary layer of both stacks reads the new base."""
+        for frequencies in self.rotary_frequencies():
+            frequencies.set_base(value)
+        self.options.rotary_base = float(value)
+
+    @torch.no_grad()
+    def reset_extras_to_identity(self) -> None:
+        """Function-preserving init: every seed extra becomes the identity (Givens angles 0,
+        R = I, rotary scale 0, relative bias 0, gates closed / branch outputs 0)."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_to_identity"):
+                module.reset_to_identity()
+
+    # -- forward ----------------------------------------------------------------------------
+    def embed_audio(self, mel: Tensor, n_frames: Optional[Tensor] = None):
+        return self.encoder(mel, n_frames)
+
+    def logits(self, tokens: Tensor, audio: Tensor, audio_mask: Optional[Tensor] = None,
+               cache: Optional[DecoderCache] = None) -> Tensor:
+        return self.decoder(tokens, audio, audio_mask, cache)
+
+    def forward(self, mel: Tensor, tokens: Tensor, n_frames: Optional[Tensor] = None) -> Tensor:
+        audio, audio_mask = self.encoder(mel, n_frames)
+        return self.decoder(tokens, audio, audio_mask)
+
+    def new_cache(self) -> DecoderCache:
+        return DecoderCache.empty(len(self.decoder.blocks))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,187 @@
+"""Rotary position embeddings with a learned orthogonal basis change.
+
+Two modules:
+
+* ``RotaryFrequencies`` holds a stack's rotary base and the inverse frequencies derived from it.
+  It is the one place the base lives, so the training loop's dynamic-base rule can change every
+  layer at once by calling ``set_base``.
+* ``RotaryEmbeddingWithRotation`` is owned by each self-attention layer. It applies a learned
+  orthogonal basis change Q = (product of Givens rotations) @ R to queries/keys and then the
+  usual rotary position rotation.
+
+Conventions (row vectors, as in ``x @ W``):
+
+* Position rotation uses the "rotate half" layout: coordinate i is paired with i + h/2 and that
+  plane turns by angle ``scale * p * inv_freq[i]``.
+* The Givens rotations use the interleaved pairing (2k, 2k + 1). It must differ from the rotary
+  pairing: rotations in the same 2-D plane commute, so if Q only turned the rotary planes,
+  Q^T Rot Q = Rot and Q would cancel out of every attention score. With h >= 4 no Givens pair
+  (2k, 2k + 1) lies in a rotary plane (i, i + h/2).
+* Q is applied before the position rotation. Then q_m . k_n = q^T Q^T Rot_(n-m) Q k still depends
+  only on n - m. Applied after it, an orthogonal Q would cancel out exactly.
+"""
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrizations
+
+DEFAULT_ROTARY_BASE = 10000.0
+
+# The orthogonal parametrisation of R. With the default trivialisation, registering it on an
+# identity weight stores base = I and a zero skew part, so matrix_exp(0) = I and R starts at
+# exactly the identity; matrix_exp keeps R orthogonal to float precision whatever the optimiser
+# does to the underlying parameter.
+ORTHOGONAL_MAP = "matrix_exp"
+
+
+def _inverse_frequencies(base: float, head_dim: int, device=None) -> Tensor:
+    """base^(-2i/h) for i = 0 .. h/2 - 1, computed in float64 and rounded once to float32."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim
+    return (float(base) ** -exponents).to(torch.float32)
+
+
+def _check_head_dim(head_dim: int) -> None:
+    if head_dim <= 0 or head_dim % 2 != 0:
+        raise ValueError(f"rotary embeddings need a positive, even head_dim; got {head_dim}")
+
+
+class RotaryFrequencies(nn.Module):
+    """The rotary base of one stack and the inverse frequencies every rotary layer reads."""
+
+    def __init__(self, head_dim: int, base: float = DEFAULT_ROTARY_BASE):
+        super().__init__()
+        _check_head_dim(head_dim)
+        if not base > 1.0:
+            raise ValueError(f"the rotary base must be > 1; got {base}")
+        self.head_dim = head_dim
+        # Both persistent: a checkpoint restores the (possibly adapted) base with the weights.
+        self.register_buffer("inv_freq", _inverse_frequencies(base, head_dim))
+        self.register_buffer("base", torch.tensor(float(base), dtype=torch.float64))
+
+    @torch.no_grad()
+    def set_base(self, value: float) -> None:
+        """Change the base in place.
+
+        The buffers are updated with copy_ (same tensor objects, same storage), so optimisers,
+        torch.compile guards and DDP buffer broadcasting keep referring to the live values.
+        """
+        value = float(value)
+        if not value > 1.0 or value == float("inf"):
+            raise ValueError(f"the rotary base must be finite and > 1; got {value}")
+        self.base.fill_(value)
+        self.inv_freq.copy_(_inverse_frequencies(value, self.head_dim, self.inv_freq.device))
+
+    def angles(self, offset: int, length: int) -> Tensor:
+        """Angles p * inv_freq[i] for positions p = offset .. offset + length - 1: [length, h/2].
+
+        Computed in float32 with autocast off: in bfloat16 a position like 1490 rounds to 1488,
+        which would scramble the phases of long sequences. float32 is exact for p < 2^24.
+        """
+        device = self.inv_freq.device
+        with torch.autocast(device_type=device.type, enabled=False):
+            positions = torch.arange(offset, offset + length, device=device, dtype=torch.float32)
+            return torch.outer(positions, self.inv_freq.float())
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, base={float(self.base):g}"
+
+
+def _givens_pairing(head_dim: int) -> tuple[Tensor, Tensor]:
+    """Interleaved pairs (0, 1), (2, 3), ...: disjoint, and never a rotary plane (i, i + h/2)."""
+    first = torch.arange(0, head_dim, 2)
+    return first, first + 1
+
+
+class RotaryEmbeddingWithRotation(nn.Module):
+    """x -> Rot_p(x @ G @ R): learned orthogonal basis change, then rotary position rotation.
+
+    ``forward(x, angles)`` takes x of shape [..., T, h] (usually [B, H, T, h]) and angles of shape
+    [T, h/2] from ``RotaryFrequencies.angles``; the same module is applied to queries and keys.
+    """
+
+    def __init__(
+        self,
+        head_dim: int,
+        *,
+        givens: bool = True,
+        rotation: bool = True,
+        scale_init: float = 1.0,
+    ):
+        super().__init__()
+        _check_head_dim(head_dim)
+        self.head_dim = head_dim
+        self.givens = givens
+        self.rotation = rotation
+
+        if givens:
+            first, second = _givens_pairing(head_dim)
+            # Integer buffers, derived from head_dim alone, so not saved in checkpoints.
+            self.register_buffer("givens_i", first, persistent=False)
+            self.register_buffer("givens_j", second, persistent=False)
+            # Inverse of the permutation cat(givens_i, givens_j): one gather puts the rotated
+            # columns back in place.
+            order = torch.cat([first, second])
+            self.register_buffer("givens_unpermute", torch.argsort(order), persistent=False)
+            self.thetas = nn.Parameter(torch.zeros(head_dim // 2))
+
+        if rotation:
+            # nn.Linear only as a container for the parametrised matrix; R is applied as x @ R
+            # (not F.linear, which would use R^T).
+            self.basis = nn.Linear(head_dim, head_dim, bias=False)
+            with torch.no_grad():
+                self.basis.weight.copy_(torch.eye(head_dim))
+            parametrizations.orthogonal(self.basis, "weight", orthogonal_map=ORTHOGONAL_MAP)
+
+        self.scale = nn.Parameter(torch.tensor(float(scale_init)))
+
+    def _apply_givens(self, x: Tensor) -> Tensor:
+        """All h/2 disjoint Givens rotations at once: O(h) per vector, no dense matrix."""
+        theta = self.thetas.float()
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        x_i = x.index_select(-1, self.givens_i)
+        x_j = x.index_select(-1, self.givens_j)
+        rotated = torch.cat([cos * x_i - sin * x_j, sin * x_i + cos * x_j], dim=-1)
+        return rotated.index_select(-1, self.givens_unpermute)
+
+    @staticmethod
+    def _rotate_positions(x: Tensor, angles: Tensor) -> Tensor:
+        """Rotate plane (i, i + h/2) by angles[..., i] ("rotate half" layout)."""
+        cos, sin = torch.cos(angles), torch.sin(angles)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+    def forward(self, x: Tensor, angles: Tensor) -> Tensor:
+        if x.shape[-1] != self.head_dim:
+            raise ValueError(f"expected last dimension {self.head_dim}, got {tuple(x.shape)}")
+        if angles.shape != (x.shape[-2], self.head_dim // 2):
+            raise ValueError(
+                f"angles must be [T, h/2] = [{x.shape[-2]}, {self.head_dim // 2}], "
+                f"got {tuple(angles.shape)}"
+            )
+        # Everything in float32 outside autocast: bf16 cos/sin of large angles are wrong, and the
+        # basis change should stay orthogonal to float32 precision. Cast back at the end.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y = x.float()
+            if self.givens:
+                y = self._apply_givens(y)
+            if self.rotation:
+                y = y @ self.basis.weight.float()  # the parametrised R, computed once here
+            y = self._rotate_positions(y, angles.float() * self.scale.float())
+        return y.to(x.dtype)
+
+    @torch.no_grad()
+    def reset_to_identity(self) -> None:
+        """Function-preserving init: thetas = 0, R = I, scale = 0, so forward(x, .) == x."""
+        if self.givens:
+            self.thetas.zero_()
+        if self.rotation:
+            weight = self.basis.weight
+            # Assigning goes through the parametrisation's right_inverse: base = I, skew part 0.
+            self.basis.weight = torch.eye(self.head_dim, dtype=weight.dtype, device=weight.device)
+        self.scale.zero_()
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, givens={self.givens}, rotation={self.rotation}"
+
+
+__all__ = ["DEFAULT_ROTARY_BASE", "RotaryEmbeddingWithRotation", "RotaryFrequencies"]
