@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print a checkpoint's dimensions and options")
     p.add_argument("model", help="checkpoint directory")
     p.set_defaults(func=cmd_info)
+
+    from .data.cli import add_data_parser
+
+    add_data_parser(sub)
     return parser
 
 
