@@ -107,7 +107,8 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(n_state, n_state)
 
     def forward(self, x: Tensor, audio: Tensor, audio_mask: Optional[Tensor],
-                cache: Optional[LayerCache] = None) -> Tensor:
+                cache: Optional[LayerCache] = None, group: int = 1) -> Tensor:
+        """x [utterances * group, T, d] queries; audio [utterances, frames, d]."""
         q = split_heads(self.query(x), self.n_head)
         if cache is not None and cache.cross_key is not None:
             k, v = cache.cross_key, cache.cross_value
@@ -115,6 +116,24 @@ class CrossAttention(nn.Module):
             k, v = (split_heads(t, self.n_head) for t in self.kv(audio).chunk(2, dim=-1))
             if cache is not None:
                 cache.cross_key, cache.cross_value = k, v
+        if group > 1:
+            q = fold_group(q, group)
         mask = None if audio_mask is None else audio_mask[:, None, None, :]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if group > 1:
+            y = unfold_group(y, group)
         return self.out(merge_heads(y))
+
+
+def fold_group(q: Tensor, group: int) -> Tensor:
+    """[utterances * group, H, T, h] -> [utterances, H, group * T, h]: the hypotheses of one
+    utterance become extra query rows against that utterance's keys."""
+    rows, n_head, time, head_dim = q.shape
+    q = q.view(rows // group, group, n_head, time, head_dim).transpose(1, 2)
+    return q.reshape(rows // group, n_head, group * time, head_dim)
+
+
+def unfold_group(y: Tensor, group: int) -> Tensor:
+    utterances, n_head, group_time, head_dim = y.shape
+    y = y.view(utterances, n_head, group, group_time // group, head_dim).transpose(1, 2)
+    return y.reshape(utterances * group, n_head, group_time // group, head_dim)

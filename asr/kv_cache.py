@@ -40,15 +40,23 @@ class LayerCache:
 class DecoderCache:
     layers: list[LayerCache] = field(default_factory=list)
     offset: int = 0
+    # Beam search decodes `group_size` hypotheses per utterance as consecutive batch rows. They
+    # share the utterance's cross-attention keys/values, which are then stored once per
+    # utterance (not per row) and the queries of a group attend to them together.
+    group_size: int = 1
 
     @classmethod
-    def empty(cls, n_layer: int) -> "DecoderCache":
-        return cls(layers=[LayerCache() for _ in range(n_layer)])
+    def empty(cls, n_layer: int, group_size: int = 1) -> "DecoderCache":
+        return cls(layers=[LayerCache() for _ in range(n_layer)], group_size=group_size)
 
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows `index` (beam search: follow the surviving hypotheses)."""
+        """Keep batch rows `index` (beam search: follow the surviving hypotheses). With
+        group_size > 1 the rows must stay inside their groups: shared cross keys stay put."""
+        names = ["self_key", "self_value", "conv_state"]
+        if self.group_size == 1:
+            names += ["cross_key", "cross_value"]
         for layer in self.layers:
-            for name in ("self_key", "self_value", "cross_key", "cross_value", "conv_state"):
+            for name in names:
                 value = getattr(layer, name)
                 if value is not None:
                     setattr(layer, name, value.index_select(0, index.to(value.device)))

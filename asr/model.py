@@ -51,10 +51,11 @@ class ResidualAttentionBlock(nn.Module):
                                  nn.Linear(MLP_RATIO * n_state, n_state))
 
     def forward(self, x: Tensor, inputs: AttentionInputs, audio: Optional[Tensor] = None,
-                audio_mask: Optional[Tensor] = None, cache: Optional[LayerCache] = None) -> Tensor:
+                audio_mask: Optional[Tensor] = None, cache: Optional[LayerCache] = None,
+                group: int = 1) -> Tensor:
         x = x + self.attn(self.attn_ln(x), inputs, cache)
         if self.cross_attn is not None:
-            x = x + self.cross_attn(self.cross_attn_ln(x), audio, audio_mask, cache)
+            x = x + self.cross_attn(self.cross_attn_ln(x), audio, audio_mask, cache, group)
         return x + self.mlp(self.mlp_ln(x))
 
 
@@ -129,15 +130,17 @@ class TextDecoder(nn.Module):
     def forward(self, tokens: Tensor, audio: Tensor, audio_mask: Optional[Tensor] = None,
                 cache: Optional[DecoderCache] = None) -> Tensor:
         """tokens [batch, n] (only the new ones when a cache is given) -> logits [batch, n, n_vocab]
-        in float32. The cache advances by n."""
+        in float32. The cache advances by n. With a cache of group_size g, tokens has
+        g rows per utterance of audio (beam search)."""
         offset = cache.offset if cache is not None else 0
+        group = cache.group_size if cache is not None else 1
         x = self.token_embedding(tokens)
         absolute = self.positions.embed(offset, tokens.shape[1], tokens.device)
         if absolute is not None:
             x = x + absolute.to(x.dtype)
         inputs = self.positions.attention_inputs(tokens.shape[1], offset, key_mask=None)
         for i, block in enumerate(self.blocks):
-            x = block(x, inputs, audio, audio_mask, cache.layers[i] if cache is not None else None)
+            x = block(x, inputs, audio, audio_mask, cache.layers[i] if cache is not None else None, group)
         if cache is not None:
             cache.offset += tokens.shape[1]
         x = self.ln(x)
@@ -190,8 +193,8 @@ class ASRModel(nn.Module):
         audio, audio_mask = self.encoder(mel, n_frames)
         return self.decoder(tokens, audio, audio_mask)
 
-    def new_cache(self) -> DecoderCache:
-        return DecoderCache.empty(len(self.decoder.blocks))
+    def new_cache(self, group_size: int = 1) -> DecoderCache:
+        return DecoderCache.empty(len(self.decoder.blocks), group_size)
 
     @property
     def device(self) -> torch.device:

@@ -214,3 +214,19 @@ def test_load_rejects_bad_checkpoints(tmp_path):
     (tmp_path / "c" / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="unreadable config"):
         load_checkpoint(tmp_path / "c")
+
+
+def test_grouped_cross_attention_equals_repeated_audio():
+    """Beam search keeps one copy of each utterance's cross keys for its group of hypotheses."""
+    model = make_model()
+    mel = torch.randn(2, 80, 30, dtype=torch.float64)
+    tokens = torch.randint(0, DIMS.n_vocab, (6, 5))  # 2 utterances x 3 hypotheses
+    with torch.no_grad():
+        audio, _ = model.embed_audio(mel, torch.tensor([30, 17]))
+        mask = torch.arange(audio.shape[1])[None, :] < torch.tensor([15, 9])[:, None]
+        want = model.logits(tokens, audio.repeat_interleave(3, 0), mask.repeat_interleave(3, 0))
+        cache = model.new_cache(group_size=3)
+        got = torch.cat([model.logits(tokens[:, :2], audio, mask, cache),
+                         model.logits(tokens[:, 2:], audio, mask, cache)], dim=1)
+    assert cache.layers[0].cross_key.shape[0] == 2
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)

@@ -1,0 +1,355 @@
+"""Decoding one window of audio per utterance: greedy, sampling or beam search, batched over
+utterances (and beams), always with the KV cache, so each step feeds only the newest token.
+
+The rules that shape the next-token distribution are small `LogitFilter`s applied in order:
+blank suppression at the first step, special-token suppression, Whisper's timestamp rules and a
+guard against repetition loops.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field, replace
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .tokenizer import Tokenizer
+
+MAX_INITIAL_TIMESTAMP = 1.0  # seconds: the first timestamp of a window may not start later
+REPEAT_LIMIT = 4  # an n-gram repeated this many times in a row ends the hypothesis
+MAX_REPEAT_NGRAM = 12  # longest n-gram the repetition guard looks for
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    task: str = "transcribe"
+    language: Optional[str] = "en"
+    temperature: float = 0.0
+    sample_len: Optional[int] = None  # most tokens to sample (default: half the text context)
+    beam_size: Optional[int] = None  # None: greedy (sampling when temperature > 0); n: beam search
+    patience: float = 1.0  # beam search stops after patience * beam_size finished hypotheses
+    length_penalty: Optional[float] = None  # None: rank by mean log-probability
+    prompt: Sequence[int] = ()  # text tokens of the previous window or an initial prompt
+    suppress_blank: bool = True
+    suppress_tokens: Sequence[int] = ()  # further token ids never to produce
+    without_timestamps: bool = False
+    max_initial_timestamp: Optional[float] = MAX_INITIAL_TIMESTAMP
+    repetition_guard: bool = True
+
+
+@dataclass
+class DecodingResult:
+    tokens: list[int]  # sampled tokens, timestamps included, without the final <|endoftext|>
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    temperature: float
+    compression_ratio: float
+    language: Optional[str] = None
+
+
+def compression_ratio(text: str) -> float:
+    """Bytes of text / bytes of its zlib compression: high for repetitive (looping) text."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# logit filters: each edits logits [rows, n_vocab] in place given the tokens so far
+
+
+@dataclass
+class FilterContext:
+    tokenizer: Tokenizer
+    sample_begin: int  # index in the token rows where sampled tokens start
+
+
+class SuppressBlank:
+    """At the first sampled position, neither a bare space nor <|endoftext|>."""
+
+    def __init__(self, ctx: FilterContext):
+        self.ctx = ctx
+        self.blank = ctx.tokenizer.encode(" ") + [ctx.tokenizer.eot]
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        if tokens.shape[1] == self.ctx.sample_begin:
+            logits[:, self.blank] = float("-inf")
+
+
+class SuppressTokens:
+    def __init__(self, tokens: Sequence[int]):
+        self.tokens = sorted(set(tokens))
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        logits[:, self.tokens] = float("-inf")
+
+
+class TimestampRules:
+    """Whisper's rules: start with a timestamp (no later than max_initial_timestamp); timestamps
+    come in pairs (end of one segment, start of the next) except right before <|endoftext|>;
+    they never go back in time; and when the timestamps together are likelier than any single
+    text token, a timestamp is taken."""
+
+    def __init__(self, ctx: FilterContext, max_initial_timestamp: Optional[float]):
+        self.ctx = ctx
+        self.max_initial = (None if max_initial_timestamp is None
+                            else ctx.tokenizer.timestamp_token(max_initial_timestamp))
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        tok = self.ctx.tokenizer
+        begin, eot = tok.timestamp_begin, tok.eot
+        logits[:, tok.no_timestamps] = float("-inf")
+        for row, sequence in enumerate(tokens[:, self.ctx.sample_begin:].tolist()):
+            last_was_timestamp = len(sequence) >= 1 and sequence[-1] >= begin
+            penultimate_was_timestamp = len(sequence) < 2 or sequence[-2] >= begin
+            if last_was_timestamp:
+                if penultimate_was_timestamp:  # a pair is complete: text must follow
+                    logits[row, begin:] = float("-inf")
+                else:  # an open segment: close it with a timestamp, or end
+                    logits[row, :eot] = float("-inf")
+            timestamps = [t for t in sequence if t >= begin]
+            if timestamps:
+                # a closing timestamp may equal the opening one; a new segment starts later
+                floor = timestamps[-1] if last_was_timestamp and not penultimate_was_timestamp else timestamps[-1] + 1
+                logits[row, begin:floor] = float("-inf")
+        if tokens.shape[1] == self.ctx.sample_begin:
+            logits[:, :begin] = float("-inf")
+            if self.max_initial is not None:
+                logits[:, self.max_initial + 1:] = float("-inf")
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        timestamp_mass = logprobs[:, begin:].logsumexp(dim=-1)
+        best_text = logprobs[:, :begin].max(dim=-1).values
+        logits[timestamp_mass > best_text, :begin] = float("-inf")
+
+
+class RepetitionGuard:
+    """A hypothesis whose last n-gram (n <= MAX_REPEAT_NGRAM) has repeated REPEAT_LIMIT times
+    in a row may only end. Its text then compresses well, which the temperature fallback
+    detects."""
+
+    def __init__(self, ctx: FilterContext):
+        self.ctx = ctx
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        eot = self.ctx.tokenizer.eot
+        for row, sequence in enumerate(tokens[:, self.ctx.sample_begin:].tolist()):
+            if is_looping(sequence):
+                keep = logits[row, eot].clone()
+                logits[row] = float("-inf")
+                logits[row, eot] = keep if torch.isfinite(keep) else 0.0
+
+
+def is_looping(sequence: list[int]) -> bool:
+    for n in range(1, MAX_REPEAT_NGRAM + 1):
+        if len(sequence) < n * REPEAT_LIMIT:
+            break
+        tail = sequence[-n:]
+        if all(sequence[-(k + 1) * n:len(sequence) - k * n] == tail for k in range(1, REPEAT_LIMIT)):
+            return True
+    return False
+
+
+def suppressed_specials(tokenizer: Tokenizer, options: DecodingOptions) -> list[int]:
+    """Special tokens that never belong in a transcript (eot and timestamps are handled apart)."""
+    tokens = [tokenizer.sot, tokenizer.sot_prev, tokenizer.sot_lm, tokenizer.no_speech,
+              tokenizer.transcribe, tokenizer.translate,
+              *(tokenizer.language_token(code) for code in tokenizer.languages)]
+    if options.without_timestamps:
+        tokens.append(tokenizer.no_timestamps)
+        tokens.extend(range(tokenizer.timestamp_begin, tokenizer.n_vocab))
+    return tokens + list(options.suppress_tokens)
+
+
+def build_filters(tokenizer: Tokenizer, options: DecodingOptions, sample_begin: int) -> list:
+    ctx = FilterContext(tokenizer, sample_begin)
+    filters = []
+    if options.suppress_blank:
+        filters.append(SuppressBlank(ctx))
+    filters.append(SuppressTokens(suppressed_specials(tokenizer, options)))
+    if not options.without_timestamps:
+        filters.append(TimestampRules(ctx, options.max_initial_timestamp))
+    if options.repetition_guard:
+        filters.append(RepetitionGuard(ctx))
+    return filters
+
+
+# ---------------------------------------------------------------------------------------------
+# the decoding loop
+
+
+def initial_tokens(tokenizer: Tokenizer, options: DecodingOptions, n_text_ctx: int) -> list[int]:
+    """[<|startofprev|> prompt...] <|startoftranscript|> <|lang|> <|task|> [<|notimestamps|>]"""
+    tokens = list(tokenizer.sot_sequence(options.language, options.task))
+    if options.without_timestamps:
+        tokens.append(tokenizer.no_timestamps)
+    if options.prompt:
+        keep = n_text_ctx // 2 - 1  # as Whisper: at most half the context for the prompt
+        tokens = [tokenizer.sot_prev, *list(options.prompt)[-keep:]] + tokens
+    return tokens
+
+
+@dataclass
+class Hypotheses:
+    """Finished hypotheses of one utterance: token tuple -> summed log-probability."""
+
+    finished: dict = field(default_factory=dict)
+
+
+@torch.inference_mode()
+def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tensor],
+           options: DecodingOptions = DecodingOptions()) -> list[DecodingResult]:
+    """Decode one window per utterance. audio: encoder output [utterances, frames, d]."""
+    n_utt = audio.shape[0]
+    prefix = initial_tokens(tokenizer, options, model.dims.n_text_ctx)
+    sample_begin = len(prefix)
+    sample_len = options.sample_len or model.dims.n_text_ctx // 2
+    sample_len = min(sample_len, model.dims.n_text_ctx - sample_begin)
+    # beam search whenever a beam size is given (beam 1 included: it must equal greedy)
+    beam = options.beam_size if options.beam_size and options.temperature == 0 else None
+    filters = build_filters(tokenizer, options, sample_begin)
+    rows_per_utt = beam or 1
+    cache = model.new_cache(group_size=rows_per_utt)
+    tokens = torch.tensor([prefix] * (n_utt * rows_per_utt), device=audio.device)
+    search = BeamSearch(tokenizer, beam, options) if beam else GreedySearch(tokenizer, options.temperature)
+
+    no_speech_probs = None
+    step_tokens = tokens
+    for _ in range(sample_len):
+        logits = model.logits(step_tokens, audio, audio_mask, cache)
+        if no_speech_probs is None:  # the prediction right after <|startoftranscript|>
+            sot_index = prefix.index(tokenizer.sot)
+            probs = logits[::rows_per_utt, sot_index].float().softmax(dim=-1)
+            no_speech_probs = probs[:, tokenizer.no_speech].tolist()
+        logits = logits[:, -1]
+        for f in filters:
+            f.apply(logits, tokens)
+        tokens, source, done = search.step(tokens, logits)
+        if source is not None:
+            cache.reorder(source)
+        if done:
+            break
+        step_tokens = tokens[:, -1:]
+    return [
+        make_result(tokenizer, sequence, logprob, no_speech_probs[i], options)
+        for i, (sequence, logprob) in enumerate(search.best(tokens, sample_begin, options.length_penalty))
+    ]
+
+
+def make_result(tokenizer, sequence, sum_logprob, no_speech_prob, options) -> DecodingResult:
+    text = tokenizer.decode(sequence).strip()
+    return DecodingResult(tokens=list(sequence), text=text,
+                          avg_logprob=sum_logprob / (len(sequence) + 1), no_speech_prob=no_speech_prob,
+                          temperature=options.temperature, compression_ratio=compression_ratio(text),
+                          language=options.language)
+
+
+class GreedySearch:
+    """Argmax at temperature 0, otherwise sampling from softmax(logits / temperature)."""
+
+    def __init__(self, tokenizer: Tokenizer, temperature: float):
+        self.eot = tokenizer.eot
+        self.temperature = temperature
+        self.sum_logprobs = None
+
+    def step(self, tokens: Tensor, logits: Tensor):
+        if self.sum_logprobs is None:
+            self.sum_logprobs = torch.zeros(tokens.shape[0], dtype=torch.float64, device=tokens.device)
+        if self.temperature == 0:
+            next_tokens = logits.argmax(dim=-1)
+        else:
+            next_tokens = torch.distributions.Categorical(logits=logits / self.temperature).sample()
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        current = logprobs[torch.arange(logits.shape[0]), next_tokens]
+        finished = tokens[:, -1] == self.eot
+        self.sum_logprobs += current * ~finished
+        next_tokens[finished] = self.eot
+        tokens = torch.cat([tokens, next_tokens[:, None]], dim=-1)
+        return tokens, None, bool((tokens[:, -1] == self.eot).all())
+
+    def best(self, tokens: Tensor, sample_begin: int, length_penalty):
+        for row, sequence in enumerate(tokens[:, sample_begin:].tolist()):
+            if self.eot in sequence:
+                sequence = sequence[:sequence.index(self.eot)]
+            yield sequence, float(self.sum_logprobs[row])
+
+
+class BeamSearch:
+    """Beam search over groups of `beam` consecutive rows, one group per utterance. Each step
+    extends every live hypothesis by its beam+1 best tokens and keeps the `beam` best live ones;
+    an utterance is done once patience * beam hypotheses have finished."""
+
+    def __init__(self, tokenizer: Tokenizer, beam: int, options: DecodingOptions):
+        self.eot = tokenizer.eot
+        self.beam = beam
+        self.max_finished = max(1, round(beam * options.patience))
+        self.sum_logprobs = None
+        self.groups: list[Hypotheses] = []
+
+    def step(self, tokens: Tensor, logits: Tensor):
+        rows = tokens.shape[0]
+        n_utt = rows // self.beam
+        if self.sum_logprobs is None:
+            self.sum_logprobs = [0.0] * rows
+            self.groups = [Hypotheses() for _ in range(n_utt)]
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        top_logprobs, top_tokens = logprobs.topk(self.beam + 1, dim=-1)
+        top_logprobs, top_tokens = top_logprobs.tolist(), top_tokens.tolist()
+        prefixes = tokens.tolist()
+        next_rows, source, sums = [], [], []
+        for g in range(n_utt):
+            candidates = {}
+            for row in range(g * self.beam, (g + 1) * self.beam):
+                for logprob, token in zip(top_logprobs[row], top_tokens[row]):
+                    sequence = tuple(prefixes[row] + [token])
+                    score = self.sum_logprobs[row] + logprob
+                    if sequence not in candidates or candidates[sequence][0] < score:
+                        candidates[sequence] = (score, row)
+            kept = 0
+            for sequence, (score, row) in sorted(candidates.items(), key=lambda kv: -kv[1][0]):
+                if sequence[-1] == self.eot:
+                    if len(self.groups[g].finished) < self.max_finished:
+                        self.groups[g].finished[sequence[:-1]] = score
+                    continue
+                next_rows.append(list(sequence))
+                source.append(row)
+                sums.append(score)
+                kept += 1
+                if kept == self.beam:
+                    break
+            while kept < self.beam:  # fewer live candidates than beams: repeat the last one
+                next_rows.append(next_rows[-1])
+                source.append(source[-1])
+                sums.append(float("-inf"))
+                kept += 1
+        self.sum_logprobs = sums
+        done = all(len(h.finished) >= self.max_finished for h in self.groups)
+        new_tokens = torch.tensor(next_rows, device=tokens.device)
+        return new_tokens, torch.tensor(source, device=tokens.device), done
+
+    def best(self, tokens: Tensor, sample_begin: int, length_penalty):
+        rows = tokens.tolist()
+        for g, hypotheses in enumerate(self.groups):
+            finished = dict(hypotheses.finished)
+            if len(finished) < self.beam:  # ran out of length: take the live ones as they are
+                for row in range(g * self.beam, (g + 1) * self.beam):
+                    if self.sum_logprobs[row] > float("-inf"):
+                        finished.setdefault(tuple(rows[row]), self.sum_logprobs[row])
+            if not finished:
+                yield [], float("-inf")
+                continue
+
+            def rank(item):
+                sequence, logprob = item
+                length = len(sequence) - sample_begin
+                if length_penalty is None:
+                    return logprob / max(length, 1)
+                return logprob / ((5 + length) / 6) ** length_penalty
+
+            sequence, logprob = max(finished.items(), key=rank)
+            yield list(sequence[sample_begin:]), logprob
+
+
+def with_temperature(options: DecodingOptions, temperature: float) -> DecodingOptions:
+    return replace(options, temperature=temperature)
