@@ -1,0 +1,112 @@
+"""Turn a list of utterances into one padded training batch.
+
+Decoder layout (teacher forcing, as Whisper trains):
+
+    sequence  = <|sot|> <|en|> <|transcribe|> <|notimestamps|>  t1 t2 ... tn  <|eot|>
+    tokens    = sequence[:-1]      the decoder's inputs
+    targets   = sequence[1:]       what each position must predict
+
+so ``targets[:, i] == tokens[:, i + 1]`` wherever both are real. The prompt is given,
+not learned: targets that would predict a prompt token are -100 (PyTorch's
+cross-entropy ``ignore_index``), and so is every padding position. The first real
+target is t1, predicted from the last prompt token.
+
+Features come from the front-end's ``batch_log_mel``, which computes every clip on its
+own and pads the log-mels with 0, so a clip's features do not depend on what it is
+batched with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from asr.audio import batch_log_mel
+
+IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
+
+
+@dataclass
+class Batch:
+    mels: torch.Tensor  # [B, n_mels, T] float32 log-mels, 0 after each clip's n_frames
+    n_frames: torch.Tensor  # [B] int64, real frames per clip
+    tokens: torch.Tensor  # [B, L] int64 decoder inputs, padded with eot
+    targets: torch.Tensor  # [B, L] int64, IGNORE_INDEX at prompt and padding positions
+    token_mask: torch.Tensor  # [B, L] bool, True at real (non-padding) input positions
+    ids: list[str]
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(
+            move(self.mels), move(self.n_frames), move(self.tokens), move(self.targets),
+            move(self.token_mask), self.ids, self.texts,
+        )  # fmt: skip
+
+    def pin_memory(self) -> "Batch":
+        """Called by DataLoader(pin_memory=True) for custom batch types."""
+        pin = lambda t: t.pin_memory()  # noqa: E731
+        return Batch(
+            pin(self.mels), pin(self.n_frames), pin(self.tokens), pin(self.targets),
+            pin(self.token_mask), self.ids, self.texts,
+        )  # fmt: skip
+
+
+def collate(
+    utterances: Sequence,
+    audio_loader: Callable[[str], np.ndarray],
+    tokenizer,
+    n_mels: int = 80,
+    augment=None,
+) -> Batch:
+    """Load, (optionally) augment, featurise and tokenise a list of utterances.
+
+    Args:
+        utterances: objects with ``id``, ``text`` and ``audio_path`` (manifest Utterances).
+        audio_loader: maps ``utterance.audio_path`` to a 16 kHz mono waveform, e.g.
+            ``asr.audio.load_audio`` (or a caching wrapper around it).
+        tokenizer: an ``asr.tokenizer.Tokenizer``; ``text`` is encoded as given.
+        n_mels: mel bins of the front-end.
+        augment: an ``asr.data.augment.Augmenter`` or None. An augmenter in eval mode
+            changes nothing, so the evaluation batch is bit-identical to augment=None.
+    """
+    if len(utterances) == 0:
+        raise ValueError("collate needs at least one utterance")
+    ids = [str(u.id) for u in utterances]
+    texts = [u.text for u in utterances]
+
+    audios = [audio_loader(u.audio_path) for u in utterances]
+    active = augment is not None and augment.active
+    if active:
+        audios = [augment.waveform(audio, key=key) for audio, key in zip(audios, ids)]
+    mels, n_frames = batch_log_mel(audios, n_mels=n_mels)
+    if active:
+        mels = augment.spec(mels, n_frames, keys=ids)
+
+    tokens, targets, token_mask = _decoder_tensors(texts, tokenizer)
+    return Batch(mels, n_frames, tokens, targets, token_mask, ids, texts)
+
+
+def _decoder_tensors(texts: Sequence[str], tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    prompt = list(tokenizer.sot_sequence_including_notimestamps)
+    eot = tokenizer.eot
+    sequences = [prompt + list(tokenizer.encode(text)) + [eot] for text in texts]
+    length = max(len(s) for s in sequences) - 1  # inputs drop the final eot
+
+    tokens = torch.full((len(texts), length), eot, dtype=torch.long)
+    targets = torch.full((len(texts), length), IGNORE_INDEX, dtype=torch.long)
+    token_mask = torch.zeros((len(texts), length), dtype=torch.bool)
+    for b, sequence in enumerate(sequences):
+        n = len(sequence) - 1
+        tokens[b, :n] = torch.tensor(sequence[:-1])
+        targets[b, :n] = torch.tensor(sequence[1:])
+        token_mask[b, :n] = True
+    # positions before the last prompt token would be trained to predict the prompt
+    targets[:, : len(prompt) - 1] = IGNORE_INDEX
+    return tokens, targets, token_mask
