@@ -33,6 +33,9 @@ def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), then rename tmp_path onto path (atomic on POSIX)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a checkpoint is an ordinary file
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -43,10 +46,13 @@ def atomic_write(path: Path, write) -> None:
 
 
 def save_checkpoint(model: ASRModel, directory: Union[str, Path], *,
-                    tokenizer: Optional[dict] = None, extra: Optional[dict[str, Any]] = None) -> Path:
-    """Write model (and a JSON-able tokenizer description) to directory."""
+                    tokenizer=None, extra: Optional[dict[str, Any]] = None) -> Path:
+    """Write model and tokenizer to directory. `tokenizer` is a Tokenizer (its files are saved
+    beside the weights) or an already JSON-able description dict."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if hasattr(tokenizer, "save"):
+        tokenizer = tokenizer.save(directory)
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -108,3 +114,17 @@ def _saved_rotary_base(model: ASRModel, config: dict) -> float:
     for frequencies in model.rotary_frequencies():
         return float(frequencies.base)
     return float(config["options"].get("rotary_base", model.options.rotary_base))
+
+
+def load_tokenizer(directory: Union[str, Path], config: dict):
+    """The tokenizer saved with a checkpoint (None if it was saved without one)."""
+    from . import whisper_tokenizer  # noqa: F401  (registers the Whisper BPE backend)
+    from .tokenizer import Tokenizer
+
+    description = config.get("tokenizer")
+    if not description:
+        return None
+    try:
+        return Tokenizer.load(directory, description)
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{directory}: unreadable tokenizer ({err})") from None
