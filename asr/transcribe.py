@@ -1,0 +1,248 @@
+"""Transcribing whole recordings: consecutive windows of the model's input length, each decoded
+with temperature fallback, moving on from the last complete timestamp (Whisper's seek rule).
+
+Several files advance together in batches: every step takes the next window of up to
+`batch_size` unfinished files and decodes them in one batch, so a batch gives what the files
+give one by one. Each window is featurised on its own, so features never exist for the whole
+file at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, batch_log_mel, load_audio, log_mel_spectrogram, pad_or_trim
+from .decoding import DecodingOptions, DecodingResult, decode
+from .tokenizer import TIMESTAMP_STEP, Tokenizer
+
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+COMPRESSION_RATIO_THRESHOLD = 2.4  # above: the text repeats itself, decode again hotter
+LOGPROB_THRESHOLD = -1.0  # mean token log-probability below: unsure, decode again hotter
+NO_SPEECH_THRESHOLD = 0.6  # <|nospeech|> probability above (and unsure): the window is silent
+INPUT_STRIDE = 2  # mel frames per encoder position = per timestamp step (0.02 s)
+# A window quieter than this (RMS, dB below full scale) is silence and is not decoded: Whisper
+# models invent words (" you", " Thank you.") for digital silence with confidence above the
+# log-probability threshold, so the no-speech rule alone does not catch it.
+SILENCE_RMS_DBFS = -60.0
+
+
+@dataclass
+class TranscribeOptions:
+    language: Optional[str] = "en"
+    task: str = "transcribe"
+    temperatures: Sequence[float] = TEMPERATURES
+    beam_size: Optional[int] = None
+    patience: float = 1.0
+    length_penalty: Optional[float] = None
+    compression_ratio_threshold: Optional[float] = COMPRESSION_RATIO_THRESHOLD
+    logprob_threshold: Optional[float] = LOGPROB_THRESHOLD
+    no_speech_threshold: Optional[float] = NO_SPEECH_THRESHOLD
+    condition_on_previous_text: bool = False
+    initial_prompt: Optional[str] = None
+    without_timestamps: bool = False
+    batch_size: int = 8
+    silence_rms_dbfs: Optional[float] = SILENCE_RMS_DBFS  # None: decode every window
+    suppress_tokens: Sequence[int] = ()
+
+
+@dataclass
+class FileState:
+    """One recording on its way through the windows."""
+
+    audio: np.ndarray
+    seek: int = 0  # mel frames already transcribed
+    segments: list = field(default_factory=list)
+    prompt: list = field(default_factory=list)
+
+    @property
+    def total_frames(self) -> int:
+        return len(self.audio) // HOP_LENGTH
+
+    @property
+    def done(self) -> bool:
+        return self.seek >= self.total_frames
+
+
+def needs_fallback(result: DecodingResult, opts: TranscribeOptions) -> bool:
+    if is_silence(result, opts):
+        return False
+    if opts.compression_ratio_threshold is not None and result.compression_ratio > opts.compression_ratio_threshold:
+        return True
+    return opts.logprob_threshold is not None and result.avg_logprob < opts.logprob_threshold
+
+
+def is_silence(result: DecodingResult, opts: TranscribeOptions) -> bool:
+    if opts.no_speech_threshold is None or result.no_speech_prob <= opts.no_speech_threshold:
+        return False
+    return opts.logprob_threshold is None or result.avg_logprob < opts.logprob_threshold
+
+
+def decode_with_fallback(model, tokenizer, features, mask, base: DecodingOptions,
+                         opts: TranscribeOptions) -> list[DecodingResult]:
+    """Decode at the first temperature; windows whose result repeats itself or is unsure are
+    decoded again, alone with the others that failed, at the next temperature."""
+    results: list[Optional[DecodingResult]] = [None] * features.shape[0]
+    pending = list(range(features.shape[0]))
+    for temperature in opts.temperatures:
+        options = replace(base, temperature=temperature)
+        if temperature > 0:
+            options = replace(options, beam_size=None)  # sampling instead of beam search
+        index = torch.tensor(pending, device=features.device)
+        sub_mask = None if mask is None else mask[index]
+        for i, result in zip(pending, decode(model, tokenizer, features[index], sub_mask, options)):
+            results[i] = result
+        pending = [i for i in pending if needs_fallback(results[i], opts)]
+        if not pending:
+            break
+    return results
+
+
+def window_features(model, states: list[FileState]):
+    """Log-mel of each file's next window: [files, n_mels, frames] and real frame counts."""
+    window = 2 * model.dims.n_audio_ctx
+    n_mels = model.dims.n_mels
+    chunks = [s.audio[s.seek * HOP_LENGTH:(s.seek + window) * HOP_LENGTH] for s in states]
+    if model.options.fixed_audio_window:
+        # Whisper's input: the window padded with silence to exactly 30 s
+        mels = [log_mel_spectrogram(pad_or_trim(c, window * HOP_LENGTH), n_mels) for c in chunks]
+        return torch.stack(mels), None
+    return batch_log_mel(chunks, n_mels)
+
+
+def add_window_result(state: FileState, result: DecodingResult, tokenizer: Tokenizer,
+                      window_frames: int, opts: TranscribeOptions) -> None:
+    """Turn one window's tokens into segments and move the file's seek on."""
+    frames = min(window_frames, state.total_frames - state.seek)
+    offset = state.seek * HOP_LENGTH / SAMPLE_RATE
+    if is_silence(result, opts):
+        state.seek += frames
+        return
+    tokens = result.tokens
+    begin = tokenizer.timestamp_begin
+    is_ts = [t >= begin for t in tokens]
+    single_timestamp_ending = is_ts[-2:] == [False, True]
+    # positions right after a pair of timestamps: the boundaries between segments
+    boundaries = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+    if boundaries:
+        if single_timestamp_ending:
+            boundaries.append(len(tokens))
+        start = 0
+        for end in boundaries:
+            piece = tokens[start:end]
+            add_segment(state, tokenizer, piece, offset + tokenizer.timestamp_of(piece[0]),
+                        offset + tokenizer.timestamp_of(piece[-1]), result)
+            start = end
+        if single_timestamp_ending:
+            advance = frames
+        else:  # the text after the last complete segment is decoded again in the next window
+            advance = (tokens[start - 1] - begin) * INPUT_STRIDE
+    else:
+        timestamps = [t for t in tokens if t >= begin]
+        duration = frames * HOP_LENGTH / SAMPLE_RATE
+        if timestamps and timestamps[-1] != begin:
+            duration = tokenizer.timestamp_of(timestamps[-1])
+        add_segment(state, tokenizer, tokens, offset, offset + duration, result)
+        advance = frames
+    state.seek += advance if advance > 0 else frames
+    if opts.condition_on_previous_text and result.temperature <= 0.5:
+        state.prompt.extend(tokens)
+    else:
+        # as Whisper: an initial prompt conditions the first window only, and a hot (unsure)
+        # window conditions nothing
+        state.prompt = []
+
+
+def add_segment(state: FileState, tokenizer: Tokenizer, tokens: list[int], start: float, end: float,
+                result: DecodingResult) -> None:
+    text = tokenizer.decode(tokens)
+    if not text.strip():
+        return
+    state.segments.append({
+        "id": len(state.segments), "seek": state.seek, "start": round(start, 3), "end": round(end, 3),
+        "text": text, "tokens": [int(t) for t in tokens], "temperature": result.temperature,
+        "avg_logprob": result.avg_logprob, "compression_ratio": result.compression_ratio,
+        "no_speech_prob": result.no_speech_prob,
+    })
+
+
+def skip_silent_windows(state: FileState, window: int, threshold_dbfs: Optional[float],
+                        on_progress: Optional[Callable[[float], None]]) -> None:
+    """Move past whole windows of (near-)digital silence without decoding them."""
+    if threshold_dbfs is None:
+        return
+    floor = 10 ** (threshold_dbfs / 20)
+    while not state.done:
+        chunk = state.audio[state.seek * HOP_LENGTH:(state.seek + window) * HOP_LENGTH]
+        if np.sqrt(np.mean(np.square(chunk, dtype=np.float64))) >= floor:
+            return
+        frames = min(window, state.total_frames - state.seek)
+        state.seek += frames
+        if on_progress:
+            on_progress(frames * HOP_LENGTH / SAMPLE_RATE)
+
+
+def make_result(state: FileState, language: Optional[str]) -> dict:
+    return {
+        "text": "".join(s["text"] for s in state.segments).strip(),
+        "segments": state.segments,
+        "language": language,
+        "duration": round(len(state.audio) / SAMPLE_RATE, 3),
+    }
+
+
+def transcribe_arrays(model, tokenizer: Tokenizer, audios: Sequence[np.ndarray],
+                      opts: TranscribeOptions = TranscribeOptions(),
+                      on_progress: Optional[Callable[[float], None]] = None,
+                      english_only: bool = False) -> list[dict]:
+    """Transcribe 16 kHz mono float arrays; returns one result dict per array.
+
+    English-only Whisper models were trained with a bare <|startoftranscript|> (no language or
+    task token): `english_only` decodes that way."""
+    if english_only:
+        if opts.language not in (None, "en") or opts.task != "transcribe":
+            raise ValueError(f"this model is English-only: it cannot {opts.task} {opts.language!r}")
+        opts = replace(opts, language="en")
+    states = [FileState(np.asarray(a, dtype=np.float32)) for a in audios]
+    initial = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
+    for s in states:
+        s.prompt = list(initial)
+    base = DecodingOptions(task=None if english_only else opts.task,
+                           language=None if english_only else opts.language, beam_size=opts.beam_size,
+                           patience=opts.patience, length_penalty=opts.length_penalty,
+                           without_timestamps=opts.without_timestamps, suppress_tokens=tuple(opts.suppress_tokens))
+    window = 2 * model.dims.n_audio_ctx
+    device = model.device
+    while True:
+        for state in states:
+            skip_silent_windows(state, window, opts.silence_rms_dbfs, on_progress)
+        waiting = [s for s in states if not s.done]
+        if not waiting:
+            break
+        # one prompt per decoding batch: files whose prompt differs wait for a later batch
+        active = [s for s in waiting if s.prompt == waiting[0].prompt][:max(1, opts.batch_size)]
+        mels, n_frames = window_features(model, active)
+        mels = mels.to(device=device, dtype=next(model.parameters()).dtype)
+        n_frames = None if n_frames is None else n_frames.to(device)
+        with torch.inference_mode():
+            features, mask = model.embed_audio(mels, n_frames)
+        options = replace(base, prompt=tuple(active[0].prompt))
+        results = decode_with_fallback(model, tokenizer, features, mask, options, opts)
+        for state, result in zip(active, results):
+            before = state.seek
+            add_window_result(state, result, tokenizer, window, opts)
+            if on_progress:
+                on_progress((min(state.seek, state.total_frames) - before) * HOP_LENGTH / SAMPLE_RATE)
+    return [make_result(s, opts.language) for s in states]
+
+
+def transcribe(model, tokenizer: Tokenizer, audio: Union[str, np.ndarray],
+               opts: TranscribeOptions = TranscribeOptions()) -> dict:
+    if not isinstance(audio, np.ndarray):
+        audio = load_audio(audio)
+    return transcribe_arrays(model, tokenizer, [audio], opts)[0]
+
+
+__all__ = ["TranscribeOptions", "transcribe", "transcribe_arrays", "N_SAMPLES", "TIMESTAMP_STEP"]

@@ -1,0 +1,157 @@
+"""Writing transcription results to disk as txt, srt, vtt, tsv or json files, named after the
+input audio as openai-whisper names them (`talk.final.wav` -> `talk.final.srt`).
+
+Every format is rendered to a string first and then written atomically, so a crash or a bad
+segment never leaves a half-written subtitle file behind, and an older file of the same name
+survives until the new one is complete.
+
+Subtitle cues are always one line of text: a blank line would end an SRT/VTT cue early and a
+line holding "-->" would be read as a timing line, so such text is sanitised (see cue_text).
+Segments with no text after stripping are left out of txt, srt, vtt and tsv (an empty cue is
+invalid in some players) but kept in json, which is the result exactly as given.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+FORMATS = ("txt", "vtt", "srt", "tsv", "json", "all")
+ALL_FORMATS = ("txt", "vtt", "srt", "tsv", "json")  # what "all" writes, in whisper's order
+
+MS_PER_SECOND = 1000
+MS_PER_MINUTE = 60 * MS_PER_SECOND
+MS_PER_HOUR = 60 * MS_PER_MINUTE
+
+ARROW = re.compile(r"-{2,}>")  # "-->" and longer runs like "--->", which a single replace would turn back into "-->"
+VTT_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}  # the characters WebVTT cue text reserves for markup
+TSV_HEADER = "start\tend\ttext"
+NEW_FILE_MODE = 0o666  # as open() creates files: the umask then takes away what it should
+
+
+def to_milliseconds(seconds: float) -> int:
+    """Whole milliseconds, to the nearest (ties up). Rounding the total once, before splitting it
+    into fields, is what carries 59.9996 s over to 00:01:00.000 instead of 00:00:59.1000."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"timestamp must be a finite number of seconds, got {seconds!r}")
+    if seconds < 0:
+        raise ValueError(f"timestamp must not be negative, got {seconds!r}")
+    return math.floor(seconds * MS_PER_SECOND + 0.5)
+
+
+def format_timestamp(seconds: float, decimal_marker: str = ".", always_include_hours: bool = False) -> str:
+    """HH:MM:SS.mmm; without always_include_hours the hours are left out below one hour (MM:SS.mmm),
+    as whisper's VTT does. Hours are not capped at 24: a 100-hour recording gives 100:00:00.000."""
+    milliseconds = to_milliseconds(seconds)
+    hours, milliseconds = divmod(milliseconds, MS_PER_HOUR)
+    minutes, milliseconds = divmod(milliseconds, MS_PER_MINUTE)
+    secs, milliseconds = divmod(milliseconds, MS_PER_SECOND)
+    hours_marker = f"{hours:02d}:" if always_include_hours or hours > 0 else ""
+    return f"{hours_marker}{minutes:02d}:{secs:02d}{decimal_marker}{milliseconds:03d}"
+
+
+def one_line(text: str) -> str:
+    """The text on a single line: every run of whitespace (newlines, tabs, Unicode line and
+    paragraph separators) becomes one space, and the ends are stripped."""
+    return " ".join(text.split())
+
+
+def cue_text(text: str) -> str:
+    """Subtitle text that cannot break the cue structure: one line, and no "-->"."""
+    return ARROW.sub("->", one_line(text))
+
+
+def spoken_segments(result: dict) -> list[dict]:
+    """The segments that have text to show."""
+    return [segment for segment in result["segments"] if one_line(segment["text"])]
+
+
+def render_txt(result: dict) -> str:
+    return "".join(f"{one_line(segment['text'])}\n" for segment in spoken_segments(result))
+
+
+def render_srt(result: dict) -> str:
+    cues = []
+    for index, segment in enumerate(spoken_segments(result), start=1):
+        start = format_timestamp(segment["start"], ",", always_include_hours=True)
+        end = format_timestamp(segment["end"], ",", always_include_hours=True)
+        cues.append(f"{index}\n{start} --> {end}\n{cue_text(segment['text'])}\n\n")
+    return "".join(cues)
+
+
+def escape_vtt(text: str) -> str:
+    # without this "<" starts a tag in browsers and swallows the rest of the line
+    return "".join(VTT_ESCAPES.get(char, char) for char in text)
+
+
+def render_vtt(result: dict) -> str:
+    cues = ["WEBVTT\n\n"]
+    for segment in spoken_segments(result):
+        start = format_timestamp(segment["start"], ".")
+        end = format_timestamp(segment["end"], ".")
+        cues.append(f"{start} --> {end}\n{escape_vtt(cue_text(segment['text']))}\n\n")
+    return "".join(cues)
+
+
+def render_tsv(result: dict) -> str:
+    """Start and end in integer milliseconds, as whisper's tsv: no decimal marker to mis-parse."""
+    rows = [f"{TSV_HEADER}\n"]
+    for segment in spoken_segments(result):
+        start, end = to_milliseconds(segment["start"]), to_milliseconds(segment["end"])
+        rows.append(f"{start}\t{end}\t{one_line(segment['text'])}\n")
+    return "".join(rows)
+
+
+def render_json(result: dict, indent: Optional[int] = None) -> str:
+    return json.dumps(result, ensure_ascii=False, indent=indent)
+
+
+RENDERERS: dict[str, Callable[[dict], str]] = {
+    "txt": render_txt,
+    "vtt": render_vtt,
+    "srt": render_srt,
+    "tsv": render_tsv,
+    "json": render_json,
+}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write to a fresh file next to `path`, then rename it over `path`: readers see the old file
+    or the complete new one, never a part. The temporary file is in the same directory because a
+    rename is only atomic within one file system."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    # os.open rather than tempfile: tempfile makes 0600 files, which would become the result's mode
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE)
+    try:
+        with open(descriptor, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())  # the data is on disk before the rename makes it visible
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_result(result: dict, audio_path: Union[str, os.PathLike], output_dir: Union[str, os.PathLike],
+                 output_format: str, *, json_indent: Optional[int] = None) -> list[Path]:
+    """Write `result` as `<audio stem>.<format>` in output_dir (created if missing); "all" writes
+    every format. Returns the paths written, in the order of ALL_FORMATS."""
+    if output_format not in FORMATS:
+        raise ValueError(f"unknown output format {output_format!r}; choose from {', '.join(FORMATS)}")
+    formats = ALL_FORMATS if output_format == "all" else (output_format,)
+    # render everything before touching the disk, so a bad segment writes no file at all
+    texts = {fmt: render_json(result, json_indent) if fmt == "json" else RENDERERS[fmt](result) for fmt in formats}
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(audio_path).stem  # only the last suffix goes: talk.final.wav -> talk.final
+    paths = []
+    for fmt, text in texts.items():
+        path = output_dir / f"{stem}.{fmt}"
+        write_atomically(path, text)
+        paths.append(path)
+    return paths

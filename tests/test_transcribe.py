@@ -1,0 +1,131 @@
+"""Transcription end to end with the default model (Whisper tiny.en, converted from the
+installed package): long-form segment times, batches, silence, bad files in one CLI call."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+import asr
+from asr.audio import SAMPLE_RATE
+from asr.cli import main as cli_main
+
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "audio"
+
+SENTENCES = [
+    "The weather was cold and grey when we left the harbour.",
+    "A small boat carried us across the quiet bay.",
+    "My brother read a book about old ships and famous sailors.",
+    "We reached the island just before the sun went down.",
+    "The village had one shop, one church and a tiny school.",
+    "In the morning we walked along the cliffs to the lighthouse.",
+    "The keeper showed us the great lamp and told us stories.",
+    "At noon we ate bread and cheese on the warm rocks.",
+    "Later the wind grew stronger and the sea turned white.",
+    "We hurried back to the boat and sailed home at last.",
+]
+GAP_S = 1.0
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("asr-cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ASR_CACHE_DIR", str(path))
+    yield path
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def model(cache):
+    return asr.load_model("tiny.en", device="cpu", quiet=True)
+
+
+def speak(text: str, path) -> np.ndarray:
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), text], check=True)
+    audio, rate = sf.read(path, dtype="float32")
+    return soxr.resample(audio, rate, SAMPLE_RATE)
+
+
+@pytest.fixture(scope="session")
+def long_recording(tmp_path_factory):
+    """46 s of ten sentences with one-second gaps: the sentence times are known exactly."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng; .ci/run installs it)")
+    folder = tmp_path_factory.mktemp("long")
+    parts, bounds, t = [], [], 0.0
+    for i, sentence in enumerate(SENTENCES):
+        audio = speak(sentence, folder / f"{i}.wav")
+        bounds.append((t, t + len(audio) / SAMPLE_RATE))
+        parts += [audio, np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)]
+        t += len(audio) / SAMPLE_RATE + GAP_S
+    path = folder / "story.flac"
+    sf.write(path, np.concatenate(parts), SAMPLE_RATE)
+    return path, bounds
+
+
+def test_long_form_segments_follow_sentence_times(model, long_recording):
+    path, bounds = long_recording
+    result = model.transcribe(str(path))
+    assert result["duration"] > 30  # more than one window: the seek loop is exercised
+    starts = [s["start"] for s in result["segments"]]
+    ends = [s["end"] for s in result["segments"]]
+    for start, end in bounds:
+        assert min(abs(s - start) for s in starts) <= 0.5, (start, starts)
+        assert min(abs(e - end) for e in ends) <= 0.5, (end, ends)
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in zip(result["segments"], result["segments"][1:]))
+    words = result["text"].lower()
+    assert "harbo" in words and "lighthouse" in words and "sailed home" in words
+
+
+def test_batched_equals_one_by_one(model):
+    paths = [str(DATA / "librivox-0880.flac"), str(DATA / "goforward.flac"), str(DATA / "alsa-rear-left.flac")]
+    together = model.transcribe_many(paths, batch_size=3)
+    for path, batched in zip(paths, together):
+        alone = model.transcribe(path)
+        assert [s["tokens"] for s in alone["segments"]] == [s["tokens"] for s in batched["segments"]]
+    assert "forward" in together[1]["text"].lower()
+
+
+def test_silence_gives_empty_text(model):
+    result = model.transcribe(np.zeros(5 * SAMPLE_RATE, np.float32))
+    assert result["text"] == "" and result["segments"] == []
+
+
+def test_cli_keeps_going_past_bad_files(cache, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
+    out = tmp_path / "out"
+    status = cli_main(["transcribe", str(DATA / "goforward.flac"), str(tmp_path / "missing.wav"), str(corrupt),
+                       "--output-dir", str(out), "--output-format", "json", "--quiet"])
+    captured = capsys.readouterr()
+    assert status == 1
+    errors = [line for line in captured.err.splitlines() if line.startswith("asr: error:")]
+    assert len(errors) == 2 and "missing.wav" in errors[0] and "corrupt.wav" in errors[1]
+    assert "Traceback" not in captured.err
+    result = json.loads((out / "goforward.json").read_text())
+    assert "forward" in result["text"].lower()
+
+
+def test_cli_prints_transcript_by_default(cache, capsys):
+    assert cli_main(["transcribe", str(DATA / "librivox-0930.flac"), "--quiet"]) == 0  # quiet: no output
+    assert capsys.readouterr().out == ""
+    assert cli_main(["transcribe", str(DATA / "librivox-0930.flac")]) == 0
+    assert "amiable" in capsys.readouterr().out.lower()
+
+
+def test_bad_model_name_is_one_line(cache, capsys):
+    assert cli_main(["transcribe", str(DATA / "goforward.flac"), "--model", "no-such-model"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-model" in err[0]
+
+
+def test_models_lists_the_default(cache, capsys):
+    assert cli_main(["models"]) == 0
+    assert "tiny.en" in capsys.readouterr().out
