@@ -66,7 +66,9 @@ def dynamic_conv(values: Tensor, kernels: Tensor, padding: tuple[int, int]) -> T
         raise ValueError(f"{values.shape[1]} inputs with padding {padding} give {windows.shape[1]} "
                          f"windows of width {width}, but there are kernels for {time_out} steps")
     windows = windows.reshape(batch, time_out, groups, channels // groups, width)
-    out = torch.einsum("btgcw,btgw->btgc", windows, kernels.to(windows.dtype))
+    # multiply-and-sum over the width: measured faster on CPU than einsum, which first copies the
+    # strided windows into a contiguous tensor for a batched matmul
+    out = (windows * kernels.to(windows.dtype)[:, :, :, None, :]).sum(dim=-1)
     return out.reshape(batch, time_out, channels)
 
 

@@ -21,6 +21,8 @@ Conventions (row vectors, as in ``x @ W``):
   only on n - m. Applied after it, an orthogonal Q would cancel out exactly.
 """
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
@@ -134,14 +136,28 @@ class RotaryEmbeddingWithRotation(nn.Module):
 
         self.scale = nn.Parameter(torch.tensor(float(scale_init)))
 
-    def _apply_givens(self, x: Tensor) -> Tensor:
-        """All h/2 disjoint Givens rotations at once: O(h) per vector, no dense matrix."""
-        theta = self.thetas.float()
+    def basis_change(self) -> Optional[Tensor]:
+        """Q = (product of Givens rotations) @ R as one [h, h] float32 matrix, or None.
+
+        Built in O(h^2) once per call: the disjoint Givens rotations turn pairs of R's rows
+        (G is block diagonal, so (G R)[i] = cos R[i] + sin R[j], (G R)[j] = -sin R[i] + cos R[j]),
+        never a dense product of Givens matrices. Queries and keys then need one matmul each
+        instead of gathers, a concatenation and a matmul.
+        """
+        if not (self.givens or self.rotation):
+            return None
+        if self.rotation:
+            r = self.basis.weight.float()  # the parametrised R, computed once here
+        else:
+            r = torch.eye(self.head_dim, device=self.thetas.device)
+        if not self.givens:
+            return r
+        theta = self.thetas.float()[:, None]
         cos, sin = torch.cos(theta), torch.sin(theta)
-        x_i = x.index_select(-1, self.givens_i)
-        x_j = x.index_select(-1, self.givens_j)
-        rotated = torch.cat([cos * x_i - sin * x_j, sin * x_i + cos * x_j], dim=-1)
-        return rotated.index_select(-1, self.givens_unpermute)
+        r_i = r.index_select(0, self.givens_i)
+        r_j = r.index_select(0, self.givens_j)
+        rotated = torch.cat([cos * r_i + sin * r_j, cos * r_j - sin * r_i], dim=0)
+        return rotated.index_select(0, self.givens_unpermute)
 
     @staticmethod
     def _rotate_positions(x: Tensor, angles: Tensor) -> Tensor:
@@ -162,10 +178,9 @@ class RotaryEmbeddingWithRotation(nn.Module):
         # basis change should stay orthogonal to float32 precision. Cast back at the end.
         with torch.autocast(device_type=x.device.type, enabled=False):
             y = x.float()
-            if self.givens:
-                y = self._apply_givens(y)
-            if self.rotation:
-                y = y @ self.basis.weight.float()  # the parametrised R, computed once here
+            basis = self.basis_change()
+            if basis is not None:
+                y = y @ basis
             y = self._rotate_positions(y, angles.float() * self.scale.float())
         return y.to(x.dtype)
 

@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Transcription speed and memory of a built-in model on CPU (default tiny.en).
+
+Real-time factor = wall seconds of transcription / seconds of audio (below 1: faster than real
+time). Each configuration runs in a fresh subprocess, which loads the model, runs one untimed
+warm-up transcription of the first short clip with the same settings, then the timed run; its peak
+resident memory is the child's VmHWM (/proc/self/status) at the end, and its baseline is VmHWM
+right after the model is loaded (before any audio is read), so peak - baseline is what decoding
+adds.
+
+Workloads:
+  (a) short: the 8 clips of data/ plus 12 sentences synthesised with espeak-ng (--quick: the 8
+      data clips only), each its own file; batch 1 = m.transcribe() per file, batch 8 =
+      m.transcribe_many(files, batch_size=8);
+  (b) long: one file of the short clips cycled with 0.5 s gaps up to 10 minutes (--quick: 2),
+      written to a temporary FLAC. Batching packs windows of *different files* together, so it
+      does not apply to a single file: the long file runs at batch 1 only.
+Each with greedy decoding and beam search (beam 5). temperature=0.0 throughout (no temperature
+fallback), so every configuration decodes each window exactly once and timings are comparable.
+Times include reading the FLAC files (as transcribe(path) does). The machine may be shared and
+noisy: treat small differences with care.
+
+Prints a table, then one JSON line with the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_RATE = 16000
+GAP_SECONDS = 0.5
+
+SENTENCES = [
+    "The train to the coast leaves from platform four every hour.",
+    "Please remember to water the plants while I am away.",
+    "Our meeting has been moved to Thursday afternoon at three.",
+    "He found an old map folded inside the back cover of the book.",
+    "The soup needs a little more salt and a pinch of pepper.",
+    "Turn left at the bakery and walk two blocks to the river.",
+    "She has been learning to play the violin since she was seven.",
+    "The children built a snowman in the garden this morning.",
+    "Could you send me the report before the end of the week?",
+    "A strong wind blew the leaves across the empty parking lot.",
+    "The museum will be closed for repairs until the spring.",
+    "We counted more than forty birds on the lake yesterday.",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# child: one configuration in a fresh process
+
+
+def vm_hwm_mb() -> float:
+    """Peak resident set size of this process so far, in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(spec: dict) -> dict:
+    import torch
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    import asr
+
+    model = asr.load_model(spec["model"], device="cpu", quiet=True)
+    baseline = vm_hwm_mb()
+    files = spec["files"]
+    options = dict(temperature=0.0, beam_size=spec["beam_size"])
+    batch = spec["batch_size"]
+
+    def work(paths):
+        if batch == 1:
+            return [model.transcribe(p, batch_size=1, **options) for p in paths]
+        return model.transcribe_many(paths, batch_size=batch, **options)
+
+    work([spec["warmup"]])
+    start = time.perf_counter()
+    results = work(files)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "baseline_mb": baseline, "peak_mb": vm_hwm_mb(),
+            "threads": torch.get_num_threads(), "texts": [r["text"].strip() for r in results]}
+
+
+# ---------------------------------------------------------------------------------------------
+# parent: audio preparation, one subprocess per configuration, report
+
+
+def spawn(spec: dict, threads) -> dict:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"configuration {spec['name']} failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def read_16k(path: Path):
+    import numpy as np
+    import soundfile as sf
+    import soxr
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    audio = data.mean(axis=1).astype(np.float32)
+    if rate != SAMPLE_RATE:
+        audio = soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32)
+    return audio
+
+
+def synthesise(tmp: Path) -> list[Path]:
+    import soundfile as sf
+    paths = []
+    for i, sentence in enumerate(SENTENCES):
+        wav, flac = tmp / f"espeak-{i:02d}.wav", tmp / f"espeak-{i:02d}.flac"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), sentence], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sf.write(str(flac), read_16k(wav), SAMPLE_RATE, subtype="PCM_16")
+        wav.unlink()
+        paths.append(flac)
+    return paths
+
+
+def make_long(clips: list[Path], seconds: float, out: Path) -> float:
+    import numpy as np
+    import soundfile as sf
+    pieces = [read_16k(p) for p in clips]
+    gap = np.zeros(int(GAP_SECONDS * SAMPLE_RATE), dtype=np.float32)
+    target = int(seconds * SAMPLE_RATE)
+    parts, total, i = [], 0, 0
+    while total < target:
+        piece = pieces[i % len(pieces)]
+        parts += [piece, gap]
+        total += len(piece) + len(gap)
+        i += 1
+    audio = np.concatenate(parts)[:target]
+    sf.write(str(out), audio, SAMPLE_RATE, subtype="PCM_16")
+    return len(audio) / SAMPLE_RATE
+
+
+def duration(path: Path) -> float:
+    import soundfile as sf
+    return sf.info(str(path)).duration
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="8 short clips and a 2-minute file")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch size of the batched short run")
+    parser.add_argument("--long-minutes", type=float, default=None, help="length of the long file (10; --quick 2)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        print(json.dumps(run_child(json.loads(args.child))))
+        return
+
+    wall_start = time.perf_counter()
+    samples = [json.loads(line) for line in (ROOT / "data/samples.jsonl").read_text().splitlines() if line.strip()]
+    data_clips = [ROOT / "data" / s["audio"] for s in samples]
+    long_minutes = args.long_minutes or (2.0 if args.quick else 10.0)
+
+    with tempfile.TemporaryDirectory(prefix="bench_transcribe.") as tmpdir:
+        tmp = Path(tmpdir)
+        short = list(data_clips) if args.quick else data_clips + synthesise(tmp)
+        short_seconds = sum(duration(p) for p in short)
+        long_path = tmp / "long.flac"
+        long_seconds = make_long(short, long_minutes * 60, long_path)
+
+        # convert the model on first use, outside any measured child
+        subprocess.run([sys.executable, "-c", f"import asr; asr.load_model({args.model!r}, device='cpu', quiet=True)"],
+                       check=True)
+
+        configs = []
+        for decoding, beam in (("greedy", None), ("beam5", 5)):
+            for batch in (1, args.batch_size):
+                configs.append((f"short_{decoding}_b{batch}", "short", decoding, batch, beam, short, short_seconds))
+        for decoding, beam in (("greedy", None), ("beam5", 5)):
+            configs.append((f"long_{decoding}", "long", decoding, 1, beam, [long_path], long_seconds))
+
+        rows, figures = [], {}
+        for name, workload, decoding, batch, beam, files, audio_seconds in configs:
+            spec = {"name": name, "model": args.model, "threads": args.threads, "beam_size": beam,
+                    "batch_size": batch, "files": [str(p) for p in files], "warmup": str(short[0])}
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            r = spawn(spec, args.threads)
+            rtf = r["seconds"] / audio_seconds
+            rows.append((name, workload, len(files), audio_seconds, decoding, batch, r, rtf))
+            figures[f"{name}_rtf"] = round(rtf, 4)
+            figures[f"{name}_seconds"] = round(r["seconds"], 2)
+            figures[f"{name}_peak_rss_mb"] = round(r["peak_mb"], 1)
+            figures[f"{name}_baseline_rss_mb"] = round(r["baseline_mb"], 1)
+
+    # batched results should match batch-1 results text for text
+    texts = {row[0]: row[6]["texts"] for row in rows}
+    agreement = {}
+    for decoding in ("greedy", "beam5"):
+        a, b = texts[f"short_{decoding}_b1"], texts[f"short_{decoding}_b{args.batch_size}"]
+        agreement[decoding] = sum(x == y for x, y in zip(a, b))
+        figures[f"short_{decoding}_b{args.batch_size}_same_text_as_b1"] = f"{agreement[decoding]}/{len(a)}"
+
+    threads = rows[0][6]["threads"]
+    print(f"model {args.model} on CPU ({cpu_model()}, nproc {os.cpu_count()}), torch threads {threads}; "
+          f"temperature=0.0 (no fallback); one fresh process per row")
+    header = (f"{'config':<18} {'files':>5} {'audio s':>8} {'decoding':>8} {'batch':>5} {'wall s':>8} "
+              f"{'RTF':>7} {'x realtime':>10} {'base MB':>8} {'peak MB':>8} {'+MB':>7}")
+    print(header)
+    print("-" * len(header))
+    for name, workload, n, audio_seconds, decoding, batch, r, rtf in rows:
+        print(f"{name:<18} {n:>5} {audio_seconds:>8.1f} {decoding:>8} {batch:>5} {r['seconds']:>8.2f} "
+              f"{rtf:>7.3f} {1 / rtf:>10.1f} {r['baseline_mb']:>8.0f} {r['peak_mb']:>8.0f} "
+              f"{r['peak_mb'] - r['baseline_mb']:>7.0f}")
+    print(f"base MB: VmHWM after model load; peak MB: VmHWM after the run; long file: batch 1 only "
+          f"(batching groups different files, a single file has nothing to batch with)")
+    for decoding, same in agreement.items():
+        print(f"short {decoding}: batch {args.batch_size} text identical to batch 1 for {same}/{len(short)} clips")
+    wall = time.perf_counter() - wall_start
+    print(f"total wall time {wall:.0f} s")
+
+    figures.update({"model": args.model, "quick": args.quick, "threads": threads, "nproc": os.cpu_count(),
+                    "cpu": cpu_model(), "temperature": 0.0, "batch_size": args.batch_size,
+                    "short_clips": len(short), "short_audio_seconds": round(short_seconds, 2),
+                    "long_audio_seconds": round(long_seconds, 2), "wall_seconds": round(wall, 1)})
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

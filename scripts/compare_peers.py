@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""asr side by side with faster-whisper: same files, same Whisper tiny.en weights, same beam size.
+
+Systems (each in its own subprocess, so timings and peak RSS are its own):
+- ``asr``: asr.load_model("tiny.en") as users get it (float32 on CPU, transcribe_many with its
+  default batch of 8 files);
+- ``fw-int8``: faster_whisper.WhisperModel(compute_type="int8"), its usual CPU setting;
+- ``fw-float32``: faster-whisper in float32: the numerical reference for word agreement.
+
+Workloads: (a) short clips from the offline test set (scripts/offline_testset.py), one file each;
+(b) one long file (>= 5 minutes): the offline clips concatenated with 0.5 s gaps of faint noise,
+its reference the concatenated transcripts. Each is decoded greedily (beam 1) and with beam 5.
+Decoding settings are the same on both sides: temperature 0 only (no fallback: sampling draws
+different random numbers, so it cannot be compared), condition_on_previous_text=False,
+timestamps on, no VAD, language "en"; faster-whisper's other defaults (suppress_tokens=[-1],
+suppress_blank, max_initial_timestamp=1.0, patience 1) equal asr's. --fallback uses the default
+temperature tuple on both (faster-whisper with best_of=1, as asr samples one candidate).
+
+Reported per workload and system: wall time (model already loaded and warmed up on one clip),
+real-time factor (wall / audio seconds), wall-time ratio against fw-int8, corpus WER against the
+references (scripts/offline_testset.normalize on both), and word agreement with fw-float32
+(1 - WER of the system's output measured against fw-float32's output). Per system: load time
+and peak RSS.
+
+Usage: python scripts/compare_peers.py [--quick] [--save scripts/RESULTS-peers.md]
+Prints a table and, as its last line, one JSON object with the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SYSTEMS = ("asr", "fw-int8", "fw-float32")
+REFERENCE_SYSTEM = "fw-float32"
+BASELINE_SYSTEM = "fw-int8"
+FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+# ---------------------------------------------------------------------------- child process
+
+
+def run_child(spec: dict) -> dict:
+    """Load one system, warm it up, run every workload; returns texts, timings and peak RSS."""
+    threads = spec["threads"]
+    t0 = time.perf_counter()
+    if spec["system"] == "asr":
+        import torch
+
+        torch.set_num_threads(threads)
+        import asr
+
+        model = asr.load_model("tiny.en", device="cpu", quiet=True)
+
+        def transcribe(paths, beam):
+            temperature = tuple(FALLBACK) if spec["fallback"] else 0.0
+            results = model.transcribe_many(paths, beam_size=beam, temperature=temperature,
+                                            condition_on_previous_text=False, without_timestamps=False)
+            return [r["text"].strip() for r in results]
+    else:
+        from faster_whisper import WhisperModel
+
+        import asr.convert
+
+        compute_type = spec["system"].split("-", 1)[1]
+        model = WhisperModel(str(asr.convert.bundled_model_dir()), device="cpu",
+                             compute_type=compute_type, cpu_threads=threads)
+
+        def transcribe(paths, beam):
+            temperature = list(FALLBACK) if spec["fallback"] else 0.0
+            texts = []
+            for path in paths:
+                segments, _ = model.transcribe(
+                    path, language="en", beam_size=beam, best_of=1, temperature=temperature,
+                    condition_on_previous_text=False, without_timestamps=False, vad_filter=False,
+                    word_timestamps=False)
+                texts.append("".join(s.text for s in segments).strip())
+            return texts
+    load_s = time.perf_counter() - t0
+    transcribe(spec["warmup"], 1)
+    runs = {}
+    for name, paths, beam in spec["runs"]:
+        t = time.perf_counter()
+        texts = transcribe(paths, beam)
+        runs[name] = {"wall_s": time.perf_counter() - t, "texts": texts}
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {"system": spec["system"], "load_s": load_s, "peak_rss_mb": peak_kb / 1024, "runs": runs}
+
+
+def spawn(spec: dict) -> dict:
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                          capture_output=True, text=True, cwd=str(REPO))
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"{spec['system']}: child process failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- parent
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "faster-whisper", "ctranslate2"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="8 short clips, a 90 s long file, fewer synthetic sentences")
+    ap.add_argument("--n-short", type=int, help="short clips (default 20, quick 8)")
+    ap.add_argument("--long-seconds", type=float, help="minimum length of the long file (default 300, quick 90)")
+    ap.add_argument("--beams", default="1,5", help="beam sizes, comma-separated (default 1,5)")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help="default " + ",".join(SYSTEMS))
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads per system (default nproc)")
+    ap.add_argument("--fallback", action="store_true", help="temperature fallback tuple instead of 0 only")
+    ap.add_argument("--save", type=Path, help="write the results as markdown here")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(run_child(json.loads(args.child))))
+        return
+
+    started = time.perf_counter()
+    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(REPO))
+    import soundfile as sf
+    from offline_testset import SAMPLE_RATE, agreement, build_testset, concatenate, corpus_wer
+
+    n_short = args.n_short or (8 if args.quick else 20)
+    long_seconds = args.long_seconds or (90.0 if args.quick else 300.0)
+    beams = [int(b) for b in args.beams.split(",") if b]
+    systems = [s for s in args.systems.split(",") if s]
+    if unknown := set(systems) - set(SYSTEMS):
+        raise SystemExit(f"unknown system(s) {sorted(unknown)}; known: {SYSTEMS}")
+
+    utts = build_testset(n_synth=8 if args.quick else 24)
+    real = [u for u in utts if u.group == "real"]
+    synthetic = [u for u in utts if u.group != "real"]
+    short = real[: (n_short + 1) // 2] + synthetic[: n_short // 2]
+    short += [u for u in utts if u not in short][: n_short - len(short)]
+    long_audio, long_ref, long_clips = concatenate(utts, long_seconds)
+
+    tmp = Path(tempfile.mkdtemp(prefix="compare-peers-"))
+    short_paths = []
+    for u in short:
+        path = tmp / f"{u.id}.wav"
+        sf.write(path, u.audio, SAMPLE_RATE, subtype="PCM_16")
+        short_paths.append(str(path))
+    long_path = tmp / "long.wav"
+    sf.write(long_path, long_audio, SAMPLE_RATE, subtype="PCM_16")
+
+    workloads = {"short": (short_paths, [u.text for u in short], sum(len(u.audio) for u in short) / SAMPLE_RATE),
+                 "long": ([str(long_path)], [long_ref], len(long_audio) / SAMPLE_RATE)}
+    runs = [(f"{w}-b{b}", paths, b) for w, (paths, _, _) in workloads.items() for b in beams]
+    print(f"short: {len(short)} clips, {workloads['short'][2]:.1f} s; long: {workloads['long'][2]:.1f} s "
+          f"({long_clips} clips); beams {beams}; {args.threads} threads; systems {systems}", file=sys.stderr)
+
+    results = {}
+    for system in systems:
+        spec = {"system": system, "threads": args.threads, "fallback": args.fallback,
+                "warmup": short_paths[:1], "runs": runs}
+        t = time.perf_counter()
+        results[system] = spawn(spec)
+        print(f"{system}: done in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+
+    rows = []
+    for name, _, beam in runs:
+        workload = name.split("-")[0]
+        _, refs, seconds = workloads[workload]
+        base = results.get(BASELINE_SYSTEM, {}).get("runs", {}).get(name)
+        reference = results.get(REFERENCE_SYSTEM, {}).get("runs", {}).get(name)
+        for system in systems:
+            run = results[system]["runs"][name]
+            rows.append({
+                "workload": workload, "beam": beam, "system": system, "audio_s": round(seconds, 2),
+                "wall_s": round(run["wall_s"], 3), "rtf": round(run["wall_s"] / seconds, 4),
+                "ratio_vs_fw_int8": round(run["wall_s"] / base["wall_s"], 3) if base else None,
+                "wer": round(corpus_wer(refs, run["texts"]), 4),
+                "agreement_vs_fw_float32": round(agreement(run["texts"], reference["texts"]), 4) if reference else None,
+            })
+    per_system = {s: {"load_s": round(r["load_s"], 2), "peak_rss_mb": round(r["peak_rss_mb"], 1)}
+                  for s, r in results.items()}
+    total_s = time.perf_counter() - started
+
+    table = markdown_table(rows, per_system)
+    print(table)
+    summary = {"machine": machine(), "versions": versions(), "threads": args.threads,
+               "temperature": "fallback" if args.fallback else 0.0, "quick": args.quick,
+               "short_clips": len(short), "long_audio_s": round(workloads["long"][2], 2),
+               "rows": rows, "systems": per_system, "wall_s": round(total_s, 1)}
+    if args.save:
+        save_markdown(args.save, table, summary, argv)
+        print(f"saved {args.save}", file=sys.stderr)
+    diffs = [(u.id, a, b) for u, a, b in zip(short, results.get("asr", {}).get("runs", {}).get("short-b1", {}).get("texts", []),
+                                              results.get(REFERENCE_SYSTEM, {}).get("runs", {}).get("short-b1", {}).get("texts", []))
+             if a != b]
+    for i, a, b in diffs:
+        print(f"  short-b1 differs {i}: asr {a!r} | fw-float32 {b!r}", file=sys.stderr)
+    print(json.dumps(summary))
+
+
+def markdown_table(rows, per_system) -> str:
+    lines = ["| workload | beam | system | audio s | wall s | RTF | wall / fw-int8 | WER | agreement with fw-float32 |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio = "" if r["ratio_vs_fw_int8"] is None else f"{r['ratio_vs_fw_int8']:.2f}x"
+        agree = "" if r["agreement_vs_fw_float32"] is None else f"{r['agreement_vs_fw_float32']:.2%}"
+        lines.append(f"| {r['workload']} | {r['beam']} | {r['system']} | {r['audio_s']:.1f} | {r['wall_s']:.2f} | "
+                     f"{r['rtf']:.3f} | {ratio} | {r['wer']:.2%} | {agree} |")
+    lines += ["", "| system | load s | peak RSS MB |", "|---|---:|---:|"]
+    for s, v in per_system.items():
+        lines.append(f"| {s} | {v['load_s']:.2f} | {v['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def save_markdown(path: Path, table: str, summary: dict, argv) -> None:
+    m = summary["machine"]
+    command = " ".join([".venv/bin/python", "scripts/compare_peers.py", *(argv if argv is not None else sys.argv[1:])])
+    text = f"""# asr vs faster-whisper (Whisper tiny.en, CPU)
+
+Generated by `scripts/compare_peers.py`; see its docstring for what is measured.
+
+- Command: `{command}`
+- Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}
+- Machine: {m['nproc']} CPUs (nproc), {m['cpu']}; Python {m['python']}; {', '.join(f'{k} {v}' for k, v in summary['versions'].items())}
+- Threads per system: {summary['threads']}; temperature: {summary['temperature']}
+- Workloads: {summary['short_clips']} short clips; one long file of {summary['long_audio_s']:.1f} s
+- Wall time of the whole run: {summary['wall_s']:.0f} s
+
+{table}
+"""
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

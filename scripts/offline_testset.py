@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""An offline English test set: real recordings from Debian packages plus sentences
+synthesised with espeak-ng, all as 16 kHz mono float32 arrays with reference transcripts.
+
+Sources (each is skipped, with a message, when its package is not installed):
+- ``samples``: the repository's own clips, data/samples.jsonl (always present);
+- ``librivox``: pocketsphinx-testdata, /usr/share/pocketsphinx/test/data/librivox/*.wav
+  (LibriVox read speech, transcripts in librivox/transcription);
+- ``cards``: pocketsphinx-testdata, cards/*.wav with cards/cards.transcription;
+- ``goforward``: pocketsphinx-testdata, goforward.raw (headerless 16 kHz 16-bit: "go forward
+  ten meters");
+- ``alsa``: alsa-utils, /usr/share/sounds/alsa/*.wav, spoken channel names (48 kHz; transcript
+  from the file name, Front_Center -> "front center"; Noise.wav is not speech and is skipped);
+- ``espeak``: espeak-ng, N sentences from the fixed list below, each in one voice of a fixed
+  cycle of English voices (en-us, en-gb, en-us+f3, en-gb-x-rp, ...). Deterministic: the same
+  N gives the same sentences, voices and audio.
+
+A clip of data/samples.jsonl that is the same recording as a package clip (same id, e.g.
+``librivox-0870``) is taken once. Every utterance is (id, audio, text, group), group "real"
+(recorded human speech) or "synthetic".
+
+`normalize` is the text normalisation used for WER: lower case, punctuation stripped,
+apostrophes dropped, integers written out in words ("10" -> "ten"), Mr/Mrs/Dr spelled out.
+It is deliberately small and is applied identically to every system compared.
+
+Usage: python scripts/offline_testset.py [--n-synth 24] [--write DIR]
+Prints a table of the sources and, as its last line, one JSON object with the counts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "data" / "samples.jsonl"
+POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")
+ALSA_SOUNDS = Path("/usr/share/sounds/alsa")
+SAMPLE_RATE = 16000
+SOURCES = ("samples", "librivox", "cards", "goforward", "alsa", "espeak")
+ALSA_NON_SPEECH = {"noise"}
+
+# espeak-ng voices, used in turn: (voice, words per minute)
+ESPEAK_VOICES = [
+    ("en-us", 160), ("en-gb", 155), ("en-us+f3", 150), ("en-gb-x-rp", 150),
+    ("en-gb-scotland", 150), ("en-us+m3", 160), ("en-029", 150), ("en-gb-x-gbclan", 150),
+]
+
+# Ordinary sentences for synthesis, written for this script. Numbers are spelled out.
+SENTENCES = [
+    "The train to the city leaves every morning at half past seven.",
+    "Please remember to water the plants while we are away.",
+    "My brother bought a new bicycle with a bright red frame.",
+    "We walked along the river until the sun went down.",
+    "The children were playing football in the park after school.",
+    "Could you tell me where the nearest post office is?",
+    "The soup needs a little more salt and some fresh pepper.",
+    "She has been learning to play the piano for three years.",
+    "The meeting has been moved to Thursday afternoon.",
+    "A strong wind blew the leaves across the empty street.",
+    "He forgot his umbrella and got wet on the way home.",
+    "The museum is closed on Mondays but open late on Fridays.",
+    "Our neighbours painted their front door a dark shade of blue.",
+    "I would like a cup of tea with milk and no sugar.",
+    "The old bridge was repaired last summer after the flood.",
+    "They decided to take the long road through the mountains.",
+    "The doctor told him to rest for a few days.",
+    "Most of the shops in the village close at six in the evening.",
+    "The cat was sleeping on a warm blanket near the window.",
+    "We need to buy bread, eggs and cheese for the weekend.",
+    "The teacher asked the students to read the first chapter.",
+    "It was so quiet that we could hear the clock ticking.",
+    "The farmer drove his tractor slowly down the narrow lane.",
+    "There is a small garden behind the house with apple trees.",
+    "Her letter arrived two weeks after she had sent it.",
+    "The airport was crowded because many flights were delayed.",
+    "He spent the whole afternoon fixing the kitchen sink.",
+    "The lights went out just as the film was about to end.",
+    "You should check the weather before going sailing.",
+    "The baker opens his shop long before the sun comes up.",
+    "We watched the birds building a nest in the old oak tree.",
+    "The price of coffee has gone up again this year.",
+    "She wrote her name at the top of the page and began.",
+    "The hotel room had a lovely view over the harbour.",
+    "My grandmother tells wonderful stories about her childhood.",
+    "The road was closed for repairs so we took a detour.",
+    "Everyone stood up when the judge entered the room.",
+    "The library has thousands of books about history and science.",
+    "He carried the heavy boxes up four flights of stairs.",
+    "The snow melted quickly once the spring sunshine arrived.",
+]
+
+
+class Utterance(NamedTuple):
+    id: str
+    audio: np.ndarray  # 16 kHz mono float32
+    text: str  # reference transcript
+    group: str  # "real" or "synthetic"
+
+
+# ---------------------------------------------------------------------------- text / WER
+
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+         "fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ABBREVIATIONS = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
+
+
+def number_words(n: int) -> str:
+    """English words for 0 <= n < 10**9 (larger numbers are read digit by digit)."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
+    for size, name in ((10**6, "million"), (1000, "thousand")):
+        if n >= size:
+            if n >= 1000 * size and size == 10**6:
+                break
+            rest = n % size
+            return number_words(n // size) + " " + name + ("" if rest == 0 else " " + number_words(rest))
+    return " ".join(_ONES[int(d)] for d in str(n))
+
+
+def normalize(text: str) -> str:
+    """Lower case, punctuation stripped, integers in words: identical for every system."""
+    t = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)  # 1,000 -> 1000
+    t = t.replace("%", " percent ").replace("&", " and ")
+    t = re.sub(r"[^\w\s']|_", " ", t)  # punctuation (hyphens, dots, ...) -> space
+    t = t.replace("'", "")
+    t = re.sub(r"(?<=\d)(?=[a-z])|(?<=[a-z])(?=\d)", " ", t)  # 10th -> 10 th
+    words = []
+    for w in t.split():
+        if w.isdigit():
+            words.extend(number_words(int(w)).split())
+        else:
+            words.append(_ABBREVIATIONS.get(w, w))
+    return " ".join(words)
+
+
+def word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[int, int]:
+    """(substitutions + deletions + insertions, reference words) after `normalize`, summed over
+    the pairs (empty references and hypotheses allowed)."""
+    import jiwer
+
+    errors = words = 0
+    for ref, hyp in zip(references, hypotheses, strict=True):
+        ref, hyp = normalize(ref), normalize(hyp)
+        n = len(ref.split())
+        if n == 0:
+            errors += len(hyp.split())
+            continue
+        if not hyp:
+            errors += n
+        else:
+            out = jiwer.process_words(ref, hyp)
+            errors += out.substitutions + out.deletions + out.insertions
+        words += n
+    return errors, words
+
+
+def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus WER (total errors / total reference words) after `normalize`."""
+    errors, words = word_errors(references, hypotheses)
+    return errors / max(words, 1)
+
+
+def agreement(hypotheses: Sequence[str], other: Sequence[str]) -> float:
+    """Word-level agreement: 1 - WER of `hypotheses` measured against `other` as reference."""
+    return 1.0 - corpus_wer(other, hypotheses)
+
+
+# ---------------------------------------------------------------------------- audio sources
+
+
+def _load(path) -> np.ndarray:
+    from asr.audio import load_audio  # soundfile + soxr "HQ" resampling to 16 kHz
+
+    return load_audio(path, SAMPLE_RATE)
+
+
+def _from_samples(log) -> list[Utterance]:
+    out = []
+    for line in SAMPLES.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            out.append(Utterance(row["id"], _load(SAMPLES.parent / row["audio"]), row["text"],
+                                 row.get("group", "real")))
+    return out
+
+
+def _from_librivox(log) -> list[Utterance]:
+    folder = POCKETSPHINX / "librivox"
+    out = []
+    for line in (folder / "transcription").read_text().splitlines():
+        m = re.match(r"\s*(.*?)\s*\((\S+)\)\s*$", line)
+        if not m:
+            continue
+        text = re.sub(r"</?s>", " ", m.group(1)).split()
+        name = m.group(2)
+        wav = folder / f"{name}.wav"
+        if wav.exists():
+            out.append(Utterance("librivox-" + name.rsplit("-", 1)[-1], _load(wav), " ".join(text), "real"))
+    return out
+
+
+def _from_cards(log) -> list[Utterance]:
+    folder = POCKETSPHINX / "cards"
+    transcripts = folder / "cards.transcription"
+    if not transcripts.exists():
+        log("cards: no cards.transcription, skipped")
+        return []
+    out = []
+    for line in transcripts.read_text().splitlines():
+        m = re.match(r"\s*(.*?)\s*\((\S+)\)\s*$", line)
+        if m and (folder / f"{m.group(2)}.wav").exists():
+            text = " ".join(re.sub(r"</?s>", " ", m.group(1)).split())
+            out.append(Utterance(f"cards-{m.group(2)}", _load(folder / f"{m.group(2)}.wav"), text, "real"))
+    return out
+
+
+def _from_goforward(log) -> list[Utterance]:
+    samples = np.fromfile(POCKETSPHINX / "goforward.raw", dtype="<i2").astype(np.float32) / 32768.0
+    return [Utterance("goforward", samples, "go forward ten meters", "real")]
+
+
+def _from_alsa(log) -> list[Utterance]:
+    out = []
+    for wav in sorted(ALSA_SOUNDS.glob("*.wav")):
+        text = wav.stem.replace("_", " ").lower()
+        if text in ALSA_NON_SPEECH:
+            continue
+        out.append(Utterance("alsa-" + text.replace(" ", "-"), _load(wav), text, "real"))
+    return out
+
+
+def _espeak(n: int, log) -> list[Utterance]:
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        log("espeak: espeak-ng is not installed (apt-get install espeak-ng), skipped")
+        return []
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            sentence = SENTENCES[i % len(SENTENCES)]
+            voice, rate = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
+            wav = Path(tmp) / f"{i}.wav"
+            proc = subprocess.run([exe, "-v", voice, "-s", str(rate), "-w", str(wav), sentence],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0 or not wav.exists():
+                log(f"espeak: voice {voice} failed ({proc.stderr.strip()[:80]}), sentence skipped")
+                continue
+            out.append(Utterance(f"espeak-{voice.replace('+', '-')}-{i:03d}", _load(wav), sentence, "synthetic"))
+    return out
+
+
+_PACKAGE_CHECKS = {
+    "librivox": (lambda: (POCKETSPHINX / "librivox" / "transcription").exists(), "pocketsphinx-testdata"),
+    "cards": (lambda: (POCKETSPHINX / "cards").is_dir(), "pocketsphinx-testdata"),
+    "goforward": (lambda: (POCKETSPHINX / "goforward.raw").exists(), "pocketsphinx-testdata"),
+    "alsa": (lambda: ALSA_SOUNDS.is_dir(), "alsa-utils"),
+}
+
+
+def build_testset(n_synth: int = 24, sources: Sequence[str] = SOURCES, log=None) -> list[Utterance]:
+    """The offline test set: package recordings, the repository's clips and `n_synth`
+    espeak-ng sentences. `log` (default: print to stderr) receives a line per skipped source."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    unknown = set(sources) - set(SOURCES)
+    if unknown:
+        raise ValueError(f"unknown source(s) {sorted(unknown)}; known: {SOURCES}")
+    loaders = {"samples": _from_samples, "librivox": _from_librivox, "cards": _from_cards,
+               "goforward": _from_goforward, "alsa": _from_alsa,
+               "espeak": lambda lg: _espeak(n_synth, lg)}
+    result: list[Utterance] = []
+    seen: set[str] = set()
+    for source in SOURCES:
+        if source not in sources:
+            continue
+        check = _PACKAGE_CHECKS.get(source)
+        if check and not check[0]():
+            log(f"{source}: package {check[1]} is not installed, skipped")
+            continue
+        for utt in loaders[source](log):
+            if utt.id in seen:  # the same recording as one already taken
+                continue
+            seen.add(utt.id)
+            result.append(utt)
+    return result
+
+
+def concatenate(utterances: Sequence[Utterance], min_seconds: float, gap: float = 0.5,
+                seed: int = 0) -> tuple[np.ndarray, str, int]:
+    """One long recording: the clips in order (repeated if needed) separated by `gap` seconds of
+    faint noise, until at least `min_seconds`. Returns (audio, reference text, clips used)."""
+    rng = np.random.default_rng(seed)
+    pieces, texts, total, count = [], [], 0, 0
+    while total < min_seconds * SAMPLE_RATE:
+        utt = utterances[count % len(utterances)]
+        silence = (rng.standard_normal(int(gap * SAMPLE_RATE)) * 1e-4).astype(np.float32)
+        pieces += [utt.audio, silence]
+        texts.append(utt.text)
+        total += len(utt.audio) + len(silence)
+        count += 1
+    return np.concatenate(pieces), " ".join(texts), count
+
+
+def write(utterances: Sequence[Utterance], folder: Path) -> Path:
+    """16-bit wav files plus manifest.jsonl (id, audio, text, group, duration)."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.jsonl"
+    with manifest.open("w") as f:
+        for u in utterances:
+            sf.write(folder / f"{u.id}.wav", u.audio, SAMPLE_RATE, subtype="PCM_16")
+            f.write(json.dumps({"id": u.id, "audio": f"{u.id}.wav", "text": u.text, "group": u.group,
+                                "duration": round(len(u.audio) / SAMPLE_RATE, 3)}) + "\n")
+    return manifest
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n-synth", type=int, default=24, help="espeak-ng sentences (default 24)")
+    ap.add_argument("--sources", default=",".join(SOURCES), help="comma-separated subset of " + ",".join(SOURCES))
+    ap.add_argument("--write", type=Path, help="also write wav files and manifest.jsonl here")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    utts = build_testset(args.n_synth, [s for s in args.sources.split(",") if s])
+    print(f"{'id':<32} {'group':<10} {'dur (s)':>7}  text")
+    for u in utts:
+        print(f"{u.id:<32} {u.group:<10} {len(u.audio) / SAMPLE_RATE:7.2f}  {u.text[:60]}")
+    groups = {g: sum(u.group == g for u in utts) for g in ("real", "synthetic")}
+    seconds = sum(len(u.audio) for u in utts) / SAMPLE_RATE
+    print(f"\n{len(utts)} utterances ({groups['real']} real, {groups['synthetic']} synthetic), {seconds:.1f} s")
+    summary = {"utterances": len(utts), **groups, "seconds": round(seconds, 2)}
+    if args.write:
+        summary["manifest"] = str(write(utts, args.write))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
