@@ -11,7 +11,7 @@ import torch
 from .checkpoint import CheckpointError, load_checkpoint, load_tokenizer
 from .models import DEFAULT_MODEL, resolve
 from .transcribe import TranscribeOptions, transcribe_arrays
-from .audio import load_audio
+from .audio_stream import open_audio
 
 OPTION_NAMES = {f.name for f in fields(TranscribeOptions)}
 
@@ -56,8 +56,8 @@ class SpeechModel:
     def transcribe_many(self, audios: Sequence, on_progress=None, **options) -> list[dict]:
         options.setdefault("suppress_tokens", self.suppress_tokens)
         opts = transcribe_options(**options)
-        arrays = [a if isinstance(a, np.ndarray) else load_audio(a) for a in audios]
-        return transcribe_arrays(self.model, self.tokenizer, arrays, opts, on_progress, self.english_only)
+        sources = [open_audio(a) if isinstance(a, (str, Path, np.ndarray)) else a for a in audios]
+        return transcribe_arrays(self.model, self.tokenizer, sources, opts, on_progress, self.english_only)
 
 
 def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[str] = None,

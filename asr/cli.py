@@ -113,6 +113,7 @@ def cmd_transcribe(args) -> int:
     from tqdm import tqdm
 
     from .api import load_model
+    from .audio_stream import open_audio
     from .writers import write_result
 
     if args.threads:
@@ -135,7 +136,7 @@ def cmd_transcribe(args) -> int:
         chunk, arrays = [], []
         for path in paths[start:start + args.batch_size]:
             try:
-                arrays.append(load_audio(path))
+                arrays.append(open_audio(path))  # decoded window by window while transcribing
                 chunk.append(path)
             except AudioError as err:
                 bar.write(f"asr: error: {err}", file=sys.stderr)
@@ -145,6 +146,10 @@ def cmd_transcribe(args) -> int:
             continue
         try:
             results = model.transcribe_many(arrays, **options)
+        except AudioError as err:  # a file that fails to decode half-way
+            bar.write(f"asr: error: {err}", file=sys.stderr)
+            failed += len(chunk)
+            continue
         except ValueError as err:  # options the model cannot honour
             error(str(err))
             return 1

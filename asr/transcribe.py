@@ -14,7 +14,8 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, batch_log_mel, load_audio, log_mel_spectrogram, pad_or_trim
+from .audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, batch_log_mel, log_mel_spectrogram, pad_or_trim
+from .audio_stream import open_audio
 from .decoding import DecodingOptions, DecodingResult, decode
 from .tokenizer import TIMESTAMP_STEP, Tokenizer
 
@@ -52,7 +53,7 @@ class TranscribeOptions:
 class FileState:
     """One recording on its way through the windows."""
 
-    audio: np.ndarray
+    audio: object  # ArrayAudio or AudioStream: len() in samples, window(start, stop)
     seek: int = 0  # mel frames already transcribed
     segments: list = field(default_factory=list)
     prompt: list = field(default_factory=list)
@@ -104,7 +105,7 @@ def window_features(model, states: list[FileState]):
     """Log-mel of each file's next window: [files, n_mels, frames] and real frame counts."""
     window = 2 * model.dims.n_audio_ctx
     n_mels = model.dims.n_mels
-    chunks = [s.audio[s.seek * HOP_LENGTH:(s.seek + window) * HOP_LENGTH] for s in states]
+    chunks = [s.audio.window(s.seek * HOP_LENGTH, (s.seek + window) * HOP_LENGTH) for s in states]
     if model.options.fixed_audio_window:
         # Whisper's input: the window padded with silence to exactly 30 s
         mels = [log_mel_spectrogram(pad_or_trim(c, window * HOP_LENGTH), n_mels) for c in chunks]
@@ -175,7 +176,7 @@ def skip_silent_windows(state: FileState, window: int, threshold_dbfs: Optional[
         return
     floor = 10 ** (threshold_dbfs / 20)
     while not state.done:
-        chunk = state.audio[state.seek * HOP_LENGTH:(state.seek + window) * HOP_LENGTH]
+        chunk = state.audio.window(state.seek * HOP_LENGTH, (state.seek + window) * HOP_LENGTH)
         if np.sqrt(np.mean(np.square(chunk, dtype=np.float64))) >= floor:
             return
         frames = min(window, state.total_frames - state.seek)
@@ -193,11 +194,12 @@ def make_result(state: FileState, language: Optional[str]) -> dict:
     }
 
 
-def transcribe_arrays(model, tokenizer: Tokenizer, audios: Sequence[np.ndarray],
+def transcribe_arrays(model, tokenizer: Tokenizer, audios: Sequence,
                       opts: TranscribeOptions = TranscribeOptions(),
                       on_progress: Optional[Callable[[float], None]] = None,
                       english_only: bool = False) -> list[dict]:
-    """Transcribe 16 kHz mono float arrays; returns one result dict per array.
+    """Transcribe 16 kHz mono float arrays or audio sources (asr.audio_stream.open_audio);
+    returns one result dict per input.
 
     English-only Whisper models were trained with a bare <|startoftranscript|> (no language or
     task token): `english_only` decodes that way."""
@@ -205,7 +207,7 @@ def transcribe_arrays(model, tokenizer: Tokenizer, audios: Sequence[np.ndarray],
         if opts.language not in (None, "en") or opts.task != "transcribe":
             raise ValueError(f"this model is English-only: it cannot {opts.task} {opts.language!r}")
         opts = replace(opts, language="en")
-    states = [FileState(np.asarray(a, dtype=np.float32)) for a in audios]
+    states = [FileState(open_audio(a) if isinstance(a, np.ndarray) else a) for a in audios]
     initial = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
     for s in states:
         s.prompt = list(initial)
@@ -240,9 +242,7 @@ def transcribe_arrays(model, tokenizer: Tokenizer, audios: Sequence[np.ndarray],
 
 def transcribe(model, tokenizer: Tokenizer, audio: Union[str, np.ndarray],
                opts: TranscribeOptions = TranscribeOptions()) -> dict:
-    if not isinstance(audio, np.ndarray):
-        audio = load_audio(audio)
-    return transcribe_arrays(model, tokenizer, [audio], opts)[0]
+    return transcribe_arrays(model, tokenizer, [open_audio(audio)], opts)[0]
 
 
 __all__ = ["TranscribeOptions", "transcribe", "transcribe_arrays", "N_SAMPLES", "TIMESTAMP_STEP"]

@@ -129,3 +129,12 @@ def test_bad_model_name_is_one_line(cache, capsys):
 def test_models_lists_the_default(cache, capsys):
     assert cli_main(["models"]) == 0
     assert "tiny.en" in capsys.readouterr().out
+
+
+def test_streamed_file_equals_in_memory_array(model, long_recording):
+    from asr.audio import load_audio
+
+    path, _ = long_recording
+    streamed = model.transcribe(str(path))
+    in_memory = model.transcribe(load_audio(path))
+    assert [s["tokens"] for s in streamed["segments"]] == [s["tokens"] for s in in_memory["segments"]]
