@@ -80,7 +80,7 @@ class RelativePositionBias(nn.Module):
         length in the decoder) against keys at positions 0 .. key_length - 1."""
         device = self.embedding.weight.device
         # The bias only depends on key - query, which takes query_length + key_length - 1 values:
-        # look those up once, then spread them over the [queries, keys] grid with one gather.
+        # look those up once, then spread them over the [queries, keys] grid.
         lowest = -(offset + query_length - 1)  # key 0 against the last query
         distinct = torch.arange(lowest, key_length - offset, device=device)
         buckets = relative_position_bucket(
@@ -90,10 +90,12 @@ class RelativePositionBias(nn.Module):
             max_distance=self.max_distance,
         )
         values = self.embedding(buckets)  # [distinct relative positions, n_head]
-        query = torch.arange(offset, offset + query_length, device=device)
-        key = torch.arange(key_length, device=device)
-        index = key[None, :] - query[:, None] - lowest  # [queries, keys], indexes `distinct`
-        return values[index].permute(2, 0, 1).unsqueeze(0)
+        # The grid is Toeplitz: with the distinct values reversed, row q (keys reversed too)
+        # is the window starting at q, so one unfold builds it without a gather, whose
+        # backward (a scattered accumulate) is slow on CPU.
+        reversed_values = values.flip(0).t()  # [n_head, distinct], index = (Tq-1) + q - k
+        grid = reversed_values.unfold(1, key_length, 1)  # [n_head, queries, keys reversed]
+        return grid.flip(-1).unsqueeze(0)
 
     @torch.no_grad()
     def reset_to_identity(self) -> None:
