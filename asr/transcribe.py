@@ -107,8 +107,14 @@ def window_features(model, states: list[FileState]):
     n_mels = model.dims.n_mels
     chunks = [s.audio.window(s.seek * HOP_LENGTH, (s.seek + window) * HOP_LENGTH) for s in states]
     if model.options.fixed_audio_window:
-        # Whisper's input: the window padded with silence to exactly 30 s
-        mels = [log_mel_spectrogram(pad_or_trim(c, window * HOP_LENGTH), n_mels) for c in chunks]
+        # Whisper's input, as openai-whisper and faster-whisper build it: the log-mel of the real
+        # samples only (one hop of zeros so the last frame is complete), padded with 0.0 in the
+        # log-mel domain to exactly 30 s. Padding the audio with silence instead changes the
+        # first tokens of many short clips.
+        mels = []
+        for chunk in chunks:
+            mel = log_mel_spectrogram(chunk, n_mels, padding=HOP_LENGTH)[:, :len(chunk) // HOP_LENGTH]
+            mels.append(pad_or_trim(mel, window))
         return torch.stack(mels), None
     return batch_log_mel(chunks, n_mels)
 

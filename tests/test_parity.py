@@ -9,7 +9,13 @@ Both sides get the same 16 kHz float32 arrays. faster-whisper's defaults that di
 are set to asr's: condition_on_previous_text=False (faster-whisper: True), vad_filter=False,
 language="en"; the rest already agree (suppress_tokens=[-1] = Whisper's non-speech symbols plus
 the special tokens, suppress_blank, max_initial_timestamp=1.0, timestamps on, word timestamps
-off, no prompt). Runtime ~1 minute on 2 cores (29 utterances, two systems).
+off, no prompt). Runtime ~45 s on 2 idle cores (29 utterances, two systems).
+
+Known cause of mismatches (found with this test): the padding of the last/short window. OpenAI
+Whisper's transcribe() and faster-whisper take the log-mel of the real audio only and pad it to
+3000 frames with 0.0 in the normalised log-mel domain; padding the waveform with 30 s of silence
+before the log-mel (whisper.pad_or_trim(audio) then log_mel_spectrogram) gives the padded frames
+the value (peak - 8 + 4) / 4 instead, which changes the first tokens of many short clips.
 """
 from __future__ import annotations
 
