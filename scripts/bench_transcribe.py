@@ -87,10 +87,12 @@ def run_child(spec: dict) -> dict:
         return model.transcribe_many(paths, batch_size=batch, **options)
 
     work([spec["warmup"]])
+    cpu_start = time.process_time()
     start = time.perf_counter()
     results = work(files)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "baseline_mb": baseline, "peak_mb": vm_hwm_mb(),
+    cpu = time.process_time() - cpu_start
+    return {"seconds": seconds, "cpu_seconds": cpu, "baseline_mb": baseline, "peak_mb": vm_hwm_mb(),
             "threads": torch.get_num_threads(), "texts": [r["text"].strip() for r in results]}
 
 
@@ -108,6 +110,30 @@ def spawn(spec: dict, threads) -> dict:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"configuration {spec['name']} failed (exit {proc.returncode})")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes on the machine have used (non-idle time in /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return float("nan")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:7]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def spawn_measuring_others(spec: dict, threads) -> dict:
+    """spawn(), plus the share of the machine's CPU time that other processes used meanwhile."""
+    import resource
+    before_self = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy, start = busy_cpu_seconds(), time.perf_counter()
+    r = spawn(spec, threads)
+    busy, wall = busy_cpu_seconds() - busy, time.perf_counter() - start
+    after_self = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ours = (after_self.ru_utime + after_self.ru_stime) - (before_self.ru_utime + before_self.ru_stime)
+    r["others"] = max(0.0, busy - ours) / (wall * (os.cpu_count() or 1))
+    return r
 
 
 def read_16k(path: Path):
@@ -209,11 +235,13 @@ def main() -> None:
             spec = {"name": name, "model": args.model, "threads": args.threads, "beam_size": beam,
                     "batch_size": batch, "files": [str(p) for p in files], "warmup": str(short[0])}
             print(f"running {name} ...", file=sys.stderr, flush=True)
-            r = spawn(spec, args.threads)
+            r = spawn_measuring_others(spec, args.threads)
             rtf = r["seconds"] / audio_seconds
             rows.append((name, workload, len(files), audio_seconds, decoding, batch, r, rtf))
             figures[f"{name}_rtf"] = round(rtf, 4)
             figures[f"{name}_seconds"] = round(r["seconds"], 2)
+            figures[f"{name}_cpu_seconds"] = round(r["cpu_seconds"], 2)
+            figures[f"{name}_others_cpu_share"] = round(r["others"], 3)
             figures[f"{name}_peak_rss_mb"] = round(r["peak_mb"], 1)
             figures[f"{name}_baseline_rss_mb"] = round(r["baseline_mb"], 1)
 
@@ -229,24 +257,30 @@ def main() -> None:
     print(f"model {args.model} on CPU ({cpu_model()}, nproc {os.cpu_count()}), torch threads {threads}; "
           f"temperature=0.0 (no fallback); one fresh process per row")
     header = (f"{'config':<18} {'files':>5} {'audio s':>8} {'decoding':>8} {'batch':>5} {'wall s':>8} "
-              f"{'RTF':>7} {'x realtime':>10} {'base MB':>8} {'peak MB':>8} {'+MB':>7}")
+              f"{'cpu s':>8} {'RTF':>7} {'x realtime':>10} {'base MB':>8} {'peak MB':>8} {'+MB':>7} {'others':>6}")
     print(header)
     print("-" * len(header))
     for name, workload, n, audio_seconds, decoding, batch, r, rtf in rows:
         print(f"{name:<18} {n:>5} {audio_seconds:>8.1f} {decoding:>8} {batch:>5} {r['seconds']:>8.2f} "
-              f"{rtf:>7.3f} {1 / rtf:>10.1f} {r['baseline_mb']:>8.0f} {r['peak_mb']:>8.0f} "
-              f"{r['peak_mb'] - r['baseline_mb']:>7.0f}")
+              f"{r['cpu_seconds']:>8.2f} {rtf:>7.3f} {1 / rtf:>10.1f} {r['baseline_mb']:>8.0f} {r['peak_mb']:>8.0f} "
+              f"{r['peak_mb'] - r['baseline_mb']:>7.0f} {r['others']:>6.0%}")
+    print(f"cpu s: CPU time of the timed run, all threads; others: share of the machine's CPU time "
+          f"used by other processes during the row (well above 0%: the row's time is inflated)")
     print(f"base MB: VmHWM after model load; peak MB: VmHWM after the run; long file: batch 1 only "
           f"(batching groups different files, a single file has nothing to batch with)")
     for decoding, same in agreement.items():
         print(f"short {decoding}: batch {args.batch_size} text identical to batch 1 for {same}/{len(short)} clips")
+    busy_rows = [row[0] for row in rows if row[6]["others"] > 0.10]
+    if busy_rows:
+        print(f"WARNING: other processes used over 10% of the CPUs during {', '.join(busy_rows)}: "
+              f"those timings are inflated, rerun on a quiet machine")
     wall = time.perf_counter() - wall_start
     print(f"total wall time {wall:.0f} s")
 
     figures.update({"model": args.model, "quick": args.quick, "threads": threads, "nproc": os.cpu_count(),
                     "cpu": cpu_model(), "temperature": 0.0, "batch_size": args.batch_size,
                     "short_clips": len(short), "short_audio_seconds": round(short_seconds, 2),
-                    "long_audio_seconds": round(long_seconds, 2), "wall_seconds": round(wall, 1)})
+                    "long_audio_seconds": round(long_seconds, 2), "contended_rows": busy_rows, "wall_seconds": round(wall, 1)})
     print(json.dumps(figures))
 
 
