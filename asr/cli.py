@@ -121,13 +121,16 @@ def cmd_transcribe(args) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         error(f"--device {args.device}: CUDA is not available on this machine")
         return 1
+    paths = list(expand_inputs(expand_patterns(args.audio)))
+    if not paths:
+        error(f"{' '.join(args.audio)}: no audio files found")
+        return 1
     model = load_model(args.model, device=args.device, quiet=args.quiet)
     options = dict(beam_size=args.beam_size, patience=args.patience, length_penalty=args.length_penalty,
                    temperature=tuple(args.temperature), language=args.language, task=args.task,
                    initial_prompt=args.initial_prompt, batch_size=args.batch_size,
                    condition_on_previous_text=args.condition_on_previous_text,
                    without_timestamps=args.without_timestamps)
-    paths = list(expand_inputs(expand_patterns(args.audio)))
     output_dir = args.output_dir or ("." if args.output_format else None)
     failed = 0
     audio_seconds = 0.0

@@ -138,3 +138,9 @@ def test_streamed_file_equals_in_memory_array(model, long_recording):
     streamed = model.transcribe(str(path))
     in_memory = model.transcribe(load_audio(path))
     assert [s["tokens"] for s in streamed["segments"]] == [s["tokens"] for s in in_memory["segments"]]
+
+
+def test_empty_directory_is_one_line_error(cache, tmp_path, capsys):
+    assert cli_main(["transcribe", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no audio files found" in err[0]
