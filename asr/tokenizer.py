@@ -63,6 +63,17 @@ class TextBackend(Protocol):
         ...
 
 
+def read_checked(path: Path, sha256: Optional[str], what: str) -> bytes:
+    """A backend's saved file, checked against the checksum its description recorded."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the {what} ({err.strerror})") from None
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{path}: {what} does not match the description (sha256 differs)")
+    return data
+
+
 class SentencePieceBackend:
     """A sentencepiece model (unigram or BPE) with byte fallback.
 
@@ -135,14 +146,7 @@ class SentencePieceBackend:
     @classmethod
     def load(cls, directory: Path, description: dict) -> "SentencePieceBackend":
         path = Path(directory) / description.get("model_file", SENTENCEPIECE_MODEL_FILE)
-        try:
-            proto = path.read_bytes()
-        except OSError as err:
-            raise ValueError(f"{path}: cannot read the sentencepiece model ({err.strerror})") from None
-        expected = description.get("sha256")
-        if expected and hashlib.sha256(proto).hexdigest() != expected:
-            raise ValueError(f"{path}: sentencepiece model does not match the description (sha256 differs)")
-        return cls(proto)
+        return cls(read_checked(path, description.get("sha256"), "sentencepiece model"))
 
 
 # Backends by the "kind" written into the description; a BPE backend registers here later.

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
-from .tokenizer import BACKENDS, SPECIALS_AFTER_LANGUAGES, Tokenizer
+from .tokenizer import BACKENDS, SPECIALS_AFTER_LANGUAGES, Tokenizer, read_checked
 
 KIND = "whisper-bpe"
 TOKENIZER_FILE = "tokenizer.json"
@@ -152,12 +152,9 @@ class WhisperBPEBackend:
     def load(cls, directory: Path, description: dict) -> "WhisperBPEBackend":
         path = Path(directory) / description.get("tokenizer_file", TOKENIZER_FILE)
         try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise WhisperTokenizerError(f"{path}: cannot read the Whisper tokenizer ({err.strerror})") from None
-        expected = description.get("sha256")
-        if expected and hashlib.sha256(data).hexdigest() != expected:
-            raise WhisperTokenizerError(f"{path}: tokenizer does not match the description (sha256 differs)")
+            data = read_checked(path, description.get("sha256"), "Whisper tokenizer")
+        except ValueError as err:
+            raise WhisperTokenizerError(str(err)) from None
         backend = cls(data.decode("utf-8"))
         verify_layout(Tokenizer(backend, description.get("languages", ("en",))), str(path))
         return backend
