@@ -6,7 +6,7 @@ checkpoint's config.json is how a model is rebuilt.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Union
+from typing import Optional, Union
 
 POSITIONS = ("sinusoidal", "learned", "learned_sinusoidal", "none")
 ATTENTION_KINDS = ("mha", "hybrid", "dynconv")
@@ -45,11 +45,15 @@ class StackOptions:
     attention: Union[str, list] = "mha"
     # hybrid attention: local sliding-window heads (|i - j| <= window) plus global heads
     window: int = 64
-    local_heads: int = 0  # 0 = half of the heads
+    # heads that are local; None = half of them (n_head // 2). 0 (all global) and n_head (all
+    # local) are valid choices, which is why "half" is spelled None and not 0
+    local_heads: Optional[int] = None
     global_stride: int = 1  # > 1: global heads attend to keys/values average-pooled by this
     hybrid_gate: bool = True
     # dynamic convolution branch beside attention
     kernel_width: int = 15
+    # channel groups of the dynamic convolution, each with its own predicted kernel; None = n_head
+    n_conv_heads: Optional[int] = None
     # learned sinusoidal embeddings: recompute in backward instead of storing activations
     checkpoint_positions: bool = False
 

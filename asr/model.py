@@ -29,13 +29,13 @@ def make_self_attention(kind: str, n_state: int, n_head: int, options: StackOpti
         return MultiHeadAttention(n_state, n_head, rotary)
     if kind == "hybrid":
         from .hybrid_attention import HybridAttention
-        return HybridAttention(n_state, n_head, rotary, window=options.window,
-                               local_heads=options.local_heads or n_head // 2,
+        local_heads = n_head // 2 if options.local_heads is None else options.local_heads
+        return HybridAttention(n_state, n_head, rotary, window=options.window, local_heads=local_heads,
                                global_stride=options.global_stride, gate=options.hybrid_gate)
     if kind == "dynconv":
         from .dynconv import DynamicConvAttention
         return DynamicConvAttention(n_state, n_head, rotary, kernel_width=options.kernel_width,
-                                    causal=causal)
+                                    causal=causal, n_conv_heads=options.n_conv_heads)
     raise ValueError(f"unknown attention kind {kind!r}")
 
 

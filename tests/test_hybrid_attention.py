@@ -12,6 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import asr.hybrid_attention as hybrid
 from asr.attention import AttentionInputs, MultiHeadAttention
+from asr.checkpoint import load_checkpoint, save_checkpoint
 from asr.config import ModelDimensions, ModelOptions, StackOptions
 from asr.hybrid_attention import HybridAttention
 from asr.kv_cache import LayerCache
@@ -356,3 +357,19 @@ def test_model_padded_batch_equals_one_by_one(name):
             m = alone.shape[1]
             torch.testing.assert_close(audio[i, :m], alone[0], atol=1e-6, rtol=1e-6)
             torch.testing.assert_close(logits[i], model.logits(tokens[i:i + 1], alone)[0], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("local_heads,expected", [(None, DIMS.n_audio_head // 2), (0, 0), (1, 1),
+                                                   (DIMS.n_audio_head, DIMS.n_audio_head)])
+def test_local_heads_option_none_is_half_and_zero_is_all_global(tmp_path, local_heads, expected):
+    options = ModelOptions(audio=StackOptions(attention="hybrid", window=4, local_heads=local_heads),
+                           text=StackOptions(positions="learned", attention="hybrid", window=3,
+                                             local_heads=local_heads))
+    torch.manual_seed(0)
+    model = ASRModel(DIMS, options)
+    assert [b.attn.local_heads for b in [*model.encoder.blocks, *model.decoder.blocks]] == [expected] * 4
+    save_checkpoint(model, tmp_path / "c")
+    loaded, config = load_checkpoint(tmp_path / "c")
+    assert config["options"]["audio"]["local_heads"] == local_heads  # None stays null, 0 stays 0
+    assert loaded.options == model.options
+    assert [b.attn.local_heads for b in [*loaded.encoder.blocks, *loaded.decoder.blocks]] == [expected] * 4
