@@ -79,7 +79,9 @@ class DynamicConvAttention(nn.Module):
     def __init__(self, n_state: int, n_head: int, rotary: Optional[RotaryEmbeddingWithRotation] = None,
                  *, kernel_width: int, causal: bool, n_conv_heads: Optional[int] = None):
         super().__init__()
-        n_conv_heads = n_conv_heads or n_head
+        n_conv_heads = n_head if n_conv_heads is None else n_conv_heads
+        if n_conv_heads < 1:
+            raise ValueError(f"n_conv_heads must be >= 1; got {n_conv_heads}")
         if kernel_width < 1:
             raise ValueError(f"kernel_width must be >= 1; got {kernel_width}")
         if n_state % n_conv_heads:

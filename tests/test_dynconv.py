@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from asr.attention import AttentionInputs, MultiHeadAttention
+from asr.checkpoint import load_checkpoint, save_checkpoint
 from asr.config import ModelDimensions, ModelOptions, StackOptions
 from asr.dynconv import DynamicConvAttention, conv_padding, dynamic_conv
 from asr.kv_cache import LayerCache
@@ -289,7 +290,7 @@ def test_bf16_autocast_forward_backward_and_cache():
 
 
 # ---------------------------------------------------------------------------------------------
-# Inside the whole model (model.py untouched)
+# Inside the whole model
 
 def dynconv_options(text_positions="learned", **text):
     return ModelOptions(audio=StackOptions(attention="dynconv", kernel_width=5),
@@ -382,3 +383,31 @@ def test_vanilla_weights_give_the_vanilla_model():
     with torch.no_grad():
         torch.testing.assert_close(model(mel, tokens), vanilla(mel, tokens), atol=1e-12, rtol=1e-12)
     assert isinstance(model.encoder.blocks[0].attn.attention, MultiHeadAttention)
+
+
+@pytest.mark.parametrize("n_conv_heads,groups", [(None, DIMS.n_text_head), (1, 1), (8, 8)])
+def test_n_conv_heads_option_sets_kernel_groups_and_survives_save_load(tmp_path, n_conv_heads, groups):
+    options = ModelOptions(audio=StackOptions(attention="dynconv", kernel_width=5, n_conv_heads=n_conv_heads),
+                           text=StackOptions(positions="learned", attention="dynconv", kernel_width=4,
+                                             n_conv_heads=n_conv_heads))
+    model = make_model(options).float()  # checkpoints load into float32 models
+    for block, width in [(model.encoder.blocks[0], 5), (model.decoder.blocks[0], 4)]:
+        assert block.attn.n_conv_heads == groups
+        # one predicted kernel per group: the kernel projection's output is groups x width
+        assert block.attn.kernel.weight.shape == (groups * width, DIMS.n_text_state)
+    save_checkpoint(model, tmp_path / "c")
+    loaded, config = load_checkpoint(tmp_path / "c")
+    assert config["options"]["audio"]["n_conv_heads"] == n_conv_heads
+    assert loaded.options == model.options
+    assert loaded.decoder.blocks[1].attn.n_conv_heads == groups
+    mel = torch.randn(1, 80, 20)
+    tokens = torch.randint(0, DIMS.n_vocab, (1, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(mel, tokens), model(mel, tokens), atol=0, rtol=0)
+
+
+def test_n_conv_heads_must_divide_the_width():
+    with pytest.raises(ValueError, match="not divisible by n_conv_heads=3"):
+        ASRModel(DIMS, ModelOptions(audio=StackOptions(attention="dynconv", n_conv_heads=3)))
+    with pytest.raises(ValueError, match="n_conv_heads must be >= 1"):
+        DynamicConvAttention(N_STATE, N_HEAD, None, kernel_width=3, causal=False, n_conv_heads=0)
