@@ -10,7 +10,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, load_tokenizer
 from .models import DEFAULT_MODEL, resolve
-from .transcribe import TranscribeOptions, transcribe_arrays
+from .transcribe import TranscribeOptions, detect_file_language, transcribe_arrays
 from .audio_stream import open_audio
 
 OPTION_NAMES = {f.name for f in fields(TranscribeOptions)}
@@ -52,6 +52,11 @@ class SpeechModel:
         text, segments (start, end, text, avg_logprob, no_speech_prob, compression_ratio, ...),
         language, duration."""
         return self.transcribe_many([audio], **options)[0]
+
+    def detect_language(self, audio: Union[str, Path, np.ndarray]) -> tuple[str, float, dict]:
+        """(language code, its probability, every language's probability) from the first 30 s,
+        as faster-whisper's WhisperModel.detect_language."""
+        return detect_file_language(self.model, self.tokenizer, open_audio(audio))
 
     def transcribe_many(self, audios: Sequence, on_progress=None, **options) -> list[dict]:
         options.setdefault("suppress_tokens", self.suppress_tokens)

@@ -4,7 +4,9 @@
 `window(start, stop)`. Files soundfile reads (wav, flac, ogg, mp3) are decoded block by block
 and resampled with a streaming soxr resampler (the same output as resampling the whole file at
 once); samples before the last window asked for are dropped, because transcription only moves
-forward. Containers only FFmpeg decodes (m4a, mp4, webm) are decoded whole.
+forward (a few hundred samples are kept behind it, for the STFT frames centred near the start
+of the next window). `rewind()` starts a stream over, for a first pass over the file.
+Containers only FFmpeg decodes (m4a, mp4, webm) are decoded whole.
 """
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .audio import SAMPLE_RATE, AudioError, load_audio
+from .audio import N_FFT, SAMPLE_RATE, AudioError, load_audio
 
 READ_BLOCK_S = 10  # seconds of input decoded per read
+KEEP_BEHIND = N_FFT  # samples kept before the last window start: an STFT frame reaches N_FFT/2 back
 
 
 class ArrayAudio:
@@ -32,10 +35,16 @@ class ArrayAudio:
     def window(self, start: int, stop: int) -> np.ndarray:
         return self.samples[start:stop]
 
+    def rewind(self) -> None:
+        """Nothing to do: every sample stays in memory."""
+
 
 class AudioStream:
     def __init__(self, path: Union[str, os.PathLike], file: sf.SoundFile):
         self.path = path
+        self._start(file)
+
+    def _start(self, file: sf.SoundFile) -> None:
         self.file = file
         rate = file.samplerate
         self.resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(
@@ -50,13 +59,30 @@ class AudioStream:
         return self.length
 
     def window(self, start: int, stop: int) -> np.ndarray:
-        """Samples [start, stop); anything before `start` is forgotten."""
+        """Samples [start, stop); anything more than KEEP_BEHIND samples before `start` is
+        forgotten, and asking for it later is an error."""
+        if start < self.buffer_start:
+            raise ValueError(f"{self.path}: samples before {self.buffer_start} were already dropped "
+                             f"(asked for {start}); rewind() to read them again")
         while not self.finished and self.buffer_start + len(self.buffer) < stop:
             self._read_block()
-        if start > self.buffer_start:
-            self.buffer = self.buffer[start - self.buffer_start:]
-            self.buffer_start = start
+        keep_from = start - KEEP_BEHIND
+        if keep_from > self.buffer_start:
+            self.buffer = self.buffer[keep_from - self.buffer_start:]
+            self.buffer_start = keep_from
         return self.buffer[start - self.buffer_start:stop - self.buffer_start].copy()
+
+    def rewind(self) -> None:
+        """Start over from the first sample (reopening the file)."""
+        if not self.file.closed:
+            self.file.close()
+        known_length = self.length if self.finished else None
+        try:
+            self._start(sf.SoundFile(str(self.path)))
+        except (sf.SoundFileError, RuntimeError, OSError) as err:
+            raise AudioError(self.path, f"cannot reopen ({err})") from None
+        if known_length is not None:  # the exact length found at the end of the first pass
+            self.length = known_length
 
     def _read_block(self) -> None:
         try:

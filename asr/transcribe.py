@@ -4,7 +4,8 @@ with temperature fallback, moving on from the last complete timestamp (Whisper's
 Several files advance together in batches: every step takes the next window of up to
 `batch_size` unfinished files and decodes them in one batch, so a batch gives what the files
 give one by one. Each window is featurised on its own, so features never exist for the whole
-file at once.
+file at once; for pretrained Whisper models a first pass over each file finds the peak that
+Whisper's log-mel floor follows (asr.whisper_features).
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, batch_log_mel, log_mel_spectrogram, pad_or_trim
+from .audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, batch_log_mel
 from .audio_stream import open_audio
-from .decoding import DecodingOptions, DecodingResult, decode
+from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from .tokenizer import TIMESTAMP_STEP, Tokenizer
+from .whisper_features import log10_mel_peak, whisper_window
 
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4  # above: the text repeats itself, decode again hotter
@@ -32,7 +34,7 @@ SILENCE_RMS_DBFS = -60.0
 
 @dataclass
 class TranscribeOptions:
-    language: Optional[str] = "en"
+    language: Optional[str] = None  # None: detected per file on its first decoded window
     task: str = "transcribe"
     temperatures: Sequence[float] = TEMPERATURES
     beam_size: Optional[int] = None
@@ -57,6 +59,9 @@ class FileState:
     seek: int = 0  # mel frames already transcribed
     segments: list = field(default_factory=list)
     prompt: list = field(default_factory=list)
+    language: Optional[str] = None  # given, or detected on the first decoded window
+    language_probability: Optional[float] = None  # set when detected
+    peak: Optional[float] = None  # whole-file log10 mel peak (fixed-window Whisper models)
 
     @property
     def total_frames(self) -> int:
@@ -105,17 +110,17 @@ def window_features(model, states: list[FileState]):
     """Log-mel of each file's next window: [files, n_mels, frames] and real frame counts."""
     window = 2 * model.dims.n_audio_ctx
     n_mels = model.dims.n_mels
-    chunks = [s.audio.window(s.seek * HOP_LENGTH, (s.seek + window) * HOP_LENGTH) for s in states]
     if model.options.fixed_audio_window:
-        # Whisper's input, as openai-whisper and faster-whisper build it: the log-mel of the real
-        # samples only (one hop of zeros so the last frame is complete), padded with 0.0 in the
-        # log-mel domain to exactly 30 s. Padding the audio with silence instead changes the
-        # first tokens of many short clips.
-        mels = []
-        for chunk in chunks:
-            mel = log_mel_spectrogram(chunk, n_mels, padding=HOP_LENGTH)[:, :len(chunk) // HOP_LENGTH]
-            mels.append(pad_or_trim(mel, window))
-        return torch.stack(mels), None
+        # Whisper's input exactly as openai-whisper and faster-whisper build it from the whole
+        # file's features (edge frames see the neighbouring audio, the floor follows the file's
+        # peak), padded with 0.0 in the log-mel domain to 30 s. Padding the audio with silence
+        # instead changes the first tokens of many short clips.
+        for s in states:
+            if s.peak is None:
+                s.peak = log10_mel_peak(s.audio, n_mels)
+                s.audio.rewind()
+        return torch.stack([whisper_window(s.audio, s.seek, s.peak, n_mels, window) for s in states]), None
+    chunks = [s.audio.window(s.seek * HOP_LENGTH, (s.seek + window) * HOP_LENGTH) for s in states]
     return batch_log_mel(chunks, n_mels)
 
 
@@ -191,13 +196,69 @@ def skip_silent_windows(state: FileState, window: int, threshold_dbfs: Optional[
             on_progress(frames * HOP_LENGTH / SAMPLE_RATE)
 
 
-def make_result(state: FileState, language: Optional[str]) -> dict:
-    return {
+def make_result(state: FileState) -> dict:
+    result = {
         "text": "".join(s["text"] for s in state.segments).strip(),
         "segments": state.segments,
-        "language": language,
+        "language": state.language,
         "duration": round(len(state.audio) / SAMPLE_RATE, 3),
     }
+    if state.language_probability is not None:
+        result["language_probability"] = round(state.language_probability, 4)
+    return result
+
+
+def check_language(tokenizer: Tokenizer, opts: TranscribeOptions, english_only: bool) -> TranscribeOptions:
+    """The options with the language settled where it can be without listening: English-only
+    models and single-language tokenizers need no detection."""
+    if english_only:
+        if opts.language not in (None, "en") or opts.task != "transcribe":
+            raise ValueError(f"this model is English-only: it cannot {opts.task} {opts.language!r}")
+        return replace(opts, language="en")
+    if opts.language is None:
+        if len(tokenizer.languages) == 1:
+            return replace(opts, language=tokenizer.languages[0])
+        return opts
+    if opts.language not in tokenizer.languages:
+        raise ValueError(f"language {opts.language!r} is not one this model knows; "
+                         f"choose from {', '.join(tokenizer.languages)}")
+    return opts
+
+
+def settle_languages(model, tokenizer: Tokenizer, states: list[FileState], features, mask) -> None:
+    """Detect the language of the files in this batch that have none yet, from this window.
+
+    The window is the one about to be transcribed. (faster-whisper detects on a window with one
+    more frame when the file ends within it, the last of its features; re-encoding for that
+    frame would cost a second encoder pass per short file, and it moves the probabilities by a
+    few hundredths at most. `detect_file_language` uses faster-whisper's window exactly.)"""
+    unknown = [i for i, s in enumerate(states) if s.language is None]
+    if not unknown:
+        return
+    index = torch.tensor(unknown, device=features.device)
+    probabilities = detect_language(model, tokenizer, features[index], None if mask is None else mask[index])
+    for i, probs in zip(unknown, probabilities):
+        states[i].language, states[i].language_probability = max(probs.items(), key=lambda kv: kv[1])
+
+
+def detect_file_language(model, tokenizer: Tokenizer, audio) -> tuple[str, float, dict[str, float]]:
+    """(language, its probability, every language's probability) of one recording from its
+    first window, for Whisper models the window faster-whisper's detect_language uses."""
+    state = FileState(audio)
+    if model.options.fixed_audio_window:
+        state.peak = log10_mel_peak(audio, model.dims.n_mels)
+        audio.rewind()
+        mels = whisper_window(audio, 0, state.peak, model.dims.n_mels, 2 * model.dims.n_audio_ctx,
+                              for_language=True)[None]
+        n_frames = None
+    else:
+        mels, n_frames = window_features(model, [state])
+    with torch.inference_mode():
+        features, mask = model.embed_audio(mels.to(device=model.device, dtype=next(model.parameters()).dtype),
+                                           None if n_frames is None else n_frames.to(model.device))
+    probabilities = detect_language(model, tokenizer, features, mask)[0]
+    language = max(probabilities, key=probabilities.get)
+    return language, probabilities[language], probabilities
 
 
 def transcribe_arrays(model, tokenizer: Tokenizer, audios: Sequence,
@@ -208,12 +269,11 @@ def transcribe_arrays(model, tokenizer: Tokenizer, audios: Sequence,
     returns one result dict per input.
 
     English-only Whisper models were trained with a bare <|startoftranscript|> (no language or
-    task token): `english_only` decodes that way."""
-    if english_only:
-        if opts.language not in (None, "en") or opts.task != "transcribe":
-            raise ValueError(f"this model is English-only: it cannot {opts.task} {opts.language!r}")
-        opts = replace(opts, language="en")
-    states = [FileState(open_audio(a) if isinstance(a, np.ndarray) else a) for a in audios]
+    task token): `english_only` decodes that way. With no language given, a multilingual model
+    detects each file's language on its first decoded window, as Whisper does."""
+    opts = check_language(tokenizer, opts, english_only)
+    states = [FileState(open_audio(a) if isinstance(a, np.ndarray) else a, language=opts.language)
+              for a in audios]
     initial = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
     for s in states:
         s.prompt = list(initial)
@@ -236,14 +296,25 @@ def transcribe_arrays(model, tokenizer: Tokenizer, audios: Sequence,
         n_frames = None if n_frames is None else n_frames.to(device)
         with torch.inference_mode():
             features, mask = model.embed_audio(mels, n_frames)
-        options = replace(base, prompt=tuple(active[0].prompt))
-        results = decode_with_fallback(model, tokenizer, features, mask, options, opts)
+        settle_languages(model, tokenizer, active, features, mask)
+        results = [None] * len(active)
+        for language in dict.fromkeys(s.language for s in active):  # one decode per language
+            rows = [i for i, s in enumerate(active) if s.language == language]
+            options = replace(base, prompt=tuple(active[0].prompt),
+                              language=None if english_only else language)
+            rows_features, rows_mask = features, mask
+            if len(rows) < len(active):
+                index = torch.tensor(rows, device=features.device)
+                rows_features, rows_mask = features[index], None if mask is None else mask[index]
+            decoded = decode_with_fallback(model, tokenizer, rows_features, rows_mask, options, opts)
+            for i, result in zip(rows, decoded):
+                results[i] = result
         for state, result in zip(active, results):
             before = state.seek
             add_window_result(state, result, tokenizer, window, opts)
             if on_progress:
                 on_progress((min(state.seek, state.total_frames) - before) * HOP_LENGTH / SAMPLE_RATE)
-    return [make_result(s, opts.language) for s in states]
+    return [make_result(s) for s in states]
 
 
 def transcribe(model, tokenizer: Tokenizer, audio: Union[str, np.ndarray],

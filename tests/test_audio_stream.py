@@ -45,3 +45,18 @@ def test_arrays_and_unreadable_files(tmp_path):
     sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
     with pytest.raises(AudioError, match="empty audio"):
         open_audio(tmp_path / "empty.wav")
+
+
+def test_rewind_reads_the_file_again_and_dropped_samples_are_an_error(tmp_path):
+    path = tone_file(tmp_path / "x.wav", 44100, 35.0)
+    whole = load_audio(path)
+    stream = open_audio(path)
+    stream.window(25 * 16000, 31 * 16000)
+    # a few hundred samples behind the last start stay readable (STFT frames reach back)
+    np.testing.assert_allclose(stream.window(25 * 16000 - 200, 25 * 16000), whole[25 * 16000 - 200:25 * 16000], atol=1e-6)
+    with pytest.raises(ValueError, match="already dropped"):
+        stream.window(0, 100)
+    stream.window(30 * 16000, len(whole))  # to the end: the exact length is known now
+    stream.rewind()
+    assert len(stream) == len(whole)
+    np.testing.assert_allclose(stream.window(0, 16000), whole[:16000], atol=1e-6)

