@@ -2,18 +2,21 @@
 
 A stack (encoder or decoder) computes the things every one of its layers shares once per
 forward (padding mask, cache offset, rotary angles, relative position bias) and hands them
-to each layer as an `AttentionInputs`.
+to each layer as an `AttentionInputs`. What the layers build from those (the combined SDPA mask
+with the bias grid in it, a sliding-window band) is memoised there too, so it is built once per
+stack and forward, whatever the number of layers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kv_cache import LayerCache
+from .relative_bias import RelativeBias
 from .rotary import RotaryEmbeddingWithRotation
 
 
@@ -25,7 +28,26 @@ class AttentionInputs:
     causal: bool = False  # decoder: a query attends to keys at its position or before
     offset: int = 0  # position of the first query (the decoder's KV cache length)
     rope_angles: Optional[Tensor] = None  # [queries, head_dim // 2] float32, rotary only
-    bias: Optional[Tensor] = None  # [1, n_head, queries, keys] relative position bias
+    # relative position bias as one value per head and relative position; layers take the grid
+    # or band they need from it (see RelativeBias)
+    bias: Optional[RelativeBias] = None
+    # what layers built from the fields above, by key (see shared); not copied by replace()
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def shared(self, key: Hashable, build: Callable[[], Optional[Tensor]]) -> Optional[Tensor]:
+        """build() the first time a layer asks for `key`, the same tensor for every later layer.
+
+        The autograd mode is part of the key: a tensor built without grad would cut the bias
+        table off from the gradient, and an inference tensor cannot be saved for backward.
+        """
+        key = (key, torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
+    def dense_bias(self, heads: Optional[range] = None) -> Tensor:
+        """[1, heads, queries, keys]: the whole bias grid of these heads, built at most once."""
+        return self.shared(("dense bias", heads), lambda: self.bias.dense(heads))
 
 
 def split_heads(x: Tensor, n_head: int) -> Tensor:
@@ -41,12 +63,19 @@ def merge_heads(x: Tensor) -> Tensor:
 
 
 def attention_mask(inputs: AttentionInputs, n_query: int, n_key: int, dtype: torch.dtype,
-                   device: torch.device) -> Optional[Tensor]:
-    """Combine padding, causal mask and relative bias into one SDPA mask (or None).
+                   device: torch.device, heads: Optional[range] = None) -> Optional[Tensor]:
+    """Padding, causal mask and the relative bias of `heads` (all by default) in one SDPA mask,
+    or None; built once per stack and forward and shared by its layers.
 
     Boolean when there is no bias (True = may attend); otherwise an additive float mask in the
     queries' dtype, which SDPA requires.
     """
+    key = ("dense mask", n_query, n_key, dtype, device, heads if inputs.bias is not None else None)
+    return inputs.shared(key, lambda: _dense_mask(inputs, n_query, n_key, dtype, device, heads))
+
+
+def _dense_mask(inputs: AttentionInputs, n_query: int, n_key: int, dtype: torch.dtype,
+                device: torch.device, heads: Optional[range]) -> Optional[Tensor]:
     allowed = None
     if inputs.key_mask is not None:
         allowed = inputs.key_mask[:, None, None, :n_key]
@@ -57,7 +86,7 @@ def attention_mask(inputs: AttentionInputs, n_query: int, n_key: int, dtype: tor
         allowed = causal if allowed is None else allowed & causal
     if inputs.bias is None:
         return allowed
-    bias = inputs.bias.to(dtype)
+    bias = inputs.dense_bias(heads).to(dtype)
     if allowed is None:
         return bias
     return bias.masked_fill(~allowed, float("-inf"))

@@ -66,7 +66,8 @@ class StackPositions(nn.Module):
 
     def attention_inputs(self, n_query: int, offset: int, key_mask: Optional[Tensor]) -> AttentionInputs:
         """Rotary angles and relative bias for queries at offset.., keys at 0..offset+n_query-1,
-        computed once here and shared by every layer of the stack."""
+        computed once here and shared by every layer of the stack. The bias is one value per head
+        and relative position (O(T)); layers build the grids they need from it."""
         n_key = offset + n_query
         angles = None
         if self.rotary_frequencies is not None:

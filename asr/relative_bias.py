@@ -1,13 +1,18 @@
 """T5-style relative position bias: a learned per-head scalar for each log-bucketed distance.
 
-The bias is added to the attention logits. It is computed once per stack and forward and shared
-by the stack's layers (the caller does the sharing), and it starts at zero so that adding it to a
-pretrained model changes nothing.
+The bias is added to the attention logits. It starts at zero so that adding it to a pretrained
+model changes nothing. Once per stack and forward, `RelativePositionBias` looks up one value per
+head and distinct relative position (Tq + Tk - 1 of them) and hands them to the stack's layers
+as a `RelativeBias`; each layer takes the part of the [queries, keys] bias it needs from those
+values (a dense grid, a sliding-window band, pooled keys), so local attention never pays for a
+T x T grid.
 """
 
 import math
+from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 DEFAULT_NUM_BUCKETS = 32
@@ -48,8 +53,65 @@ def relative_position_bucket(
     return bucket_offset + torch.where(distance < max_exact, distance.long(), log_bucket)
 
 
+class RelativeBias:
+    """The relative position bias of one forward: `values[i, h]` is head h's bias for a key at
+    relative position (key - query) `lowest + i`, for queries at positions offset ..
+    offset + n_query - 1 and keys at 0 .. n_key - 1, so every relative position that occurs is
+    there exactly once.
+
+    Every grid built from it is Toeplitz (its entries depend on key - query only): a strided
+    view of the values, then one copy. Gradients flow back into `values` through the view's
+    backward, an accumulate over O(Tq + Tk) entries, never through a gather.
+    """
+
+    def __init__(self, values: Tensor, n_query: int, n_key: int, offset: int = 0):
+        if values.shape[0] != n_query + n_key - 1:
+            raise ValueError(f"{n_query} queries and {n_key} keys have {n_query + n_key - 1} relative "
+                             f"positions, got values for {values.shape[0]}")
+        self.values = values  # [n_query + n_key - 1, n_head]
+        self.n_query = n_query
+        self.n_key = n_key
+        self.offset = offset
+
+    @property
+    def lowest(self) -> int:
+        """Relative position of values[0]: key 0 against the last query."""
+        return -(self.offset + self.n_query - 1)
+
+    @property
+    def n_head(self) -> int:
+        return self.values.shape[1]
+
+    def line(self, first: int, length: int, heads: Optional[range] = None) -> Tensor:
+        """[heads, length]: the bias at relative positions first .. first + length - 1, zero
+        outside the positions this forward has (callers mask those pairs anyway)."""
+        values = self.values if heads is None else self.values[:, heads.start:heads.stop]
+        start = first - self.lowest  # index of `first` in values (may lie outside them)
+        inside = values[max(start, 0):max(start + length, 0)].t()  # the part that exists
+        before = min(max(-start, 0), length)
+        return F.pad(inside, (before, length - before - inside.shape[1]))
+
+    def grid(self, query_start: int, n_query: int, key_start: int, n_key: int, key_step: int = 1,
+             heads: Optional[range] = None) -> Tensor:
+        """[heads, n_query, n_key]: the bias of queries at positions query_start + i against keys
+        at positions key_start + j * key_step."""
+        first = key_start - query_start - (n_query - 1)  # last query, first key
+        line = self.line(first, (n_key - 1) * key_step + n_query, heads)
+        # With the queries reversed (row r = query n_query - 1 - r), entry (r, j) is
+        # line[r + j * key_step]: window j of an unfold, then one flip back.
+        windows = line.unfold(1, n_query, key_step)  # [heads, n_key, n_query reversed]
+        return windows.transpose(1, 2).flip(1)
+
+    def dense(self, heads: Optional[range] = None) -> Tensor:
+        """[1, heads, n_query, n_key], the whole grid: O(Tq * Tk). Only what attends densely
+        (plain attention, unpooled global heads) asks for it, once per stack and forward (see
+        AttentionInputs.shared)."""
+        return self.grid(self.offset, self.n_query, 0, self.n_key, heads=heads).unsqueeze(0)
+
+
 class RelativePositionBias(nn.Module):
-    """Per-head additive attention bias [1, n_head, queries, keys] from bucketed distances."""
+    """Learned per-head bias for each bucket of relative positions; forward gives a
+    `RelativeBias` of one value per head and distinct relative position."""
 
     def __init__(
         self,
@@ -75,27 +137,19 @@ class RelativePositionBias(nn.Module):
         # zero: a freshly added bias leaves the attention (and a pretrained model) unchanged
         nn.init.zeros_(self.embedding.weight)
 
-    def forward(self, query_length: int, key_length: int, offset: int = 0) -> Tensor:
+    def forward(self, query_length: int, key_length: int, offset: int = 0) -> RelativeBias:
         """Bias for queries at positions offset .. offset + query_length - 1 (offset = KV-cache
-        length in the decoder) against keys at positions 0 .. key_length - 1."""
-        device = self.embedding.weight.device
-        # The bias only depends on key - query, which takes query_length + key_length - 1 values:
-        # look those up once, then spread them over the [queries, keys] grid.
+        length in the decoder) against keys at positions 0 .. key_length - 1, as the values of
+        the query_length + key_length - 1 relative positions that occur."""
         lowest = -(offset + query_length - 1)  # key 0 against the last query
-        distinct = torch.arange(lowest, key_length - offset, device=device)
+        distinct = torch.arange(lowest, key_length - offset, device=self.embedding.weight.device)
         buckets = relative_position_bucket(
             distinct,
             bidirectional=self.bidirectional,
             num_buckets=self.num_buckets,
             max_distance=self.max_distance,
         )
-        values = self.embedding(buckets)  # [distinct relative positions, n_head]
-        # The grid is Toeplitz: with the distinct values reversed, row q (keys reversed too)
-        # is the window starting at q, so one unfold builds it without a gather, whose
-        # backward (a scattered accumulate) is slow on CPU.
-        reversed_values = values.flip(0).t()  # [n_head, distinct], index = (Tq-1) + q - k
-        grid = reversed_values.unfold(1, key_length, 1)  # [n_head, queries, keys reversed]
-        return grid.flip(-1).unsqueeze(0)
+        return RelativeBias(self.embedding(buckets), query_length, key_length, offset)
 
     @torch.no_grad()
     def reset_to_identity(self) -> None:
@@ -109,4 +163,4 @@ class RelativePositionBias(nn.Module):
         )
 
 
-__all__ = ["RelativePositionBias", "relative_position_bucket"]
+__all__ = ["RelativeBias", "RelativePositionBias", "relative_position_bucket"]

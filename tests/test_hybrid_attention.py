@@ -17,7 +17,7 @@ from asr.config import ModelDimensions, ModelOptions, StackOptions
 from asr.hybrid_attention import HybridAttention
 from asr.kv_cache import LayerCache
 from asr.model import ASRModel
-from asr.relative_bias import RelativePositionBias
+from asr.relative_bias import RelativeBias, RelativePositionBias, relative_position_bucket
 from asr.rotary import RotaryEmbeddingWithRotation, RotaryFrequencies
 
 N_STATE, N_HEAD, LOCAL_HEADS, WINDOW = 16, 4, 2, 5
@@ -104,12 +104,23 @@ def padding_mask(n):
     return torch.arange(n)[None, :] < lengths[:, None]
 
 
-def random_bias(n_query, n_key, seed=1):
+def random_bias(n_query, n_key, seed=1, offset=0, dtype=torch.float64, requires_grad=True):
+    """Random per-distance bias values (one per head and relative position), as a stack hands
+    them to its layers."""
     torch.manual_seed(seed)
-    return torch.randn(1, N_HEAD, n_query, n_key, dtype=torch.float64, requires_grad=True)
+    values = torch.randn(n_query + n_key - 1, N_HEAD, dtype=dtype, requires_grad=requires_grad)
+    return RelativeBias(values, n_query, n_key, offset)
 
 
-@pytest.fixture(params=["auto", "slice", "blocked"])
+def naive_dense(bias):
+    """[1, H, Tq, Tk] written out entry by entry: values[key - query - lowest]."""
+    rows = []
+    for q in range(bias.n_query):
+        rows.append(torch.stack([bias.values[k - (q + bias.offset) - bias.lowest] for k in range(bias.n_key)]))
+    return torch.stack(rows).permute(2, 0, 1)[None]  # [Tq, Tk, H] -> [1, H, Tq, Tk]
+
+
+@pytest.fixture(params=["auto", "dense", "slice", "blocked"])
 def local_path(request, monkeypatch):
     """Force each local-head code path (each is valid for any length), or let the layer choose."""
     if request.param != "auto":
@@ -131,11 +142,11 @@ def check_against_reference(layer, n, *, key_mask, causal, with_bias):
     weight = torch.randn(2, n, N_STATE, dtype=torch.float64)  # a loss that reaches every output
     inputs = AttentionInputs(key_mask=key_mask, causal=causal, bias=bias)
     got = layer(x, inputs)
-    want = reference(layer, x, key_mask, causal, bias)
+    want = reference(layer, x, key_mask, causal, None if bias is None else naive_dense(bias))
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
     tensors = [layer.qkv.weight, layer.qkv.bias, layer.out.weight, x, layer.gate_logits]
     if bias is not None:
-        tensors.append(bias)
+        tensors.append(bias.values)  # the bias table's gradient flows through these
     got_grads = torch.autograd.grad((got * weight).sum(), tensors)
     want_grads = torch.autograd.grad((want * weight).sum(), tensors)
     for name, a, b in zip(["qkv.weight", "qkv.bias", "out.weight", "x", "gate", "bias"], got_grads, want_grads):
@@ -155,6 +166,29 @@ def test_encoder_matches_reference(n, with_bias, stride, local_path, min_block):
 def test_decoder_matches_reference(n, with_bias, local_path, min_block):
     layer = make_layer()
     check_against_reference(layer, n, key_mask=None, causal=True, with_bias=with_bias)
+
+
+@pytest.mark.parametrize("causal,stride", [(False, 1), (False, 3), (True, 1)])  # pooling: encoder only
+def test_bias_table_gradient_matches_reference(causal, stride, local_path, min_block):
+    """Through RelativePositionBias: the bucket table gets the reference's gradient."""
+    n = 3 * WINDOW + 5
+    layer = make_layer(stride=stride)
+    table = RelativePositionBias(N_HEAD, bidirectional=not causal, num_buckets=8, max_distance=16).double()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        table.embedding.weight.normal_()
+    x = torch.randn(2, n, N_STATE, dtype=torch.float64)
+    key_mask = None if causal else padding_mask(n)
+    weight = torch.randn(2, n, N_STATE, dtype=torch.float64)
+    got = layer(x, AttentionInputs(key_mask=key_mask, causal=causal, bias=table(n, n)))
+    (got_grad,) = torch.autograd.grad((got * weight).sum(), [table.embedding.weight])
+    relative = torch.arange(n)[None, :] - torch.arange(n)[:, None]
+    buckets = relative_position_bucket(relative, bidirectional=not causal, num_buckets=8, max_distance=16)
+    dense = table.embedding.weight[buckets].permute(2, 0, 1)[None]  # [1, H, T, T] by lookup
+    want = reference(layer, x, key_mask, causal, dense)
+    (want_grad,) = torch.autograd.grad((want * weight).sum(), [table.embedding.weight])
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got_grad, want_grad, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("window", [0, 1, 2 * WINDOW])
@@ -187,7 +221,7 @@ def decoder_inputs(frequencies, relative_bias, offset, n):
 
 
 @pytest.mark.parametrize("chunks", [[1] * 12, [3] + [1] * 9, [7, 5, 1, 1]])
-def test_kv_cache_steps_equal_full_causal_forward(chunks, min_block):
+def test_kv_cache_steps_equal_full_causal_forward(chunks, min_block, local_path):
     head_dim = N_STATE // N_HEAD
     torch.manual_seed(0)
     rotary = RotaryEmbeddingWithRotation(head_dim).double()
@@ -237,7 +271,7 @@ def test_whole_context_window_with_closed_gates_is_plain_attention(causal):
     result = layer.load_state_dict(plain.state_dict(), strict=False)
     assert result.missing_keys == ["gate_logits"] and not result.unexpected_keys
     key_mask = None if causal else padding_mask(n)
-    inputs = AttentionInputs(key_mask=key_mask, causal=causal, bias=random_bias(n, n).detach())
+    inputs = AttentionInputs(key_mask=key_mask, causal=causal, bias=random_bias(n, n, requires_grad=False))
     x = torch.randn(2, n, N_STATE, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(layer(x, inputs), plain(x, inputs), atol=1e-12, rtol=1e-12)
@@ -262,26 +296,101 @@ class LargestTensor(TorchDispatchMode):
         return out
 
 
-def largest_intermediate(n, window, local_heads, n_head=2, head_dim=8):
-    """Elements of the largest tensor made in a forward + backward. SDPA's math backend writes
-    the scores out (fused kernels hide them), so the count includes every score matrix."""
+def largest_intermediate(n, window, local_heads, n_head=2, head_dim=8, with_bias=False, stride=1):
+    """Elements of the largest tensor made in a forward + backward (relative bias lookup
+    included). SDPA's math backend writes the scores out (fused kernels hide them), so the count
+    includes every score matrix."""
     torch.manual_seed(0)
-    layer = HybridAttention(n_head * head_dim, n_head, None, window=window, local_heads=local_heads)
+    layer = HybridAttention(n_head * head_dim, n_head, None, window=window, local_heads=local_heads,
+                            global_stride=stride)
+    table = RelativePositionBias(n_head, bidirectional=True)
+    with torch.no_grad():
+        table.embedding.weight.normal_()
     x = torch.randn(1, n, n_head * head_dim, requires_grad=True)
     key_mask = torch.arange(n)[None, :] < n - 100
     with sdpa_kernel(SDPBackend.MATH), LargestTensor() as probe:
-        layer(x, AttentionInputs(key_mask=key_mask)).sum().backward()
+        bias = table(n, n) if with_bias else None
+        layer(x, AttentionInputs(key_mask=key_mask, bias=bias)).sum().backward()
+    if with_bias:
+        assert table.embedding.weight.grad.abs().max() > 0
     return probe.numel
 
 
-def test_local_heads_cost_linear_memory():
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_local_heads_cost_linear_memory(with_bias):
     n, window, n_head = 8192, 16, 2
-    largest = largest_intermediate(n, window, local_heads=n_head)
+    largest = largest_intermediate(n, window, local_heads=n_head, with_bias=with_bias)
     # the blocked scores [heads, T, 3 * block] are the largest thing, nowhere near T x T
     assert largest <= n_head * n * hybrid.BLOCKS_PER_SPAN * window < n * n // 50
-    assert largest_intermediate(2 * n, window, local_heads=n_head) <= 2.1 * largest
+    assert largest_intermediate(2 * n, window, local_heads=n_head, with_bias=with_bias) <= 2.1 * largest
     # the probe does see T x T tensors when there are any: one global head builds its scores
-    assert largest_intermediate(2048, window, local_heads=1) >= 2048 * 2048
+    assert largest_intermediate(2048, window, local_heads=1, with_bias=with_bias) >= 2048 * 2048
+
+
+def test_pooled_global_heads_with_bias_never_build_a_full_grid():
+    n, stride = 2048, 8
+    largest = largest_intermediate(n, 16, local_heads=1, with_bias=True, stride=stride)
+    # one pooled head: its scores (and its bias) are [T, T / s]
+    assert largest <= n * n // stride
+
+
+class DenseGridCounter:
+    """Counts RelativeBias.dense calls (the only builder of a [Tq, Tk] bias grid)."""
+
+    def __init__(self, monkeypatch, forbid=False):
+        self.calls = []
+        dense = RelativeBias.dense
+
+        def counted(bias, heads=None):
+            if forbid:
+                raise AssertionError(f"dense bias grid built for {bias.n_query} x {bias.n_key}")
+            self.calls.append(heads)
+            return dense(bias, heads)
+
+        monkeypatch.setattr(RelativeBias, "dense", counted)
+
+
+def local_stack_options(attention="hybrid", **audio):
+    return ModelOptions(audio=StackOptions(positions="none", rotary=True, relative_bias=True, attention=attention,
+                                           window=8, local_heads=DIMS.n_audio_head, **audio),
+                        text=StackOptions(positions="learned", rotary=True, relative_bias=True, attention="hybrid",
+                                          window=3, local_heads=DIMS.n_text_head))
+
+
+def test_purely_local_stack_with_bias_never_builds_a_dense_grid(monkeypatch):
+    dims = replace(DIMS, n_audio_ctx=1 << 14, n_text_ctx=512)
+    torch.manual_seed(0)
+    model = ASRModel(dims, local_stack_options())
+    with torch.no_grad():
+        for stack in (model.encoder, model.decoder):
+            stack.positions.relative_bias.embedding.weight.normal_()
+    n_frames = 6000  # 3000 encoder positions, window 8
+    mel = torch.randn(1, 80, n_frames)
+    # more tokens than the local heads attend to densely: blocked in the decoder too
+    tokens = torch.randint(0, DIMS.n_vocab, (1, hybrid.DENSE_MAX_KEYS + 60))
+    DenseGridCounter(monkeypatch, forbid=True)
+    with LargestTensor() as probe:
+        model(mel, tokens).sum().backward()
+    t, block = n_frames // 2, hybrid.MIN_BLOCK
+    # the largest tensors are the blocked scores / masks [heads, T, 3 * block], linear in T
+    blocked = DIMS.n_audio_head * math.ceil(t / block) * block * hybrid.BLOCKS_PER_SPAN * block
+    assert probe.numel <= blocked < t * t // 15
+    for stack in (model.encoder, model.decoder):
+        assert stack.positions.relative_bias.embedding.weight.grad.abs().max() > 0
+
+
+def test_dense_grid_is_built_once_per_stack_forward(monkeypatch):
+    counter = DenseGridCounter(monkeypatch)
+    # local heads blocked even at this short length (they would attend densely otherwise)
+    monkeypatch.setattr(hybrid, "_choose_local_path", lambda *args: "blocked")
+    options = local_stack_options(attention=["hybrid", "mha"], global_stride=1)
+    options = replace(options, audio=replace(options.audio, local_heads=1),
+                      text=replace(options.text, attention="mha"))
+    torch.manual_seed(0)
+    model = ASRModel(replace(DIMS, n_audio_layer=2, n_text_layer=2), options)
+    model(torch.randn(2, 80, 40), torch.randint(0, DIMS.n_vocab, (2, 5))).sum().backward()
+    # encoder: the hybrid layer's global heads 1..3 and the plain layer's 0..3; decoder: 0..3 once
+    assert sorted(counter.calls, key=str) == sorted([range(1, DIMS.n_audio_head), None, None], key=str)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +400,8 @@ def test_bf16_autocast_matches_float32():
     layer = make_layer(stride=3).float()
     n = 50
     x = torch.randn(2, n, N_STATE, requires_grad=True)
-    inputs = AttentionInputs(key_mask=padding_mask(n), bias=random_bias(n, n).detach().float())
+    inputs = AttentionInputs(key_mask=padding_mask(n), bias=random_bias(n, n, dtype=torch.float32,
+                                                                        requires_grad=False))
     want = layer(x, inputs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = layer(x, inputs)
@@ -327,7 +437,7 @@ def hybrid_model(name):
 
 
 @pytest.mark.parametrize("name", MODEL_OPTIONS)
-def test_model_cache_equals_full_forward(name):
+def test_model_cache_equals_full_forward(name, local_path):
     model = hybrid_model(name)
     assert all(type(b.attn) is HybridAttention for b in [*model.encoder.blocks, *model.decoder.blocks])
     mel = torch.randn(2, 80, 50, dtype=torch.float64)
@@ -342,9 +452,9 @@ def test_model_cache_equals_full_forward(name):
 
 
 @pytest.mark.parametrize("name", MODEL_OPTIONS)
-def test_model_padded_batch_equals_one_by_one(name):
+def test_model_padded_batch_equals_one_by_one(name, local_path):
     model = hybrid_model(name)
-    lengths = [61, 37, 8]  # 31, 19 and 4 encoder positions: blocked, blocked/slice, whole window
+    lengths = [61, 37, 8]  # 31, 19 and 4 encoder positions; 4 is within the window
     batch = torch.zeros(3, 80, max(lengths), dtype=torch.float64)
     for i, n in enumerate(lengths):
         batch[i, :, :n] = torch.randn(80, n, dtype=torch.float64)

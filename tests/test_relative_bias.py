@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from asr.relative_bias import RelativePositionBias, relative_position_bucket
+from asr.relative_bias import RelativeBias, RelativePositionBias, relative_position_bucket
 
 # relative position (key - query) -> bucket, worked out by hand.
 # bidirectional, 8 buckets, max_distance 16: 4 buckets per direction, 2 exact (0, 1), then
@@ -80,7 +80,7 @@ def randomised(bias: RelativePositionBias) -> RelativePositionBias:
 
 def test_bias_is_zero_at_init():
     bias = RelativePositionBias(4, bidirectional=True)
-    assert torch.equal(bias(7, 9), torch.zeros(1, 4, 7, 9))
+    assert torch.equal(bias(7, 9).dense(), torch.zeros(1, 4, 7, 9))
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
@@ -89,7 +89,7 @@ def test_bias_matches_per_entry_lookup(bidirectional):
     bias = randomised(RelativePositionBias(n_head, bidirectional=bidirectional,
                                            num_buckets=num_buckets, max_distance=max_distance))
     queries, keys, offset = 4, 40, 30
-    out = bias(queries, keys, offset)
+    out = bias(queries, keys, offset).dense()
     assert out.shape == (1, n_head, queries, keys)
     assert out.dtype == bias.embedding.weight.dtype
     weight = bias.embedding.weight.detach()
@@ -101,15 +101,15 @@ def test_bias_matches_per_entry_lookup(bidirectional):
 
 def test_offset_gives_the_cached_decoder_row():
     bias = randomised(RelativePositionBias(2, bidirectional=False))
-    full = bias(10, 10)
-    step = bias(1, 10, offset=9)
+    full = bias(10, 10).dense()
+    step = bias(1, 10, offset=9).dense()
     assert step.shape == (1, 2, 1, 10)
     assert torch.equal(step, full[:, :, -1:, :])
 
 
 def test_causal_bias_same_for_all_future_keys():
     bias = randomised(RelativePositionBias(2, bidirectional=False))
-    out = bias(6, 6)
+    out = bias(6, 6).dense()
     for q in range(6):
         for k in range(q, 6):
             assert torch.equal(out[0, :, q, k], out[0, :, q, q])
@@ -117,7 +117,7 @@ def test_causal_bias_same_for_all_future_keys():
 
 def test_bias_gets_gradient():
     bias = RelativePositionBias(2, bidirectional=True)
-    (bias(5, 7) * torch.randn(1, 2, 5, 7)).sum().backward()
+    (bias(5, 7).dense() * torch.randn(1, 2, 5, 7)).sum().backward()
     assert bias.embedding.weight.grad.abs().max() > 0
 
 
@@ -126,3 +126,51 @@ def test_invalid_settings_are_rejected():
         RelativePositionBias(2, bidirectional=True, num_buckets=2)
     with pytest.raises(ValueError):
         RelativePositionBias(2, bidirectional=False, num_buckets=32, max_distance=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# RelativeBias: per-distance values and the grids built from them
+
+def lookup(bias: RelativeBias, query: int, key: int):
+    """The value for one (query position, key position) pair; zero where the forward has none."""
+    index = key - query - bias.lowest
+    if 0 <= index < bias.values.shape[0]:
+        return bias.values[index]
+    return torch.zeros(bias.n_head, dtype=bias.values.dtype)
+
+
+@pytest.mark.parametrize("n_query,n_key,offset", [(5, 5, 0), (1, 9, 8), (3, 12, 9), (7, 4, 0)])
+def test_grids_match_per_entry_lookup(n_query, n_key, offset):
+    values = torch.randn(n_query + n_key - 1, 3, dtype=torch.float64)
+    bias = RelativeBias(values, n_query, n_key, offset)
+    assert bias.lowest == -(offset + n_query - 1)
+    cases = [(offset, n_query, 0, n_key, 1),  # the dense grid
+             (offset - 2, 4, offset - 5, 11, 1),  # a band reaching past both ends
+             (offset, n_query, 1, 4, 3),  # keys 1, 4, 7, 10: a pooled slot's member
+             (50, 2, -40, 3, 2)]  # wholly outside: zeros
+    for query_start, rows, key_start, cols, step in cases:
+        got = bias.grid(query_start, rows, key_start, cols, key_step=step)
+        assert got.shape == (3, rows, cols)
+        for i in range(rows):
+            for j in range(cols):
+                assert torch.equal(got[:, i, j], lookup(bias, query_start + i, key_start + j * step))
+    heads = bias.grid(offset, n_query, 0, n_key, heads=range(1, 3))
+    assert torch.equal(heads, bias.grid(offset, n_query, 0, n_key)[1:])
+    assert torch.equal(bias.dense(), bias.grid(offset, n_query, 0, n_key)[None])
+
+
+def test_grid_gradient_accumulates_into_the_values():
+    values = torch.randn(9, 2, dtype=torch.float64, requires_grad=True)
+    bias = RelativeBias(values, 4, 6, 0)
+    weight = torch.randn(2, 4, 6, dtype=torch.float64)
+    (bias.grid(0, 4, 0, 6) * weight).sum().backward()
+    want = torch.zeros_like(values)
+    for q in range(4):
+        for k in range(6):
+            want[k - q - bias.lowest] += weight[:, q, k]
+    torch.testing.assert_close(values.grad, want)
+
+
+def test_values_must_cover_every_relative_position():
+    with pytest.raises(ValueError, match="have 9 relative positions"):
+        RelativeBias(torch.zeros(8, 2), 4, 6)
