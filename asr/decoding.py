@@ -340,6 +340,8 @@ class BeamSearch:
         self.sum_logprobs = sums
         done = all(len(h.finished) >= self.max_finished for h in self.groups)
         new_tokens = torch.tensor(next_rows, device=tokens.device)
+        if source == list(range(rows)):  # every row extends itself (always so at beam 1)
+            return new_tokens, None, done
         return new_tokens, torch.tensor(source, device=tokens.device), done
 
     def best(self, tokens: Tensor, sample_begin: int, length_penalty):

@@ -144,7 +144,25 @@ class TextDecoder(nn.Module):
         if cache is not None:
             cache.offset += tokens.shape[1]
         x = self.ln(x)
-        return (x @ self.token_embedding.weight.to(x.dtype).t()).float()
+        return (x @ self.output_weight(x.dtype)).float()
+
+    def output_weight(self, dtype: torch.dtype) -> Tensor:
+        """The tied output projection [n_text_state, n_vocab].
+
+        With gradients on (training) this is the embedding's transpose, a view. Without, it is
+        a contiguous transposed copy, kept until the embedding changes: a one-token decoding
+        step is a matrix-vector product over the whole vocabulary, and reading the weight in
+        this layout takes about half the time of the transposed view on CPU (measured: 3.5-4.6
+        ms against 7.8-8.5 ms for Whisper tiny's 51864 x 384)."""
+        weight = self.token_embedding.weight
+        if torch.is_grad_enabled():
+            return weight.to(dtype).t()
+        key = (weight.data_ptr(), weight._version, dtype, weight.device)
+        if getattr(self, "_output_weight_key", None) != key:
+            with torch.no_grad():
+                self._output_weight = weight.detach().to(dtype).t().contiguous()
+            self._output_weight_key = key
+        return self._output_weight
 
 
 class ASRModel(nn.Module):

@@ -177,3 +177,38 @@ def test_prompt_goes_before_start_of_transcript(tokenizer):
     assert tokens[1:tokens.index(tokenizer.sot)] == tokenizer.encode(" hello there")
     long = DecodingOptions(prompt=tuple(range(100)))
     assert len(initial_tokens(tokenizer, long, n_text_ctx=48)) == 1 + 23 + 3
+
+
+def test_inference_logits_follow_the_embedding_as_it_changes():
+    """Without gradients the decoder keeps a transposed copy of the tied output weight; it must
+    give the naive logits, and follow in-place changes of the embedding (training steps,
+    load_state_dict) instead of serving stale values."""
+    torch.manual_seed(1)
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=16, n_audio_state=16, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=50, n_text_ctx=8, n_text_state=16, n_text_head=2, n_text_layer=1)
+    model = ASRModel(dims).eval()
+    audio = torch.randn(2, 16, 16)
+    tokens = torch.randint(0, 50, (2, 3))
+
+    def naive():
+        hidden = {}
+        handle = model.decoder.ln.register_forward_hook(lambda m, i, o: hidden.setdefault("x", o))
+        with torch.enable_grad():
+            model.decoder(tokens, audio)
+        handle.remove()
+        return torch.nn.functional.linear(hidden["x"].detach(), model.decoder.token_embedding.weight.detach())
+
+    with torch.inference_mode():
+        first = model.decoder(tokens, audio)
+    torch.testing.assert_close(first, naive(), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        model.decoder.token_embedding.weight.mul_(-2.0)
+    with torch.inference_mode():
+        second = model.decoder(tokens, audio)
+    torch.testing.assert_close(second, naive(), rtol=1e-5, atol=1e-5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["decoder.token_embedding.weight"].normal_()
+    model.load_state_dict(state)
+    with torch.no_grad():
+        third = model.decoder(tokens, audio)
+    torch.testing.assert_close(third, naive(), rtol=1e-5, atol=1e-5)
