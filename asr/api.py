@@ -10,7 +10,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, load_tokenizer
 from .models import DEFAULT_MODEL, resolve
-from .transcribe import TranscribeOptions, detect_file_language, transcribe_arrays
+from .transcribe import TranscribeOptions, check_language, detect_file_language, transcribe_arrays
 from .audio_stream import open_audio
 
 OPTION_NAMES = {f.name for f in fields(TranscribeOptions)}
@@ -57,6 +57,11 @@ class SpeechModel:
         """(language code, its probability, every language's probability) from the first 30 s,
         as faster-whisper's WhisperModel.detect_language."""
         return detect_file_language(self.model, self.tokenizer, open_audio(audio))
+
+    def check_options(self, **options) -> None:
+        """Raise ValueError (one line) for options this model cannot honour, before any audio
+        is read: an unknown language, or translation with an English-only model."""
+        check_language(self.tokenizer, transcribe_options(**options), self.english_only)
 
     def transcribe_many(self, audios: Sequence, on_progress=None, **options) -> list[dict]:
         options.setdefault("suppress_tokens", self.suppress_tokens)

@@ -133,6 +133,11 @@ def cmd_transcribe(args) -> int:
                    initial_prompt=args.initial_prompt, batch_size=args.batch_size,
                    condition_on_previous_text=args.condition_on_previous_text,
                    without_timestamps=args.without_timestamps)
+    try:
+        model.check_options(**options)
+    except ValueError as err:
+        error(str(err))
+        return 1
     output_dir = args.output_dir or ("." if args.output_format else None)
     failed = 0
     audio_seconds = 0.0

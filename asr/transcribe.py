@@ -212,8 +212,11 @@ def check_language(tokenizer: Tokenizer, opts: TranscribeOptions, english_only: 
     """The options with the language settled where it can be without listening: English-only
     models and single-language tokenizers need no detection."""
     if english_only:
-        if opts.language not in (None, "en") or opts.task != "transcribe":
-            raise ValueError(f"this model is English-only: it cannot {opts.task} {opts.language!r}")
+        if opts.task != "transcribe":
+            raise ValueError(f"this model is English-only: it cannot {opts.task} "
+                             "(use a multilingual model, e.g. --model base)")
+        if opts.language not in (None, "en"):
+            raise ValueError(f"this model is English-only: it cannot transcribe language {opts.language!r}")
         return replace(opts, language="en")
     if opts.language is None:
         if len(tokenizer.languages) == 1:

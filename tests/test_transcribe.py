@@ -128,7 +128,18 @@ def test_bad_model_name_is_one_line(cache, capsys):
 
 def test_models_lists_the_default(cache, capsys):
     assert cli_main(["models"]) == 0
-    assert "tiny.en" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "tiny.en" in out and "base" in out
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--task", "translate"], "English-only: it cannot translate"),
+    (["--language", "fr"], "English-only: it cannot transcribe language 'fr'"),
+])
+def test_english_only_model_refuses_other_tasks_in_one_line(cache, capsys, options, message):
+    assert cli_main(["transcribe", str(DATA / "goforward.flac"), "--quiet", *options]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
 
 
 def test_streamed_file_equals_in_memory_array(model, long_recording):
