@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """asr side by side with faster-whisper: same files, same Whisper tiny.en weights, same beam size.
 
-Systems (each in its own subprocess, so timings and peak RSS are its own):
+Systems (each loaded once in its own worker process, so peak RSS is its own; every run goes to
+the systems in turn, so the shared machine's slow spells fall on all of them alike; --rounds N
+repeats everything and keeps each system's fastest time):
 - ``asr``: asr.load_model("tiny.en") as users get it (float32 on CPU, transcribe_many with its
   default batch of 8 files);
 - ``fw-int8``: faster_whisper.WhisperModel(compute_type="int8"), its usual CPU setting;
@@ -22,7 +24,7 @@ references (scripts/offline_testset.normalize on both), and word agreement with 
 (1 - WER of the system's output measured against fw-float32's output). Per system: load time
 and peak RSS.
 
-Usage: python scripts/compare_peers.py [--quick] [--save scripts/RESULTS-peers.md]
+Usage: python scripts/compare_peers.py [--quick] [--rounds N] [--save scripts/RESULTS-peers.md]
 Prints a table and, as its last line, one JSON object with the figures.
 """
 from __future__ import annotations
@@ -34,12 +36,14 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -54,10 +58,9 @@ FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # ---------------------------------------------------------------------------- child process
 
 
-def run_child(spec: dict) -> dict:
-    """Load one system, warm it up, run every workload; returns texts, timings and peak RSS."""
+def load_system(spec: dict):
+    """Load one system; returns its transcribe(paths, beam) -> texts."""
     threads = spec["threads"]
-    t0 = time.perf_counter()
     if spec["system"] == "asr":
         import torch
 
@@ -71,43 +74,101 @@ def run_child(spec: dict) -> dict:
             results = model.transcribe_many(paths, beam_size=beam, temperature=temperature,
                                             condition_on_previous_text=False, without_timestamps=False)
             return [r["text"].strip() for r in results]
-    else:
-        from faster_whisper import WhisperModel
+        return transcribe
 
-        import asr.convert
+    from faster_whisper import WhisperModel
 
-        compute_type = spec["system"].split("-", 1)[1]
-        model = WhisperModel(str(asr.convert.bundled_model_dir()), device="cpu",
-                             compute_type=compute_type, cpu_threads=threads)
+    import asr.convert
 
-        def transcribe(paths, beam):
-            temperature = list(FALLBACK) if spec["fallback"] else 0.0
-            texts = []
-            for path in paths:
-                segments, _ = model.transcribe(
-                    path, language="en", beam_size=beam, best_of=1, temperature=temperature,
-                    condition_on_previous_text=False, without_timestamps=False, vad_filter=False,
-                    word_timestamps=False)
-                texts.append("".join(s.text for s in segments).strip())
-            return texts
+    compute_type = spec["system"].split("-", 1)[1]
+    model = WhisperModel(str(asr.convert.bundled_model_dir()), device="cpu",
+                         compute_type=compute_type, cpu_threads=threads)
+
+    def transcribe(paths, beam):
+        temperature = list(FALLBACK) if spec["fallback"] else 0.0
+        texts = []
+        for path in paths:
+            segments, _ = model.transcribe(
+                path, language="en", beam_size=beam, best_of=1, temperature=temperature,
+                condition_on_previous_text=False, without_timestamps=False, vad_filter=False,
+                word_timestamps=False)
+            texts.append("".join(s.text for s in segments).strip())
+        return texts
+    return transcribe
+
+
+def run_worker(spec: dict) -> None:
+    """A worker process: load and warm up one system, then answer jobs read from stdin, one JSON
+    line each ({"paths": [...], "beam": n}), with one JSON line ({"wall_s", "texts"}); at end
+    of input, report load time and peak RSS."""
+    t0 = time.perf_counter()
+    transcribe = load_system(spec)
     load_s = time.perf_counter() - t0
     transcribe(spec["warmup"], 1)
-    runs = {}
-    for name, paths, beam in spec["runs"]:
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
         t = time.perf_counter()
-        texts = transcribe(paths, beam)
-        runs[name] = {"wall_s": time.perf_counter() - t, "texts": texts}
+        texts = transcribe(job["paths"], job["beam"])
+        print(json.dumps({"wall_s": time.perf_counter() - t, "texts": texts}), flush=True)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"system": spec["system"], "load_s": load_s, "peak_rss_mb": peak_kb / 1024, "runs": runs}
+    print(json.dumps({"load_s": load_s, "peak_rss_mb": peak_kb / 1024}), flush=True)
 
 
-def spawn(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                          capture_output=True, text=True, cwd=str(REPO))
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"{spec['system']}: child process failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+class Worker:
+    """The parent's handle on one worker process."""
+
+    def __init__(self, spec: dict):
+        self.system = spec["system"]
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+        self.receive()  # loaded and warmed up
+        self.pause()
+
+    # An idle worker is stopped outright: OpenMP/CTranslate2 threads keep spinning for a while
+    # after their last job, and on a 2-core machine that spinning slows whoever runs next.
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def receive(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"{self.system}: worker process failed (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def run(self, paths, beam) -> dict:
+        self.resume()
+        self.proc.stdin.write(json.dumps({"paths": paths, "beam": beam}) + "\n")
+        self.proc.stdin.flush()
+        result = self.receive()
+        self.pause()
+        return result
+
+    def close(self) -> dict:
+        self.resume()
+        self.proc.stdin.close()
+        stats = self.receive()
+        self.proc.wait()
+        return stats
+
+
+def cpu_times() -> Optional[list[int]]:
+    """/proc/stat's aggregate CPU counters (user nice system idle iowait irq softirq steal ...)."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def steal_fraction(before, after) -> Optional[float]:
+    """Share of CPU time the hypervisor gave to other machines between two cpu_times()."""
+    if not before or not after or len(before) < 8:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    return delta[7] / sum(delta) if sum(delta) else None
 
 
 # ---------------------------------------------------------------------------- parent
@@ -156,10 +217,12 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads per system (default nproc)")
     ap.add_argument("--fallback", action="store_true", help="temperature fallback tuple instead of 0 only")
     ap.add_argument("--save", type=Path, help="write the results as markdown here")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every run this many times, keep the fastest (default 1)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.child:
-        print(json.dumps(run_child(json.loads(args.child))))
+    if args.worker:
+        run_worker(json.loads(args.worker))
         return
 
     started = time.perf_counter()
@@ -197,7 +260,6 @@ def main(argv=None) -> None:
     print(f"short: {len(short)} clips, {workloads['short'][2]:.1f} s; long: {workloads['long'][2]:.1f} s "
           f"({long_clips} clips); beams {beams}; {args.threads} threads; systems {systems}", file=sys.stderr)
 
-    results = {}
     concurrent = set(other_benchmarks())
     stop = threading.Event()
 
@@ -207,12 +269,29 @@ def main(argv=None) -> None:
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
+    # Every system is loaded once in its own process; then each run goes to every system in
+    # turn (the order rotating from round to round), so a slow spell of this shared machine
+    # hits all systems alike instead of whichever happened to be measured then.
+    workers = {}
     for system in systems:
-        spec = {"system": system, "threads": args.threads, "fallback": args.fallback,
-                "warmup": short_paths[:8], "runs": runs}
-        t = time.perf_counter()
-        results[system] = spawn(spec)
-        print(f"{system}: done in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        spec = {"system": system, "threads": args.threads, "fallback": args.fallback, "warmup": short_paths[:8]}
+        workers[system] = Worker(spec)
+    results = {system: {"runs": {}} for system in systems}
+    cpu_before = cpu_times()
+    for round_ in range(args.rounds):
+        for name, paths, beam in runs:
+            order = systems[round_ % len(systems):] + systems[:round_ % len(systems)]
+            for system in order:
+                out = workers[system].run(paths, beam)
+                best = results[system]["runs"].get(name)
+                if best is None or out["wall_s"] < best["wall_s"]:
+                    results[system]["runs"][name] = {"wall_s": out["wall_s"],
+                                                     "texts": best["texts"] if best else out["texts"]}
+            print(f"round {round_ + 1}/{args.rounds} {name}: " + ", ".join(
+                f"{s} {results[s]['runs'][name]['wall_s']:.1f} s" for s in systems), file=sys.stderr)
+    steal = steal_fraction(cpu_before, cpu_times())
+    for system, worker in workers.items():
+        results[system].update(worker.close())
     stop.set()
     watcher.join()
     concurrent.update(other_benchmarks())
@@ -242,6 +321,7 @@ def main(argv=None) -> None:
     summary = {"machine": machine(), "versions": versions(), "threads": args.threads,
                "temperature": "fallback" if args.fallback else 0.0, "quick": args.quick,
                "short_clips": len(short), "long_audio_s": round(workloads["long"][2], 2),
+               "rounds": args.rounds, "cpu_steal": None if steal is None else round(steal, 3),
                "rows": rows, "systems": per_system, "wall_s": round(total_s, 1),
                "concurrent_benchmarks": sorted(concurrent)}
     if concurrent:
@@ -284,7 +364,8 @@ Generated by `scripts/compare_peers.py`; see its docstring for what is measured.
 - Machine: {m['nproc']} CPUs (nproc), {m['cpu']}; Python {m['python']}; {', '.join(f'{k} {v}' for k, v in summary['versions'].items())}
 - Threads per system: {summary['threads']}; temperature: {summary['temperature']}
 - Workloads: {summary['short_clips']} short clips; one long file of {summary['long_audio_s']:.1f} s
-- Wall time of the whole run: {summary['wall_s']:.0f} s
+- Wall time of the whole run: {summary['wall_s']:.0f} s; rounds (fastest kept): {summary['rounds']}
+- CPU time taken by the hypervisor for other machines (steal) during the measurements: {'unknown' if summary['cpu_steal'] is None else f"{summary['cpu_steal']:.0%}"}
 - Other benchmarks seen running during the run: {'; '.join(summary['concurrent_benchmarks']) or 'none'}
 
 {table}
