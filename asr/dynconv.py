@@ -21,6 +21,7 @@ which land on `self.attention`) computes exactly its attention; the branch opens
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -33,6 +34,9 @@ from .rotary import RotaryEmbeddingWithRotation
 
 # half-precision softmax over a few taps is coarse; normalise the kernels in float32 at least
 MIN_SOFTMAX_DTYPE = torch.float32
+# output steps per banded matrix product in dynamic_conv (measured: 32 and 64 are about equally
+# fast on CPU, 128 slower at long lengths; 64 covers a typical decoder input in one product)
+CHUNK = 64
 
 
 def conv_padding(kernel_width: int, causal: bool) -> tuple[int, int]:
@@ -56,20 +60,41 @@ def dynamic_conv(values: Tensor, kernels: Tensor, padding: tuple[int, int]) -> T
     values [batch, time_in, channels]; kernels [batch, time_out, groups, width], the kernel of
     output step t applied to padded inputs t .. t + width - 1; padding (past, future) zeros.
     Returns [batch, time_out, channels]. Channel c uses the kernel of group c // (channels / groups).
+
+    Computed as matrix products over chunks of CHUNK output steps: chunk j's outputs are a
+    [chunk, chunk + width - 1] banded matrix (row r holds kernel j * chunk + r at columns
+    r .. r + width - 1) times the chunk's padded inputs. Measured 2-5x faster on CPU, forward and
+    backward, than multiplying strided windows by the kernels and summing, at 40 to 1500 steps,
+    with O(time * (chunk + width)) memory per group instead of O(time * channels * width).
     """
     batch, time_out, groups, width = kernels.shape
     channels = values.shape[-1]
     past, future = padding
-    padded = F.pad(values, (0, 0, past, future))  # zeros along time
-    windows = padded.unfold(1, width, 1)  # [batch, time_out, channels, width], a strided view
-    if windows.shape[1] != time_out:
-        raise ValueError(f"{values.shape[1]} inputs with padding {padding} give {windows.shape[1]} "
-                         f"windows of width {width}, but there are kernels for {time_out} steps")
-    windows = windows.reshape(batch, time_out, groups, channels // groups, width)
-    # multiply-and-sum over the width: measured faster on CPU than einsum, which first copies the
-    # strided windows into a contiguous tensor for a batched matmul
-    out = (windows * kernels.to(windows.dtype)[:, :, :, None, :]).sum(dim=-1)
-    return out.reshape(batch, time_out, channels)
+    if values.shape[1] + past + future != time_out + width - 1:
+        raise ValueError(f"{values.shape[1]} inputs with padding {padding} give "
+                         f"{values.shape[1] + past + future - width + 1} windows of width {width}, "
+                         f"but there are kernels for {time_out} steps")
+    chunk = min(CHUNK, time_out)
+    n_chunks = math.ceil(time_out / chunk)
+    extra = n_chunks * chunk - time_out  # steps added to fill the last chunk, cut off at the end
+    span = chunk + width - 1  # padded inputs one chunk reads
+    line = F.pad(values, (0, 0, past, future + extra))  # zeros along time
+    inputs = line.unfold(1, span, chunk)  # [batch, n, channels, span], a strided view
+    inputs = inputs.unflatten(2, (groups, channels // groups)).transpose(-1, -2)  # [B, n, G, span, C/G]
+    band = _banded(F.pad(kernels, (0, 0, 0, 0, 0, extra)).unflatten(1, (n_chunks, chunk)))
+    out = torch.matmul(band.to(inputs.dtype), inputs)  # [B, n, G, chunk, C/G]
+    return out.permute(0, 1, 3, 2, 4).reshape(batch, n_chunks * chunk, channels)[:, :time_out]
+
+
+def _banded(kernels: Tensor) -> Tensor:
+    """[B, n, chunk, G, width] -> [B, n, G, chunk, chunk + width - 1], row r = kernel r shifted
+    right by r. The skew is a reshape: with `chunk` zeros after each row, row-major order puts
+    row r's kernel r places later in each successive row of length chunk + width - 1."""
+    kernels = kernels.transpose(2, 3)  # [B, n, G, chunk, width]
+    chunk, width = kernels.shape[-2:]
+    span = chunk + width - 1
+    flat = F.pad(kernels, (0, chunk)).flatten(-2)  # rows of width + chunk, one after another
+    return flat[..., :chunk * span].unflatten(-1, (chunk, span))
 
 
 class DynamicConvAttention(nn.Module):

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from asr.attention import AttentionInputs, MultiHeadAttention
 from asr.checkpoint import load_checkpoint, save_checkpoint
 from asr.config import ModelDimensions, ModelOptions, StackOptions
+import asr.dynconv as dynconv
 from asr.dynconv import DynamicConvAttention, conv_padding, dynamic_conv
 from asr.kv_cache import LayerCache
 from asr.model import ASRModel
@@ -29,6 +30,15 @@ def make_layer(kernel_width, causal, seed=0, n_state=N_STATE, n_head=N_HEAD, dty
             p.add_(torch.randn_like(p) * 0.3)
         layer.kernel.weight.mul_(5.0)
     return layer
+
+
+@pytest.fixture(params=[None, 1, 5])
+def chunk(request, monkeypatch):
+    """dynamic_conv's chunk of output steps: the default, one step, and one that leaves a
+    partial last chunk."""
+    if request.param is not None:
+        monkeypatch.setattr(dynconv, "CHUNK", request.param)
+    return request.param
 
 
 def encoder_inputs(key_mask=None):
@@ -101,7 +111,7 @@ def output_and_grads(layer, x, inputs, forward):
 @pytest.mark.parametrize("causal", [False, True], ids=["same", "causal"])
 @pytest.mark.parametrize("kernel_width", [3, 4, 15])
 @pytest.mark.parametrize("time", [2, 16])  # shorter and longer than every kernel
-def test_matches_naive_reference_forward_and_gradients(causal, kernel_width, time):
+def test_matches_naive_reference_forward_and_gradients(causal, kernel_width, time, chunk):
     layer = make_layer(kernel_width, causal)
     x = torch.randn(2, time, N_STATE, dtype=torch.float64)
     inputs = AttentionInputs(causal=causal)
@@ -116,7 +126,7 @@ def test_matches_naive_reference_forward_and_gradients(causal, kernel_width, tim
 
 @pytest.mark.parametrize("causal", [False, True], ids=["same", "causal"])
 @pytest.mark.parametrize("kernel_width", [1, 3, 4, 5])
-def test_one_hot_kernels_shift_the_sequence(causal, kernel_width):
+def test_one_hot_kernels_shift_the_sequence(causal, kernel_width, chunk):
     """All weight on tap k picks input t + k - offset (zero outside): pins down the centring,
     in particular for even widths (width 4 "same": taps t-2, t-1, t, t+1)."""
     offset = kernel_width - 1 if causal else kernel_width // 2
@@ -133,6 +143,35 @@ def test_one_hot_kernels_shift_the_sequence(causal, kernel_width):
         torch.testing.assert_close(out, want, atol=0, rtol=0)
     if kernel_width == 4 and not causal:
         assert conv_padding(4, causal=False) == (2, 1)
+
+
+def windowed_reference(values, kernels, padding):
+    """Multiply each step's window of padded inputs by its kernel and sum over the width."""
+    batch, time_out, groups, width = kernels.shape
+    windows = F.pad(values, (0, 0, *padding)).unfold(1, width, 1)  # [B, T, C, width]
+    windows = windows.unflatten(2, (groups, -1))
+    return (windows * kernels[:, :, :, None, :]).sum(-1).flatten(2)
+
+
+@pytest.mark.parametrize("time", [1, 15, 64, 65, 150])
+@pytest.mark.parametrize("kernel_width,padding", [(15, (14, 0)), (15, (7, 7)), (4, (2, 1)), (5, (0, 0))])
+def test_dynamic_conv_chunks_match_windowed_sum(time, kernel_width, padding, chunk):
+    torch.manual_seed(time)
+    time_in = time + kernel_width - 1 - sum(padding)  # (0, 0): a cache already holds the past
+    values = torch.randn(2, time_in, 12, dtype=torch.float64, requires_grad=True)
+    kernels = torch.randn(2, time, 3, kernel_width, dtype=torch.float64, requires_grad=True)
+    got, want = dynamic_conv(values, kernels, padding), windowed_reference(values, kernels, padding)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    weight = torch.randn_like(got)
+    got_grads = torch.autograd.grad((got * weight).sum(), [values, kernels])
+    want_grads = torch.autograd.grad((want * weight).sum(), [values, kernels])
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_dynamic_conv_refuses_mismatched_lengths():
+    with pytest.raises(ValueError, match="kernels for 5 steps"):
+        dynamic_conv(torch.zeros(1, 5, 4), torch.zeros(1, 5, 1, 3), (1, 0))
 
 
 def test_predicted_kernels_are_softmax_over_the_width():
@@ -245,7 +284,7 @@ def test_padded_batch_equals_one_by_one():
 
 
 @pytest.mark.parametrize("kernel_width", [1, 4, 15])
-def test_incremental_decoding_through_layer_cache_equals_full_forward(kernel_width):
+def test_incremental_decoding_through_layer_cache_equals_full_forward(kernel_width, chunk):
     layer = make_layer(kernel_width, causal=True)
     x = torch.randn(2, 10, N_STATE, dtype=torch.float64)
     full = layer(x, decoder_inputs())
