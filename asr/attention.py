@@ -74,22 +74,46 @@ def attention_mask(inputs: AttentionInputs, n_query: int, n_key: int, dtype: tor
     return inputs.shared(key, lambda: _dense_mask(inputs, n_query, n_key, dtype, device, heads))
 
 
-def _dense_mask(inputs: AttentionInputs, n_query: int, n_key: int, dtype: torch.dtype,
-                device: torch.device, heads: Optional[range]) -> Optional[Tensor]:
+def dense_allowed(inputs: AttentionInputs, n_query: int, n_key: int,
+                  device: torch.device) -> Optional[Tensor]:
+    """Padding and causal mask, [batch or 1, 1, queries or 1, keys] bool (True = may attend),
+    or None when every key may be seen."""
     allowed = None
     if inputs.key_mask is not None:
         allowed = inputs.key_mask[:, None, None, :n_key]
     if inputs.causal and n_query > 1:
         query_pos = torch.arange(n_query, device=device)[:, None] + inputs.offset
         key_pos = torch.arange(n_key, device=device)[None, :]
-        causal = key_pos <= query_pos
+        causal = (key_pos <= query_pos)[None, None]
         allowed = causal if allowed is None else allowed & causal
+    return allowed
+
+
+def _dense_mask(inputs: AttentionInputs, n_query: int, n_key: int, dtype: torch.dtype,
+                device: torch.device, heads: Optional[range]) -> Optional[Tensor]:
+    allowed = dense_allowed(inputs, n_query, n_key, device)
     if inputs.bias is None:
         return allowed
     bias = inputs.dense_bias(heads).to(dtype)
     if allowed is None:
         return bias
     return bias.masked_fill(~allowed, float("-inf"))
+
+
+def scaled_dot_product(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """softmax(q k^T / sqrt(h) + mask) v, as F.scaled_dot_product_attention computes it.
+
+    A float mask that needs a gradient (it holds the learnable relative bias) sends SDPA on CPU
+    to its generic math path, which scales q in a separate pass and runs a "safe" softmax with
+    extra passes to zero fully masked rows. Written out here it is the same function with fewer
+    passes (measured faster on CPU); our masks never mask a whole row (every real query sees
+    itself or a real key, padded rows get a fallback key), so the plain softmax is safe.
+    Everything else (no mask, boolean masks, constant float masks) goes to SDPA's fused kernel.
+    """
+    if mask is None or mask.dtype == torch.bool or not mask.requires_grad:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5) + mask
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
 class MultiHeadAttention(nn.Module):
@@ -117,7 +141,7 @@ class MultiHeadAttention(nn.Module):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs) -> Tensor:
         mask = attention_mask(inputs, q.shape[2], k.shape[2], q.dtype, q.device)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return scaled_dot_product(q, k, v, mask)
 
     def forward(self, x: Tensor, inputs: AttentionInputs, cache: Optional[LayerCache] = None) -> Tensor:
         q, k, v = self.project(x, inputs, cache)

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionInputs, MultiHeadAttention, attention_mask
+from .attention import (AttentionInputs, MultiHeadAttention, attention_mask, dense_allowed,
+                        scaled_dot_product)
 from .rotary import RotaryEmbeddingWithRotation
 
 # Smallest query block of the local heads. Blocks of a few rows (window 2 or 3) would spend their
@@ -114,12 +115,18 @@ def _choose_local_path(n_query: int, n_key: int, offset: int, window: int, block
     return "blocked"
 
 
-def _local_dense_mask(inputs: AttentionInputs, n_query: int, n_key: int, heads: range, window: int,
-                      dtype: torch.dtype, device: torch.device) -> Tensor:
+def _local_dense_allowed(inputs: AttentionInputs, n_query: int, n_key: int, window: int,
+                         device: torch.device) -> Tensor:
+    """[B|1, 1, Tq, Tk] bool: the band, causal and padding masks of local heads."""
     query_pos = torch.arange(inputs.offset, inputs.offset + n_query, device=device)[:, None]
     distance = torch.arange(n_key, device=device)[None, :] - query_pos  # [Tq, Tk]
     allowed = _band(distance, window, inputs.causal)[None] & _key_valid(inputs, n_key, device)[:, None, :]
-    allowed = _with_fallback(allowed, (distance == 0)[None])[:, None]  # [B|1, 1, Tq, Tk]
+    return _with_fallback(allowed, (distance == 0)[None])[:, None]
+
+
+def _local_dense_mask(inputs: AttentionInputs, n_query: int, n_key: int, heads: range, window: int,
+                      dtype: torch.dtype, device: torch.device) -> Tensor:
+    allowed = _local_dense_allowed(inputs, n_query, n_key, window, device)
     bias = None if inputs.bias is None else inputs.dense_bias(heads)
     return _sdpa_mask(allowed, bias, dtype)
 
@@ -131,7 +138,7 @@ def _local_dense(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, heads
     attention."""
     mask = inputs.shared(_mask_key("local dense", q, k, heads, window), lambda: _local_dense_mask(
         inputs, q.shape[2], k.shape[2], heads, window, q.dtype, q.device))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return scaled_dot_product(q, k, v, mask)
 
 
 def _slice_range(inputs: AttentionInputs, n_query: int, n_key: int, window: int) -> tuple[int, int]:
@@ -159,7 +166,7 @@ def _local_slice(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, heads
     lo, hi = _slice_range(inputs, q.shape[2], k.shape[2], window)
     mask = inputs.shared(_mask_key("local slice", q, k, heads, window), lambda: _local_slice_mask(
         inputs, q.shape[2], k.shape[2], heads, window, q.dtype, q.device))
-    return F.scaled_dot_product_attention(q, k[:, :, lo:hi], v[:, :, lo:hi], attn_mask=mask)
+    return scaled_dot_product(q, k[:, :, lo:hi], v[:, :, lo:hi], mask)
 
 
 def _blocked_mask(inputs: AttentionInputs, n_query: int, n_key: int, heads: range, window: int,
@@ -211,7 +218,7 @@ def _local_blocked(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, hea
 
     mask = inputs.shared(_mask_key("local blocked", q, k, heads, window, block, batch), lambda: _blocked_mask(
         inputs, n_query, k.shape[2], heads, window, block, batch, q.dtype, q.device))
-    y = F.scaled_dot_product_attention(q_blocks, spans(k_line), spans(v_line), attn_mask=mask)
+    y = scaled_dot_product(q_blocks, spans(k_line), spans(v_line), mask)
     y = y.unflatten(0, (batch, n_blocks)).transpose(1, 2).reshape(batch, n_head, n_blocks * block, head_dim)
     return y[:, :, :n_query]
 
@@ -288,7 +295,7 @@ def pooled_attention(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, h
     v_pool = _pool(F.pad(v, (0, 0, 0, pad)), weight, stride) * scale[:, None, :, None]
     mask = inputs.shared(_mask_key("pooled", q, k, heads, stride), lambda: _pooled_mask(
         inputs, q.shape[2], n_key, heads, stride, q.dtype, q.device))
-    return F.scaled_dot_product_attention(q, k_pool, v_pool, attn_mask=mask)
+    return scaled_dot_product(q, k_pool, v_pool, mask)
 
 
 def global_attention(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, heads: range,
@@ -296,7 +303,35 @@ def global_attention(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, h
     if stride > 1:
         return pooled_attention(q, k, v, inputs, heads, stride)
     mask = attention_mask(inputs, q.shape[2], k.shape[2], q.dtype, q.device, heads)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return scaled_dot_product(q, k, v, mask)
+
+
+# -- both groups dense ---------------------------------------------------------------------------
+
+def _hybrid_dense_mask(inputs: AttentionInputs, n_query: int, n_key: int, split: int, n_head: int,
+                       window: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[B|1, n_head, Tq, Tk]: heads 0 .. split - 1 under the local band, the others under the
+    plain padding/causal mask, with the relative bias of all heads when there is one."""
+    local = _local_dense_allowed(inputs, n_query, n_key, window, device)
+    global_ = dense_allowed(inputs, n_query, n_key, device)
+    if global_ is None:
+        global_ = torch.ones(1, 1, 1, n_key, dtype=torch.bool, device=device)
+    batch = max(local.shape[0], global_.shape[0])
+    allowed = torch.cat([local.expand(batch, split, n_query, n_key),
+                         global_.expand(batch, n_head - split, n_query, n_key)], dim=1)
+    bias = None if inputs.bias is None else inputs.dense_bias()
+    return _sdpa_mask(allowed, bias, dtype)
+
+
+def hybrid_dense_attention(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, split: int,
+                           window: int) -> Tensor:
+    """Local heads (0 .. split - 1) and unpooled global heads in one attention call under one
+    mask: what local_attention's dense path and global_attention compute, without slicing the
+    heads apart and concatenating them again."""
+    n_head = q.shape[1]
+    mask = inputs.shared(_mask_key("hybrid dense", q, k, range(n_head), window, split), lambda: _hybrid_dense_mask(
+        inputs, q.shape[2], k.shape[2], split, n_head, window, q.dtype, q.device))
+    return scaled_dot_product(q, k, v, mask)
 
 
 # -- the layer -----------------------------------------------------------------------------------
@@ -341,6 +376,19 @@ class HybridAttention(MultiHeadAttention):
         if self.gate_logits is not None:
             self.gate_logits.zero_()
 
+    def head_scales(self, dtype: torch.dtype) -> Tensor:
+        """[1, n_head, 1, 1]: each head's group scale."""
+        scales = (2 * torch.sigmoid(self.gate_logits.float())).to(dtype)
+        counts = torch.tensor([self.local_heads, self.n_head - self.local_heads], device=scales.device)
+        return scales.repeat_interleave(counts, output_size=self.n_head)[None, :, None, None]
+
+    def _both_groups_dense(self, n_query: int, n_key: int, offset: int) -> bool:
+        """Local heads on their dense path beside unpooled global heads: one call does both."""
+        if not 0 < self.local_heads < self.n_head or self.global_stride > 1:
+            return False
+        block = max(self.window, MIN_BLOCK)
+        return _choose_local_path(n_query, n_key, offset, self.window, block) == "dense"
+
     def group_scales(self, dtype: torch.dtype) -> tuple[Optional[Tensor], Optional[Tensor]]:
         if self.gate_logits is None:
             return None, None
@@ -350,6 +398,9 @@ class HybridAttention(MultiHeadAttention):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs) -> Tensor:
         split = self.local_heads
+        if self._both_groups_dense(q.shape[2], k.shape[2], inputs.offset):
+            y = hybrid_dense_attention(q, k, v, inputs, split, self.window)
+            return y if self.gate_logits is None else y * self.head_scales(q.dtype)
         local_scale, global_scale = self.group_scales(q.dtype)
         outputs = []
         if split > 0:
