@@ -4,7 +4,8 @@ ratios, not absolute times).
 
 (a) forward+backward+AdamW step of the full seed configuration / the vanilla one, same dims;
 (b) encoder forward time at 8x the input length / at 1x, for an encoder of local sliding-window
-    heads only, the default hybrid encoder, and plain global attention;
+    heads only (without and with relative position bias), the default hybrid encoder, and plain
+    global attention;
 (c) achieved GFLOP/s of the vanilla training step (FLOPs counted by torch's FlopCounterMode) as a
     fraction of a 1024x1024 matmul's GFLOP/s measured in the same run, float32 and bf16 autocast.
 
@@ -94,10 +95,11 @@ def step_flops(model: ASRModel, batch) -> int:
     return counter.get_total_flops()
 
 
-def encoder_only(dims: ModelDimensions, attention: str, window: int, local_heads: int) -> ASRModel:
+def encoder_only(dims: ModelDimensions, attention: str, window: int, local_heads: int,
+                 relative_bias: bool = False) -> ASRModel:
     """An encoder with rotary positions only, so that its length is not capped by a table."""
     audio = StackOptions(positions="none", rotary=True, attention=attention, window=window,
-                         local_heads=local_heads)
+                         local_heads=local_heads, relative_bias=relative_bias)
     long_dims = replace(dims, n_audio_ctx=1 << 16)
     return ASRModel(long_dims, ModelOptions(audio=audio)).eval()
 
@@ -164,6 +166,7 @@ def main() -> None:
     n_head = dims.n_audio_head
     encoders = {
         "local": encoder_only(dims, "hybrid", args.window, local_heads=n_head),
+        "local+bias": encoder_only(dims, "hybrid", args.window, local_heads=n_head, relative_bias=True),
         "hybrid": encoder_only(dims, "hybrid", args.window, local_heads=n_head // 2),
         "global": encoder_only(dims, "mha", args.window, local_heads=0),
     }
@@ -184,6 +187,7 @@ def main() -> None:
         "seed_vs_vanilla_step_ratio": round(seed_ratio, 3),
         "seed_vs_vanilla_step_ratio_bf16": round(seed_ratio_bf16, 3),
         "local_len8_ratio": round(length_ratio["local"], 2),
+        "local_bias_len8_ratio": round(length_ratio["local+bias"], 2),
         "hybrid_len8_ratio": round(length_ratio["hybrid"], 2),
         "global_len8_ratio": round(length_ratio["global"], 2),
         "fp32_peak_fraction": round(fraction["fp32"], 3),
