@@ -10,8 +10,9 @@ blocks of b rows (b = max(window, MIN_BLOCK)); a block's keys all lie in a span 
 own block and one on each side), so each block does a [b, 3b] attention under one [b, 3b] band
 shared by all blocks: O(T * b) time and memory. The relative bias of that band depends on
 key - query only, so it is the same [b, 3b] for every block, taken straight from the stack's
-per-distance bias values. Short inputs (a few blocks) attend densely under a banded mask
-instead: fewer scores than the blocks' overlapping spans and no blocking overhead.
+per-distance bias values. Short inputs (up to DENSE_MAX_KEYS keys, or one span) attend densely
+under a banded mask instead: fewer scores than the blocks' overlapping spans and no blocking
+overhead.
 
 Masks and biases are built once per stack and forward (`AttentionInputs.shared`) and shared by
 every layer with the same window and head split.
@@ -22,7 +23,6 @@ Positions follow `AttentionInputs`: queries at offset .. offset + Tq - 1, keys a
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -216,8 +216,9 @@ def _local_blocked(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, hea
         x = x.unfold(2, span, block).permute(0, 2, 1, 4, 3)  # [B, n, H, span, h]
         return x.reshape(batch * n_blocks, n_head, span, head_dim)
 
-    mask = inputs.shared(_mask_key("local blocked", q, k, heads, window, block, batch), lambda: _blocked_mask(
-        inputs, n_query, k.shape[2], heads, window, block, batch, q.dtype, q.device))
+    key = _mask_key("local blocked", q, k, heads, window, block, batch)
+    mask = inputs.shared(key, lambda: _blocked_mask(inputs, n_query, k.shape[2], heads, window, block,
+                                                    batch, q.dtype, q.device))
     y = scaled_dot_product(q_blocks, spans(k_line), spans(v_line), mask)
     y = y.unflatten(0, (batch, n_blocks)).transpose(1, 2).reshape(batch, n_head, n_blocks * block, head_dim)
     return y[:, :, :n_query]
@@ -329,8 +330,9 @@ def hybrid_dense_attention(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInp
     mask: what local_attention's dense path and global_attention compute, without slicing the
     heads apart and concatenating them again."""
     n_head = q.shape[1]
-    mask = inputs.shared(_mask_key("hybrid dense", q, k, range(n_head), window, split), lambda: _hybrid_dense_mask(
-        inputs, q.shape[2], k.shape[2], split, n_head, window, q.dtype, q.device))
+    key = _mask_key("hybrid dense", q, k, range(n_head), window, split)
+    mask = inputs.shared(key, lambda: _hybrid_dense_mask(inputs, q.shape[2], k.shape[2], split, n_head,
+                                                         window, q.dtype, q.device))
     return scaled_dot_product(q, k, v, mask)
 
 
@@ -377,10 +379,11 @@ class HybridAttention(MultiHeadAttention):
             self.gate_logits.zero_()
 
     def head_scales(self, dtype: torch.dtype) -> Tensor:
-        """[1, n_head, 1, 1]: each head's group scale."""
-        scales = (2 * torch.sigmoid(self.gate_logits.float())).to(dtype)
-        counts = torch.tensor([self.local_heads, self.n_head - self.local_heads], device=scales.device)
-        return scales.repeat_interleave(counts, output_size=self.n_head)[None, :, None, None]
+        """[1, n_head, 1, 1]: each head's group scale (gate on)."""
+        local_scale, global_scale = self.group_scales(dtype)
+        scales = torch.cat([local_scale.expand(self.local_heads),
+                            global_scale.expand(self.n_head - self.local_heads)])
+        return scales[None, :, None, None]
 
     def _both_groups_dense(self, n_query: int, n_key: int, offset: int) -> bool:
         """Local heads on their dense path beside unpooled global heads: one call does both."""
