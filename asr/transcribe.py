@@ -67,6 +67,13 @@ class FileState:
     def total_frames(self) -> int:
         return len(self.audio) // HOP_LENGTH
 
+    def whisper_peak(self, n_mels: int) -> float:
+        """The whole file's log10 mel peak, found in a first pass over it (once)."""
+        if self.peak is None:
+            self.peak = log10_mel_peak(self.audio, n_mels)
+            self.audio.rewind()
+        return self.peak
+
     @property
     def done(self) -> bool:
         return self.seek >= self.total_frames
@@ -115,11 +122,8 @@ def window_features(model, states: list[FileState]):
         # file's features (edge frames see the neighbouring audio, the floor follows the file's
         # peak), padded with 0.0 in the log-mel domain to 30 s. Padding the audio with silence
         # instead changes the first tokens of many short clips.
-        for s in states:
-            if s.peak is None:
-                s.peak = log10_mel_peak(s.audio, n_mels)
-                s.audio.rewind()
-        return torch.stack([whisper_window(s.audio, s.seek, s.peak, n_mels, window) for s in states]), None
+        return torch.stack([whisper_window(s.audio, s.seek, s.whisper_peak(n_mels), n_mels, window)
+                            for s in states]), None
     chunks = [s.audio.window(s.seek * HOP_LENGTH, (s.seek + window) * HOP_LENGTH) for s in states]
     return batch_log_mel(chunks, n_mels)
 
@@ -249,10 +253,8 @@ def detect_file_language(model, tokenizer: Tokenizer, audio) -> tuple[str, float
     first window, for Whisper models the window faster-whisper's detect_language uses."""
     state = FileState(audio)
     if model.options.fixed_audio_window:
-        state.peak = log10_mel_peak(audio, model.dims.n_mels)
-        audio.rewind()
-        mels = whisper_window(audio, 0, state.peak, model.dims.n_mels, 2 * model.dims.n_audio_ctx,
-                              for_language=True)[None]
+        mels = whisper_window(audio, 0, state.whisper_peak(model.dims.n_mels), model.dims.n_mels,
+                              2 * model.dims.n_audio_ctx, for_language=True)[None]
         n_frames = None
     else:
         mels, n_frames = window_features(model, [state])

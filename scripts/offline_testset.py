@@ -269,18 +269,25 @@ def _espeak(n: int, log) -> list[Utterance]:
         log("espeak: espeak-ng is not installed (apt-get install espeak-ng), skipped")
         return []
     out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(n):
-            sentence = SENTENCES[i % len(SENTENCES)]
-            voice, rate = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
-            wav = Path(tmp) / f"{i}.wav"
-            proc = subprocess.run([exe, "-v", voice, "-s", str(rate), "-w", str(wav), sentence],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0 or not wav.exists():
-                log(f"espeak: voice {voice} failed ({proc.stderr.strip()[:80]}), sentence skipped")
-                continue
-            out.append(Utterance(f"espeak-{voice.replace('+', '-')}-{i:03d}", _load(wav), sentence, "synthetic"))
+    for i in range(n):
+        sentence = SENTENCES[i % len(SENTENCES)]
+        voice, rate = ESPEAK_VOICES[i % len(ESPEAK_VOICES)]
+        audio = _synthesise(exe, voice, rate, sentence, "espeak", log)
+        if audio is not None:
+            out.append(Utterance(f"espeak-{voice.replace('+', '-')}-{i:03d}", audio, sentence, "synthetic"))
     return out
+
+
+def _synthesise(exe: str, voice: str, rate: int, sentence: str, source: str, log) -> Optional[np.ndarray]:
+    """One sentence spoken by espeak-ng as 16 kHz float32, or None (logged) if the voice fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "sentence.wav"
+        proc = subprocess.run([exe, "-v", voice, "-s", str(rate), "-w", str(wav), sentence],
+                              capture_output=True, text=True)
+        if proc.returncode != 0 or not wav.exists():
+            log(f"{source}: voice {voice} failed ({proc.stderr.strip()[:80]}), sentence skipped")
+            return None
+        return _load(wav)
 
 
 def foreign_testset(log=None) -> list[Utterance]:
@@ -291,15 +298,10 @@ def foreign_testset(log=None) -> list[Utterance]:
         log("foreign: espeak-ng is not installed (apt-get install espeak-ng), skipped")
         return []
     out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (language, sentence) in enumerate(FOREIGN_SENTENCES):
-            wav = Path(tmp) / f"{i}.wav"
-            proc = subprocess.run([exe, "-v", language, "-s", "150", "-w", str(wav), sentence],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0 or not wav.exists():
-                log(f"foreign: voice {language} failed ({proc.stderr.strip()[:80]}), sentence skipped")
-                continue
-            out.append(Utterance(f"espeak-{language}-{i:03d}", _load(wav), sentence, language))
+    for i, (language, sentence) in enumerate(FOREIGN_SENTENCES):
+        audio = _synthesise(exe, language, 150, sentence, "foreign", log)
+        if audio is not None:
+            out.append(Utterance(f"espeak-{language}-{i:03d}", audio, sentence, language))
     return out
 
 

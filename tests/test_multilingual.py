@@ -19,10 +19,7 @@ agreeing if the texts are equal, or if faster-whisper's is such a loop (compress
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -36,40 +33,23 @@ if shutil.which("espeak-ng") is None:
     pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)", allow_module_level=True)
 
 from asr.decoding import compression_ratio  # noqa: E402
+from peer_helpers import load_builtin, offline_testset, comparison_threads  # noqa: E402
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 MIN_AGREEING = 0.95
 LANGUAGE_PROB_TOLERANCE = 1e-4
 LOOPING = 2.4  # compression ratio of a looping text (asr's fallback threshold, Whisper's too)
-
-
-def _offline_testset():
-    spec = importlib.util.spec_from_file_location("offline_testset", SCRIPTS / "offline_testset.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("offline_testset", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     import torch
 
-    import asr
     from asr.convert import assemble_bundled_base
 
-    threads = max(1, min(2, os.cpu_count() or 1))
+    threads = comparison_threads()
     torch.set_num_threads(threads)
-    old = os.environ.get("ASR_CACHE_DIR")
-    os.environ["ASR_CACHE_DIR"] = str(tmp_path_factory.mktemp("asr-cache"))
-    try:
-        model = asr.load_model("base", device="cpu", quiet=True)
-    finally:
-        if old is None:
-            os.environ.pop("ASR_CACHE_DIR", None)
-        else:
-            os.environ["ASR_CACHE_DIR"] = old
-    ts = _offline_testset()
+    model = load_builtin("base", tmp_path_factory.mktemp("asr-cache"))
+    ts = offline_testset()
     utterances = ts.foreign_testset()
     assert len(utterances) == len(ts.FOREIGN_SENTENCES)
     reference = faster_whisper.WhisperModel(str(assemble_bundled_base(tmp_path_factory.mktemp("ct2-base"))),

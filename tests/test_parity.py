@@ -19,55 +19,33 @@ the value (peak - 8 + 4) / 4 instead, which changes the first tokens of many sho
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-from pathlib import Path
-
 import pytest
 
 faster_whisper = pytest.importorskip(
     "faster_whisper", reason="faster-whisper (the reference implementation) is not installed: pip install -e '.[test]'")
 pytest.importorskip("jiwer", reason="jiwer (WER) is not installed: pip install -e '.[test]'")
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+from peer_helpers import load_builtin, offline_testset, comparison_threads  # noqa: E402
+
 N_SYNTH = 8  # espeak-ng sentences on top of the 21 recorded/repository clips
 MIN_IDENTICAL = 0.95
 MAX_WER_GAP = 0.003
-
-
-def _offline_testset():
-    spec = importlib.util.spec_from_file_location("offline_testset", SCRIPTS / "offline_testset.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("offline_testset", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def parity(tmp_path_factory):
     import torch
 
-    import asr
     import asr.convert
 
-    ts = _offline_testset()
+    ts = offline_testset()
     utts = ts.build_testset(n_synth=N_SYNTH)
     if len(utts) < 10:
         pytest.skip(f"offline test set too small ({len(utts)} utterances): install pocketsphinx-testdata, "
                     "alsa-utils, espeak-ng")
-    threads = max(1, min(2, os.cpu_count() or 1))
+    threads = comparison_threads()
     torch.set_num_threads(threads)
-
-    old = os.environ.get("ASR_CACHE_DIR")
-    os.environ["ASR_CACHE_DIR"] = str(tmp_path_factory.mktemp("asr-cache"))
-    try:
-        model = asr.load_model("tiny.en", device="cpu", quiet=True)
-    finally:
-        if old is None:
-            os.environ.pop("ASR_CACHE_DIR", None)
-        else:
-            os.environ["ASR_CACHE_DIR"] = old
+    model = load_builtin("tiny.en", tmp_path_factory.mktemp("asr-cache"))
     ours = [r["text"].strip() for r in
             model.transcribe_many([u.audio for u in utts], beam_size=1, temperature=0.0)]
 
