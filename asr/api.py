@@ -8,10 +8,10 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, load_tokenizer
-from .models import DEFAULT_MODEL, resolve
-from .transcribe import TranscribeOptions, check_language, detect_file_language, transcribe_arrays
-from .audio_stream import open_audio
+from .store.checkpoint import CheckpointError, load_checkpoint, load_tokenizer
+from .store.registry import DEFAULT_MODEL, resolve
+from .inference.transcribe import TranscribeOptions, check_language, detect_file_language, transcribe_arrays
+from .audio.stream import open_audio
 
 OPTION_NAMES = {f.name for f in fields(TranscribeOptions)}
 

@@ -23,8 +23,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from asr.config import ModelDimensions, ModelOptions, StackOptions
-from asr.model import ASRModel
-from asr.presets import dims_for, seed_options, vanilla_options
+from asr.nn.model import ASRModel
+from asr.nn.presets import dims_for, seed_options, vanilla_options
 
 FRAMES_PER_SECOND = 100
 

@@ -4,7 +4,7 @@ import pytest
 import soundfile as sf
 
 from asr.audio import AudioError, load_audio
-from asr.audio_stream import READ_BLOCK_S, ArrayAudio, AudioStream, open_audio
+from asr.audio.stream import READ_BLOCK_S, ArrayAudio, AudioStream, open_audio
 
 
 def tone_file(path, rate, seconds, channels=1):

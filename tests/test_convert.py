@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from asr.audio import load_audio, log_mel_spectrogram, pad_or_trim
-from asr.checkpoint import load_checkpoint
+from asr.store.checkpoint import load_checkpoint
 from asr.config import ModelDimensions
 from asr.convert import ConversionError, build_model, convert, load_whisper, read_whisper
-from asr.convert import cli as convert_cli
-from asr.tokenizer import Tokenizer
-from asr.whisper_tokenizer import WhisperTokenizerError, merges_from_ranked_vocabulary, whisper_tokenizer
+from asr.cli import convert as convert_cli
+from asr.text.tokenizer import Tokenizer
+from asr.text.whisper_bpe import WhisperTokenizerError, merges_from_ranked_vocabulary, whisper_tokenizer
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CLIP = "librivox-0880"

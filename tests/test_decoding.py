@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from asr.config import ModelDimensions, ModelOptions
-from asr.decoding import (DecodingOptions, FilterContext, TimestampRules, compression_ratio, decode,
+from asr.inference.decoding import (DecodingOptions, FilterContext, TimestampRules, compression_ratio, decode,
                           initial_tokens, is_looping)
-from asr.model import ASRModel
-from asr.tokenizer import Tokenizer
+from asr.nn.model import ASRModel
+from asr.text.tokenizer import Tokenizer
 
 TEXTS = [
     "the quick brown fox jumps over the lazy dog",

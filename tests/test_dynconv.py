@@ -5,14 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from asr.attention import AttentionInputs, MultiHeadAttention
-from asr.checkpoint import load_checkpoint, save_checkpoint
+from asr.nn.attention import AttentionInputs, MultiHeadAttention
+from asr.store.checkpoint import load_checkpoint, save_checkpoint
 from asr.config import ModelDimensions, ModelOptions, StackOptions
-import asr.dynconv as dynconv
-from asr.dynconv import DynamicConvAttention, conv_padding, dynamic_conv
-from asr.kv_cache import LayerCache
-from asr.model import ASRModel
-from asr.warm_start import load_vanilla_weights
+import asr.nn.dynconv as dynconv
+from asr.nn.dynconv import DynamicConvAttention, conv_padding, dynamic_conv
+from asr.nn.kv_cache import LayerCache
+from asr.nn.model import ASRModel
+from asr.convert.warm_start import load_vanilla_weights
 
 N_STATE, N_HEAD = 8, 2  # two channel groups of four channels
 

@@ -10,15 +10,15 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import asr.hybrid_attention as hybrid
-from asr.attention import AttentionInputs, MultiHeadAttention
-from asr.checkpoint import load_checkpoint, save_checkpoint
+import asr.nn.hybrid_attention as hybrid
+from asr.nn.attention import AttentionInputs, MultiHeadAttention
+from asr.store.checkpoint import load_checkpoint, save_checkpoint
 from asr.config import ModelDimensions, ModelOptions, StackOptions
-from asr.hybrid_attention import HybridAttention
-from asr.kv_cache import LayerCache
-from asr.model import ASRModel
-from asr.relative_bias import RelativeBias, RelativePositionBias, relative_position_bucket
-from asr.rotary import RotaryEmbeddingWithRotation, RotaryFrequencies
+from asr.nn.hybrid_attention import HybridAttention
+from asr.nn.kv_cache import LayerCache
+from asr.nn.model import ASRModel
+from asr.nn.relative_bias import RelativeBias, RelativePositionBias, relative_position_bucket
+from asr.nn.rotary import RotaryEmbeddingWithRotation, RotaryFrequencies
 
 N_STATE, N_HEAD, LOCAL_HEADS, WINDOW = 16, 4, 2, 5
 GATE_LOGITS = (0.3, -0.7)  # not at init, so a wrong gate formula shows

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from asr.learned_sinusoidal import LearnedSinusoidalEmbeddings, sinusoids
+from asr.nn.learned_sinusoidal import LearnedSinusoidalEmbeddings, sinusoids
 
 N_CTX, N_STATE = 50, 16
 

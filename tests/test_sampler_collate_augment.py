@@ -241,7 +241,7 @@ def test_collate_batched_mels_equal_one_by_one():
 
 
 def test_collate_with_the_real_tokenizer_round_trips_text():
-    from asr.tokenizer import Tokenizer
+    from asr.text.tokenizer import Tokenizer
 
     texts = ["hello world", "speech recognition is fun", "ok then", "a"] * 20
     tok = Tokenizer.train(texts, vocab_size=300)

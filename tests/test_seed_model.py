@@ -5,12 +5,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from asr.checkpoint import load_checkpoint, save_checkpoint
+from asr.store.checkpoint import load_checkpoint, save_checkpoint
 from asr.config import ModelDimensions, ModelOptions, StackOptions
-from asr.model import ASRModel
-from asr.presets import extras_on_whisper, preset, seed_options, vanilla_options
-from asr.rotary import RotaryEmbeddingWithRotation
-from asr.warm_start import load_vanilla_weights
+from asr.nn.model import ASRModel
+from asr.nn.presets import extras_on_whisper, preset, seed_options, vanilla_options
+from asr.nn.rotary import RotaryEmbeddingWithRotation
+from asr.convert.warm_start import load_vanilla_weights
 
 DIMS = ModelDimensions(n_mels=80, n_audio_ctx=64, n_audio_state=32, n_audio_head=4, n_audio_layer=3,
                        n_vocab=50, n_text_ctx=16, n_text_state=32, n_text_head=4, n_text_layer=3)

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("sentencepiece", reason="sentencepiece is not installed (pip install sentencepiece)")
 
-from asr.tokenizer import Tokenizer  # noqa: E402
+from asr.text.tokenizer import Tokenizer  # noqa: E402
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",

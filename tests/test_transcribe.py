@@ -12,7 +12,7 @@ import soxr
 
 import asr
 from asr.audio import SAMPLE_RATE
-from asr.cli import main as cli_main
+from asr.cli.main import main as cli_main
 
 from pathlib import Path
 

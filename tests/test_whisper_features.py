@@ -6,8 +6,8 @@ import pytest
 import soundfile as sf
 
 from asr.audio import HOP_LENGTH, N_FFT, N_FRAMES, mel_filters
-from asr.audio_stream import ArrayAudio, open_audio
-from asr.whisper_features import content_frames, log10_mel_peak, whisper_window
+from asr.audio.stream import ArrayAudio, open_audio
+from asr.audio.whisper_windows import content_frames, log10_mel_peak, whisper_window
 
 N_MELS = 80
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from asr import writers
-from asr.writers import FORMATS, format_timestamp, write_result
+from asr.inference import writers
+from asr.inference.writers import FORMATS, format_timestamp, write_result
 
 ALL_FILES = ("txt", "vtt", "srt", "tsv", "json")
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from ..model import ASRModel
-from ..tokenizer import Tokenizer
+from ..nn.model import ASRModel
+from ..text.tokenizer import Tokenizer
 from .whisper_names import ConversionError, WhisperWeights, build_model, is_multilingual, whisper_options
 
 FORMATS = ("ctranslate2", "openai", "huggingface")
@@ -111,7 +111,7 @@ def read_whisper(source: PathLike, format: str = "auto") -> tuple[WhisperWeights
 
 
 def find_whisper_tokenizer(path: Optional[PathLike], required: bool) -> Optional[Tokenizer]:
-    from ..whisper_tokenizer import WhisperTokenizerError, find_tokenizer_file, whisper_tokenizer
+    from ..text.whisper_bpe import WhisperTokenizerError, find_tokenizer_file, whisper_tokenizer
 
     if path is None or (not required and find_tokenizer_file(path) is None):
         return None
@@ -143,7 +143,7 @@ def convert(source: PathLike, out_dir: PathLike, format: str = "auto",
             ) -> tuple[Path, ASRModel, Optional[Tokenizer]]:
     """Write `source` as an asr checkpoint in `out_dir` (with tokenizer.json when there is one).
     `origin` is recorded as where it came from when `source` is a temporary assembly."""
-    from ..checkpoint import save_checkpoint
+    from ..store.checkpoint import save_checkpoint
 
     model, whisper_tok, metadata = load_whisper(source, format, tokenizer)
     out_dir = Path(out_dir)

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from ..config import ModelDimensions, ModelOptions
-from ..model import MLP_RATIO, ASRModel
-from ..presets import vanilla_options
+from ..nn.model import MLP_RATIO, ASRModel
+from ..nn.presets import vanilla_options
 
 CONV_KERNEL = 3  # both stem convolutions of Whisper's encoder
 PROJECTIONS = ("query", "key", "value", "out")

@@ -45,5 +45,5 @@ for split in $splits; do
         *) options="--skip-bad" ;;
     esac
     # shellcheck disable=SC2086  # options and PREPARE_ARGS are lists of options
-    "$PYTHON" -m asr.data.cli prepare "$root/$split" "$out_dir/$split.jsonl" $options ${PREPARE_ARGS:-}
+    "$PYTHON" -m asr data prepare "$root/$split" "$out_dir/$split.jsonl" $options ${PREPARE_ARGS:-}
 done

@@ -15,11 +15,11 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, batch_log_mel
-from .audio_stream import open_audio
+from ..audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, batch_log_mel
+from ..audio.stream import open_audio
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
-from .tokenizer import TIMESTAMP_STEP, Tokenizer
-from .whisper_features import log10_mel_peak, whisper_window
+from ..text.tokenizer import TIMESTAMP_STEP, Tokenizer
+from ..audio.whisper_windows import log10_mel_peak, whisper_window
 
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4  # above: the text repeats itself, decode again hotter

@@ -18,6 +18,7 @@ class. The backend implemented here is sentencepiece, trained in-process.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 from functools import cached_property
 from pathlib import Path
@@ -149,8 +150,20 @@ class SentencePieceBackend:
         return cls(read_checked(path, description.get("sha256"), "sentencepiece model"))
 
 
-# Backends by the "kind" written into the description; a BPE backend registers here later.
-BACKENDS = {SentencePieceBackend.kind: SentencePieceBackend}
+# Backends by the "kind" written into a saved description, as "module:class", resolved by name
+# when a tokenizer is loaded: no backend depends on its module having been imported first.
+BACKENDS = {
+    SentencePieceBackend.kind: "asr.text.tokenizer:SentencePieceBackend",
+    "whisper-bpe": "asr.text.whisper_bpe:WhisperBPEBackend",
+}
+
+
+def backend_class(kind: str) -> type:
+    """The backend class registered for ``kind``; ValueError for an unknown kind."""
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown tokenizer kind {kind!r} (known: {', '.join(sorted(BACKENDS))})")
+    module_name, class_name = BACKENDS[kind].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 class Tokenizer:
@@ -206,10 +219,7 @@ class Tokenizer:
 
     @classmethod
     def load(cls, directory, description: dict) -> "Tokenizer":
-        kind = description.get("kind")
-        if kind not in BACKENDS:
-            raise ValueError(f"unknown tokenizer kind {kind!r} (known: {', '.join(sorted(BACKENDS))})")
-        backend = BACKENDS[kind].load(Path(directory), description)
+        backend = backend_class(description.get("kind")).load(Path(directory), description)
         tokenizer = cls(backend, description.get("languages", ("en",)))
         expected = description.get("n_vocab")
         if expected is not None and tokenizer.n_vocab != expected:
@@ -353,4 +363,4 @@ class Tokenizer:
         return f"Tokenizer(kind={self.backend.kind!r}, n_text={self.n_text}, n_vocab={self.n_vocab}, languages={list(self.languages)})"
 
 
-__all__ = ["Tokenizer", "TextBackend", "SentencePieceBackend", "BACKENDS", "N_TIMESTAMPS", "TIMESTAMP_STEP"]
+__all__ = ["Tokenizer", "TextBackend", "SentencePieceBackend", "BACKENDS", "backend_class", "N_TIMESTAMPS", "TIMESTAMP_STEP"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, load_audio, log_mel_spectrogram
-from .checkpoint import CheckpointError
+from ..audio import SAMPLE_RATE, AudioError, load_audio, log_mel_spectrogram
+from ..store.checkpoint import CheckpointError
 
 
 def error(message: str) -> None:
@@ -54,7 +54,7 @@ def cmd_encode(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .checkpoint import load_checkpoint
+    from ..store.checkpoint import load_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,9 +114,9 @@ def cmd_transcribe(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .api import load_model
-    from .audio_stream import open_audio
-    from .writers import write_result
+    from ..api import load_model
+    from ..audio.stream import open_audio
+    from ..inference.writers import write_result
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,7 +177,7 @@ def cmd_transcribe(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import CACHE_ENV, available, cache_dir
+    from ..store.registry import CACHE_ENV, available, cache_dir
 
     rows = available()
     width = max(len(r[0]) for r in rows)
@@ -188,9 +188,9 @@ def cmd_models(args) -> int:
 
 
 def cmd_init(args) -> int:
-    from .checkpoint import save_checkpoint
-    from .model import ASRModel
-    from .presets import preset
+    from ..store.checkpoint import save_checkpoint
+    from ..nn.model import ASRModel
+    from ..nn.presets import preset
 
     import torch
 
@@ -205,7 +205,7 @@ def cmd_init(args) -> int:
 def cmd_info(args) -> int:
     import json
 
-    from .checkpoint import load_checkpoint
+    from ..store.checkpoint import load_checkpoint
 
     model, config = load_checkpoint(args.model)
     print(json.dumps({"dims": config["dims"], "options": config["options"]}, indent=2))
@@ -214,9 +214,9 @@ def cmd_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .presets import PRESETS
-    from .transcribe import TEMPERATURES
-    from .writers import FORMATS
+    from ..nn.presets import PRESETS
+    from ..inference.transcribe import TEMPERATURES
+    from ..inference.writers import FORMATS
 
     parser = argparse.ArgumentParser(prog="asr", description="Whisper-style speech recognition.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,8 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="checkpoint directory")
     p.set_defaults(func=cmd_info)
 
-    from .convert.cli import add_convert_parser
-    from .data.cli import add_data_parser
+    from .convert import add_convert_parser
+    from .data import add_data_parser
 
     add_convert_parser(sub)
     add_data_parser(sub)

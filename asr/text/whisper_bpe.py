@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
-from .tokenizer import BACKENDS, SPECIALS_AFTER_LANGUAGES, Tokenizer, read_checked
+from .tokenizer import SPECIALS_AFTER_LANGUAGES, Tokenizer, read_checked
 
 KIND = "whisper-bpe"
 TOKENIZER_FILE = "tokenizer.json"
@@ -158,10 +158,6 @@ class WhisperBPEBackend:
         backend = cls(data.decode("utf-8"))
         verify_layout(Tokenizer(backend, description.get("languages", ("en",))), str(path))
         return backend
-
-
-# Tokenizer.load finds backends by the "kind" in a saved description
-BACKENDS[KIND] = WhisperBPEBackend
 
 
 def languages_of(backend: WhisperBPEBackend) -> list[str]:

@@ -1,29 +1,17 @@
-"""Audio loading and the Whisper log-mel front-end.
+"""The Whisper log-mel front-end.
 
-Everything the model hears goes through this module, so it follows Whisper's
-``audio.py`` exactly where the numbers matter (window, hop, mel bank, log
-compression) and a pretrained Whisper checkpoint sees the features it was trained on.
-
-Decoding: soundfile (libsndfile) reads wav/flac/ogg/mp3 in-process; any other
-container (m4a, mp4, webm, ...) goes through the ``ffmpeg`` executable if it is on
-PATH. Resampling is band-limited (soxr), never linear interpolation, which would fold
-energy above the new Nyquist frequency back into the speech band as aliasing.
+Everything the model hears goes through this module, so it follows Whisper's ``audio.py``
+exactly where the numbers matter (window, hop, mel bank, log compression) and a pretrained
+Whisper checkpoint sees the features it was trained on.
 """
 
 from __future__ import annotations
 
 import functools
-import io
 import os
-import re
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Union
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 import torch.nn.functional as F
 
@@ -39,114 +27,8 @@ FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second (10 m
 # Log-mel compression constants, as in Whisper.
 _LOG_FLOOR = 1e-10  # power floor before log10, so silence does not give -inf
 _DYNAMIC_RANGE = 8.0  # keep 8 orders of magnitude (80 dB) below each utterance's peak
-_MAX_REASON_CHARS = 200  # decoder messages are cut to this length inside AudioError
 
 AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]
-
-
-class AudioError(ValueError):
-    """Any input that cannot be turned into audio samples.
-
-    ``str(err)`` is a single line ``"<path>: <reason>"`` so that a data-loading loop can
-    log it and move on; ``.path`` and ``.reason`` hold the two parts.
-    """
-
-    def __init__(self, path: Union[str, os.PathLike], reason: str):
-        self.path = str(path)
-        self.reason = _one_line(reason)
-        super().__init__(f"{self.path}: {self.reason}")
-
-
-def _one_line(text: str, limit: int = _MAX_REASON_CHARS) -> str:
-    """Collapse whitespace (newlines included) and cut to ``limit`` characters."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def load_audio(path: Union[str, os.PathLike], sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode an audio file to a mono float32 waveform at ``sr`` Hz, shape [samples].
-
-    Multichannel audio is averaged to mono. Raises AudioError for a missing path,
-    a directory, an unreadable file, content that is not audio, or zero samples.
-    """
-    if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
-        raise ValueError(f"sr must be a positive int, got {sr!r}")
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(path, "file not found")
-    if p.is_dir():
-        raise AudioError(path, "is a directory, not an audio file")
-    if not os.access(p, os.R_OK):
-        raise AudioError(path, "permission denied")
-    if p.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
-
-    try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError) as err:
-        sf_reason = (getattr(err, "error_string", None) or str(err)).rstrip(".")
-        if sf_reason.startswith("File does not exist"):
-            # libsndfile's mp3 reader says this for undecodable bytes; the file does exist
-            sf_reason = "could not decode"
-        data, rate = _decode_with_ffmpeg(p, path, sf_reason)
-
-    samples = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-    if samples.size == 0:
-        raise AudioError(path, "empty audio (0 samples)")
-    if rate != sr:
-        samples = soxr.resample(samples, rate, sr, quality="HQ")
-    return np.ascontiguousarray(samples, dtype=np.float32)
-
-
-def _decode_with_ffmpeg(p: Path, path, sf_reason: str) -> tuple[np.ndarray, int]:
-    """Decode what libsndfile cannot read (m4a, mp4, webm, ...) with the ffmpeg CLI.
-
-    ffmpeg writes a float32 WAV to a pipe at the file's own rate and channel count, so
-    resampling (soxr) and downmixing (mean) stay the same as on the soundfile path.
-    """
-    sf_reason = _one_line(sf_reason, 70)
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise AudioError(
-            path,
-            f"not readable by soundfile ({sf_reason}); the ffmpeg executable is needed "
-            "for this format (m4a, mp4, webm, ...) but is not on PATH",
-        )
-    cmd = [
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", str(p), "-map", "0:a:0", "-vn",
-        "-f", "wav", "-c:a", "pcm_f32le", "-",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True)
-    if proc.returncode != 0 or not proc.stdout:
-        reason = _short_ffmpeg_error(proc.stderr.decode("utf-8", "replace"), p)
-        raise AudioError(
-            path,
-            f"not an audio file or unsupported format (soundfile: {sf_reason}; "
-            f"ffmpeg: {reason})",
-        )
-    try:
-        data, rate = sf.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError) as err:  # should not happen: we chose the format
-        raise AudioError(path, f"could not read ffmpeg's output ({err})") from None
-    return data, rate
-
-
-def _short_ffmpeg_error(stderr: str, p: Path) -> str:
-    """Boil ffmpeg's stderr down to a short phrase without paths or '[mp3 @ 0x..]' tags."""
-    lines = []
-    for line in stderr.splitlines():
-        line = re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line.strip())
-        for prefix in (str(p) + ":", p.name + ":"):
-            if line.startswith(prefix):
-                line = line[len(prefix) :].strip()
-        if "matches no streams" in line:
-            line = "no audio stream"
-        elif "To ignore this" in line:  # ffmpeg's hint about '-map 0:a?', not for users
-            continue
-        if line and line not in lines:
-            lines.append(line)
-    return _one_line("; ".join(lines) or "unknown error", 90)
 
 
 @functools.lru_cache(maxsize=None)
@@ -192,6 +74,8 @@ def log_mel_spectrogram(
     loud one does not change its features.
     """
     if isinstance(audio, (str, os.PathLike)):
+        from .load import load_audio  # load imports this module's constants
+
         audio = load_audio(audio)
     if not torch.is_tensor(audio):
         audio = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))

@@ -16,8 +16,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import dims_from_dict, options_from_dict, to_dict
-from .model import ASRModel
+from ..config import dims_from_dict, options_from_dict, to_dict
+from ..nn.model import ASRModel
 
 FORMAT = "asr-checkpoint"
 FORMAT_VERSION = 1
@@ -118,8 +118,7 @@ def _saved_rotary_base(model: ASRModel, config: dict) -> float:
 
 def load_tokenizer(directory: Union[str, Path], config: dict):
     """The tokenizer saved with a checkpoint (None if it was saved without one)."""
-    from . import whisper_tokenizer  # noqa: F401  (registers the Whisper BPE backend)
-    from .tokenizer import Tokenizer
+    from ..text.tokenizer import Tokenizer
 
     description = config.get("tokenizer")
     if not description:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .tokenizer import Tokenizer
+from ..text.tokenizer import Tokenizer
 
 MAX_INITIAL_TIMESTAMP = 1.0  # seconds: the first timestamp of a window may not start later
 REPEAT_LIMIT = 4  # an n-gram repeated this many times in a row ends the hypothesis

@@ -17,7 +17,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .audio import N_FFT, SAMPLE_RATE, AudioError, load_audio
+from .features import N_FFT, SAMPLE_RATE
+from .load import AudioError, load_audio
 
 READ_BLOCK_S = 10  # seconds of input decoded per read
 KEEP_BEHIND = N_FFT  # samples kept before the last window start: an STFT frame reaches N_FFT/2 back

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .model import ASRModel
+from ..nn.model import ASRModel
 
 DYNCONV_ATTENTION = (".attn.", ".attn.attention.")
 

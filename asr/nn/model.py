@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import AttentionInputs, CrossAttention, MultiHeadAttention
-from .config import ModelDimensions, ModelOptions, StackOptions
+from ..config import ModelDimensions, ModelOptions, StackOptions
 from .kv_cache import DecoderCache, LayerCache
 from .positions import StackPositions
 

@@ -5,7 +5,7 @@ when all is well (or, with --skip-bad, without the bad ones). Exit status: 0 wri
 1 problems found or the source unreadable, 2 bad command line (argparse).
 
 Registered into the main `asr` parser with add_data_parser(subparsers); also runs on
-its own: `python -m asr.data.cli prepare SOURCE OUT.jsonl`.
+its own: `python -m asr data prepare SOURCE OUT.jsonl`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .manifest import ManifestError, read_manifest, write_manifest
-from .sources import SOURCE_TYPES, SourceError, load_source
-from .validate import DEFAULT_MAX_DURATION, Report, validate
+from ..data.manifest import ManifestError, read_manifest, write_manifest
+from ..data.sources import SOURCE_TYPES, SourceError, load_source
+from ..data.validate import DEFAULT_MAX_DURATION, Report, validate
 
 SECONDS_PER_MINUTE = 60.0
 SECONDS_PER_HOUR = 3600.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .config import ModelDimensions, ModelOptions, StackOptions
+from ..config import ModelDimensions, ModelOptions, StackOptions
 
 SIZES = {
     # name: (n_state, n_head, n_layer per stack)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .audio import _DYNAMIC_RANGE, _LOG_FLOOR, HOP_LENGTH, N_FFT, N_FRAMES, mel_filters
+from .features import _DYNAMIC_RANGE, _LOG_FLOOR, HOP_LENGTH, N_FFT, N_FRAMES, mel_filters
 
 HALF_WINDOW = N_FFT // 2  # samples each side of a frame's centre
 

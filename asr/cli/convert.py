@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import FORMATS
+from ..convert import FORMATS
 
 EXIT_FAILURE = 1
 
@@ -17,8 +17,8 @@ def _error(message: str) -> None:
 
 
 def cmd_convert(args) -> int:
-    from . import ConversionError, convert
-    from ..checkpoint import CheckpointError
+    from ..convert import ConversionError, convert
+    from ..store.checkpoint import CheckpointError
 
     try:
         out_dir, model, tokenizer = convert(args.source, args.output, args.format, args.tokenizer)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import AttentionInputs
-from .config import StackOptions
+from ..config import StackOptions
 from .learned_sinusoidal import LearnedSinusoidalEmbeddings, sinusoids
 from .relative_bias import RelativePositionBias
 from .rotary import RotaryEmbeddingWithRotation, RotaryFrequencies

@@ -33,13 +33,13 @@ class BuiltinModel:
 
 
 def _tiny_en() -> BuiltinModel:
-    from .convert import bundled_model_dir
+    from ..convert import bundled_model_dir
 
     return BuiltinModel(locate=bundled_model_dir, prepare=lambda scratch: bundled_model_dir())
 
 
 def _base() -> BuiltinModel:
-    from .convert import assemble_bundled_base, bundled_base_parts
+    from ..convert import assemble_bundled_base, bundled_base_parts
 
     return BuiltinModel(locate=lambda: bundled_base_parts()[0], prepare=assemble_bundled_base)
 
@@ -73,7 +73,7 @@ def resolve(name_or_path: Union[str, Path], quiet: bool = False) -> Path:
 
 
 def convert_builtin(name: str, target: Path, quiet: bool) -> None:
-    from .convert import ConversionError, convert
+    from ..convert import ConversionError, convert
 
     builtin = BUILTIN[name]()
     try:
