@@ -21,6 +21,13 @@ def one_line(text: object, limit: Optional[int] = None) -> str:
     return text
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (library errors often append pages of detail),
+    or its type name when it has no message."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class InputError(ValueError):
     """Bad input named by a path (or any other name): ``str(err)`` is ``"<path>: <reason>"``.
 
@@ -34,4 +41,4 @@ class InputError(ValueError):
         super().__init__(f"{self.path}: {self.reason}")
 
 
-__all__ = ["InputError", "MAX_REASON_CHARS", "one_line"]
+__all__ = ["InputError", "MAX_REASON_CHARS", "first_line", "one_line"]

@@ -20,28 +20,19 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from ..errors import InputError, one_line
 from .features import SAMPLE_RATE
 
-_MAX_REASON_CHARS = 200  # decoder messages are cut to this length inside AudioError
+SOUNDFILE_REASON_CHARS = 70  # how much of libsndfile's complaint goes into an error
+FFMPEG_REASON_CHARS = 90  # the same for ffmpeg's stderr
 
 
-class AudioError(ValueError):
+class AudioError(InputError):
     """Any input that cannot be turned into audio samples.
 
     ``str(err)`` is a single line ``"<path>: <reason>"`` so that a data-loading loop can
     log it and move on; ``.path`` and ``.reason`` hold the two parts.
     """
-
-    def __init__(self, path: Union[str, os.PathLike], reason: str):
-        self.path = str(path)
-        self.reason = _one_line(reason)
-        super().__init__(f"{self.path}: {self.reason}")
-
-
-def _one_line(text: str, limit: int = _MAX_REASON_CHARS) -> str:
-    """Collapse whitespace (newlines included) and cut to ``limit`` characters."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_audio(path: Union[str, os.PathLike], sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -85,7 +76,7 @@ def _decode_with_ffmpeg(p: Path, path, sf_reason: str) -> tuple[np.ndarray, int]
     ffmpeg writes a float32 WAV to a pipe at the file's own rate and channel count, so
     resampling (soxr) and downmixing (mean) stay the same as on the soundfile path.
     """
-    sf_reason = _one_line(sf_reason, 70)
+    sf_reason = one_line(sf_reason, SOUNDFILE_REASON_CHARS)
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise AudioError(
@@ -127,4 +118,4 @@ def _short_ffmpeg_error(stderr: str, p: Path) -> str:
             continue
         if line and line not in lines:
             lines.append(line)
-    return _one_line("; ".join(lines) or "unknown error", 90)
+    return one_line("; ".join(lines) or "unknown error", FFMPEG_REASON_CHARS)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..config import dims_from_dict
+from ..errors import first_line
 from .whisper_names import ConversionError, WhisperWeights
 
 SUFFIXES = (".pt", ".pth")
@@ -19,11 +20,6 @@ SUFFIXES = (".pt", ".pth")
 # for bytes that are no pickle it accepts, the reason after "WeightsUnpickler error:"
 REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(\S[^\n]*)")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def load_pt(path: Path) -> dict:
@@ -34,11 +30,11 @@ def load_pt(path: Path) -> dict:
         if found:
             raise ConversionError(f"{path}: refused: its pickle calls {found.group(1)}, which could run "
                                   "code; only plain tensor checkpoints are loaded") from None
-        detail = reason.group(1).strip() if reason else _first_line(err)
+        detail = reason.group(1).strip() if reason else first_line(err)
         raise ConversionError(f"{path}: refused: not a plain tensor checkpoint ({detail}); loading it "
                               "fully could run code") from None
     except (RuntimeError, OSError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({_first_line(err)})") from None
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({first_line(err)})") from None
     if not isinstance(checkpoint, dict) or not {"dims", "model_state_dict"} <= checkpoint.keys():
         raise ConversionError(f"{path}: not an openai-whisper checkpoint (expected a dict with "
                               "'dims' and 'model_state_dict')")

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
+from ..store.atomic import write_text_atomic
+
 PathLike = Union[str, os.PathLike]
 
 REQUIRED_KEYS = ("id", "audio", "text", "duration")
@@ -153,15 +155,5 @@ def write_manifest(path: PathLike, utterances: Iterable[Utterance]) -> int:
     directory = path.parent.absolute()
     directory.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(u.to_json(directory), ensure_ascii=False) for u in utterances]
-    # a plain open() (not mkstemp, which makes the file private) keeps the usual permissions
-    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(line + "\n" for line in lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
     return len(lines)

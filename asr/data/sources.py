@@ -23,6 +23,7 @@ from typing import Iterable, Optional
 import numpy as np
 import soundfile as sf
 
+from ..errors import one_line
 from ..audio import SAMPLE_RATE, AudioError, load_audio
 from .manifest import ManifestError, PathLike, Utterance, read_manifest
 
@@ -38,6 +39,7 @@ HF_DATA_SUFFIXES = (".parquet", ".arrow", ".jsonl", ".json", ".csv")
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # Characters allowed in file names derived from utterance ids; the rest become "_".
 UNSAFE_FILE_CHARS = re.compile(r"[^\w.-]")
+ERROR_CHARS = 300  # how much of a datasets library error goes into ours
 
 
 class SourceError(ValueError):
@@ -339,10 +341,10 @@ def _open_hf(name_or_path: str, config: Optional[str], split: Optional[str], str
             loaded = datasets.load_dataset(name_or_path, config, split=split, streaming=streaming)
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as err:
         hint = "" if path.exists() else " (a Hub dataset needs network access; a local copy works offline)"
-        raise SourceError(f"{name_or_path}: cannot load as a Hugging Face dataset: {_one_line(err)}{hint}") from None
+        raise SourceError(f"{name_or_path}: cannot load as a Hugging Face dataset: {one_line(err, ERROR_CHARS)}{hint}") from None
     except Exception as err:  # the datasets library raises many of its own types
         raise SourceError(
-            f"{name_or_path}: cannot load as a Hugging Face dataset: {type(err).__name__}: {_one_line(err)}"
+            f"{name_or_path}: cannot load as a Hugging Face dataset: {type(err).__name__}: {one_line(err, ERROR_CHARS)}"
         ) from None
 
     if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
@@ -419,11 +421,6 @@ def _unique_name(name: str, used: set) -> str:
         candidate = f"{name}-{n}"
     used.add(candidate)
     return candidate
-
-
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 __all__ = [

@@ -16,9 +16,11 @@ import json
 import math
 import os
 import re
-import uuid
 from pathlib import Path
 from typing import Callable, Optional, Union
+
+from ..errors import one_line
+from ..store.atomic import write_text_atomic
 
 FORMATS = ("txt", "vtt", "srt", "tsv", "json", "all")
 ALL_FORMATS = ("txt", "vtt", "srt", "tsv", "json")  # what "all" writes, in whisper's order
@@ -30,7 +32,6 @@ MS_PER_HOUR = 60 * MS_PER_MINUTE
 ARROW = re.compile(r"-{2,}>")  # "-->" and longer runs like "--->", which a single replace would turn back into "-->"
 VTT_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}  # the characters WebVTT cue text reserves for markup
 TSV_HEADER = "start\tend\ttext"
-NEW_FILE_MODE = 0o666  # as open() creates files: the umask then takes away what it should
 
 
 def to_milliseconds(seconds: float) -> int:
@@ -52,12 +53,6 @@ def format_timestamp(seconds: float, decimal_marker: str = ".", always_include_h
     secs, milliseconds = divmod(milliseconds, MS_PER_SECOND)
     hours_marker = f"{hours:02d}:" if always_include_hours or hours > 0 else ""
     return f"{hours_marker}{minutes:02d}:{secs:02d}{decimal_marker}{milliseconds:03d}"
-
-
-def one_line(text: str) -> str:
-    """The text on a single line: every run of whitespace (newlines, tabs, Unicode line and
-    paragraph separators) becomes one space, and the ends are stripped."""
-    return " ".join(text.split())
 
 
 def cue_text(text: str) -> str:
@@ -119,24 +114,6 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
 }
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write to a fresh file next to `path`, then rename it over `path`: readers see the old file
-    or the complete new one, never a part. The temporary file is in the same directory because a
-    rename is only atomic within one file system."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    # os.open rather than tempfile: tempfile makes 0600 files, which would become the result's mode
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE)
-    try:
-        with open(descriptor, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())  # the data is on disk before the rename makes it visible
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def write_result(result: dict, audio_path: Union[str, os.PathLike], output_dir: Union[str, os.PathLike],
                  output_format: str, *, json_indent: Optional[int] = None) -> list[Path]:
     """Write `result` as `<audio stem>.<format>` in output_dir (created if missing); "all" writes
@@ -152,6 +129,6 @@ def write_result(result: dict, audio_path: Union[str, os.PathLike], output_dir: 
     paths = []
     for fmt, text in texts.items():
         path = output_dir / f"{stem}.{fmt}"
-        write_atomically(path, text)
+        write_text_atomic(path, text)
         paths.append(path)
     return paths

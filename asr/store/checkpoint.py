@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -16,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_write, write_text_atomic
 from ..config import dims_from_dict, options_from_dict, to_dict
 from ..nn.model import ASRModel
 
@@ -27,22 +27,6 @@ WEIGHTS_FILE = "model.safetensors"
 
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be read; the message names it and the reason."""
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path onto path (atomic on POSIX)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a checkpoint is an ordinary file
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(model: ASRModel, directory: Union[str, Path], *,
@@ -64,8 +48,7 @@ def save_checkpoint(model: ASRModel, directory: Union[str, Path], *,
     # safetensors wants contiguous tensors with unshared storage
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p, metadata={"format": FORMAT}))
-    atomic_write(directory / CONFIG_FILE,
-                 lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+    write_text_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return directory
 
 

@@ -24,6 +24,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Optional, Protocol, Sequence
 
+from ..store.atomic import write_bytes_atomic
+
 # Whisper's timestamp grid: 0.00 s .. 30.00 s in steps of 0.02 s, i.e. 1501 tokens.
 TIMESTAMP_STEP = 0.02  # seconds per timestamp token (2 mel frames of 10 ms)
 MAX_TIMESTAMP = 30.0  # seconds: one Whisper input window
@@ -141,7 +143,7 @@ class SentencePieceBackend:
         return self._sp.decode(list(ids))
 
     def save(self, directory: Path) -> dict:
-        (Path(directory) / SENTENCEPIECE_MODEL_FILE).write_bytes(self.model_proto)
+        write_bytes_atomic(Path(directory) / SENTENCEPIECE_MODEL_FILE, self.model_proto)
         return {"model_file": SENTENCEPIECE_MODEL_FILE, "sha256": hashlib.sha256(self.model_proto).hexdigest()}
 
     @classmethod

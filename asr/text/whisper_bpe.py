@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
+from ..store.atomic import write_bytes_atomic
 from .tokenizer import SPECIALS_AFTER_LANGUAGES, Tokenizer, read_checked
 
 KIND = "whisper-bpe"
@@ -145,7 +146,7 @@ class WhisperBPEBackend:
 
     def save(self, directory: Path) -> dict:
         data = self.tokenizer_json.encode("utf-8")
-        (Path(directory) / TOKENIZER_FILE).write_bytes(data)
+        write_bytes_atomic(Path(directory) / TOKENIZER_FILE, data)
         return {"tokenizer_file": TOKENIZER_FILE, "sha256": hashlib.sha256(data).hexdigest()}
 
     @classmethod
