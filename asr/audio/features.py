@@ -25,8 +25,8 @@ N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a 30 s window
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second (10 ms each)
 
 # Log-mel compression constants, as in Whisper.
-_LOG_FLOOR = 1e-10  # power floor before log10, so silence does not give -inf
-_DYNAMIC_RANGE = 8.0  # keep 8 orders of magnitude (80 dB) below each utterance's peak
+LOG_FLOOR = 1e-10  # power floor before log10, so silence does not give -inf
+DYNAMIC_RANGE = 8.0  # keep 8 orders of magnitude (80 dB) below the peak
 
 AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
@@ -103,11 +103,22 @@ def log_mel_spectrogram(
     # that 30 s map to exactly N_FRAMES.
     power = stft[..., :-1].abs() ** 2
 
-    mel = mel_filters(n_mels, audio.device) @ power
-    log_spec = torch.clamp(mel, min=_LOG_FLOOR).log10()
-    peak = log_spec.amax(dim=(-2, -1), keepdim=True)  # one peak per utterance
-    log_spec = torch.maximum(log_spec, peak - _DYNAMIC_RANGE)
-    return (log_spec + 4.0) / 4.0
+    log10_power = log10_mel(power, n_mels)
+    peak = log10_power.amax(dim=(-2, -1), keepdim=True)  # one peak per utterance
+    return scale_log_mel(log10_power, peak)
+
+
+def log10_mel(power: torch.Tensor, n_mels: int) -> torch.Tensor:
+    """log10 of the mel power [..., n_mels, frames] of an STFT power spectrum [..., N_FFT // 2 + 1,
+    frames], floored at LOG_FLOOR."""
+    return torch.clamp(mel_filters(n_mels, power.device) @ power, min=LOG_FLOOR).log10()
+
+
+def scale_log_mel(log10_power: torch.Tensor, peak: Union[float, torch.Tensor]) -> torch.Tensor:
+    """Whisper's compression of log10 mel power: floor DYNAMIC_RANGE orders of magnitude below
+    ``peak`` (the utterance's, or for pretrained Whisper windows the whole file's), then
+    (x + 4) / 4, which puts speech roughly in [-1, 1]."""
+    return (torch.clamp(log10_power, min=peak - DYNAMIC_RANGE) + 4.0) / 4.0
 
 
 def batch_log_mel(

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .features import _DYNAMIC_RANGE, _LOG_FLOOR, HOP_LENGTH, N_FFT, N_FRAMES, mel_filters
+from .features import HOP_LENGTH, N_FFT, N_FRAMES, log10_mel, scale_log_mel
 
 HALF_WINDOW = N_FFT // 2  # samples each side of a frame's centre
 
@@ -60,8 +60,7 @@ def log10_mel_frames(source, first: int, count: int, n_mels: int) -> Tensor:
                               (first + count - 1) * HOP_LENGTH + HALF_WINDOW)
     stft = torch.stft(torch.from_numpy(samples), N_FFT, HOP_LENGTH,
                       window=torch.hann_window(N_FFT), center=False, return_complex=True)
-    mel = mel_filters(n_mels) @ (stft.abs() ** 2)
-    return torch.clamp(mel, min=_LOG_FLOOR).log10()
+    return log10_mel(stft.abs() ** 2, n_mels)
 
 
 def log10_mel_peak(source, n_mels: int, frames_per_pass: int = N_FRAMES) -> float:
@@ -72,11 +71,6 @@ def log10_mel_peak(source, n_mels: int, frames_per_pass: int = N_FRAMES) -> floa
         count = min(frames_per_pass, total - first)
         peak = max(peak, float(log10_mel_frames(source, first, count, n_mels).max()))
     return peak
-
-
-def normalise(log10_mel: Tensor, peak: float) -> Tensor:
-    """Whisper's compression: floor 8 orders of magnitude below the peak, then scale."""
-    return (torch.clamp(log10_mel, min=peak - _DYNAMIC_RANGE) + 4.0) / 4.0
 
 
 def whisper_window(source, seek: int, peak: float, n_mels: int, n_frames: int = N_FRAMES,
@@ -91,9 +85,8 @@ def whisper_window(source, seek: int, peak: float, n_mels: int, n_frames: int = 
     count = min(n_frames, available - seek)
     window = torch.zeros(n_mels, n_frames)
     if count > 0:
-        window[:, :count] = normalise(log10_mel_frames(source, seek, count, n_mels), peak)
+        window[:, :count] = scale_log_mel(log10_mel_frames(source, seek, count, n_mels), peak)
     return window
 
 
-__all__ = ["content_frames", "all_frames", "log10_mel_frames", "log10_mel_peak", "normalise",
-           "whisper_window"]
+__all__ = ["content_frames", "all_frames", "log10_mel_frames", "log10_mel_peak", "whisper_window"]
