@@ -20,7 +20,7 @@ temperature tuple on both (faster-whisper with best_of=1, as asr samples one can
 
 Reported per workload and system: wall time (model loaded and warmed up on 8 clips, greedy),
 real-time factor (wall / audio seconds), wall-time ratio against fw-int8, corpus WER against the
-references (scripts/offline_testset.normalize on both), and word agreement with fw-float32
+references (asr.text.normalize.basic_normalize on both), and word agreement with fw-float32
 (1 - WER of the system's output measured against fw-float32's output). Per system: load time
 and peak RSS.
 
@@ -229,7 +229,9 @@ def main(argv=None) -> None:
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(REPO))
     import soundfile as sf
-    from offline_testset import SAMPLE_RATE, agreement, build_testset, concatenate, corpus_wer
+    from offline_testset import SAMPLE_RATE, build_testset, concatenate
+
+    from asr.evaluate.metrics import agreement, corpus_wer
 
     n_short = args.n_short or (8 if args.quick else 20)
     long_seconds = args.long_seconds or (90.0 if args.quick else 300.0)

@@ -19,9 +19,9 @@ A clip of data/samples.jsonl that is the same recording as a package clip (same 
 ``librivox-0870``) is taken once. Every utterance is (id, audio, text, group), group "real"
 (recorded human speech) or "synthetic".
 
-`normalize` is the text normalisation used for WER: lower case, punctuation stripped,
-apostrophes dropped, integers written out in words ("10" -> "ten"), Mr/Mrs/Dr spelled out.
-It is deliberately small and is applied identically to every system compared.
+WER and its text normalisation live in the package (asr.evaluate.metrics, asr.text.normalize);
+`normalize`, `corpus_wer` and `agreement` are re-exported here for the scripts and tests that
+score this set (the basic normaliser: lower case, punctuation stripped, integers in words).
 
 Usage: python scripts/offline_testset.py [--n-synth 24] [--write DIR]
 Prints a table of the sources and, as its last line, one JSON object with the counts.
@@ -39,6 +39,9 @@ from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
+
+from asr.evaluate.metrics import agreement, corpus_wer  # noqa: F401  (re-exported)
+from asr.text.normalize import basic_normalize as normalize  # noqa: F401  (re-exported)
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples.jsonl"
@@ -122,81 +125,6 @@ class Utterance(NamedTuple):
     audio: np.ndarray  # 16 kHz mono float32
     text: str  # reference transcript
     group: str  # "real" or "synthetic"
-
-
-# ---------------------------------------------------------------------------- text / WER
-
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-         "fifteen sixteen seventeen eighteen nineteen").split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_ABBREVIATIONS = {"mr": "mister", "mrs": "missus", "dr": "doctor"}
-
-
-def number_words(n: int) -> str:
-    """English words for 0 <= n < 10**9 (larger numbers are read digit by digit)."""
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    if n < 1000:
-        rest = n % 100
-        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
-    for size, name in ((10**6, "million"), (1000, "thousand")):
-        if n >= size:
-            if n >= 1000 * size and size == 10**6:
-                break
-            rest = n % size
-            return number_words(n // size) + " " + name + ("" if rest == 0 else " " + number_words(rest))
-    return " ".join(_ONES[int(d)] for d in str(n))
-
-
-def normalize(text: str) -> str:
-    """Lower case, punctuation stripped, integers in words: identical for every system."""
-    t = text.lower().replace("\u2019", "'").replace("\u2018", "'")
-    t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)  # 1,000 -> 1000
-    t = t.replace("%", " percent ").replace("&", " and ")
-    t = re.sub(r"[^\w\s']|_", " ", t)  # punctuation (hyphens, dots, ...) -> space
-    t = t.replace("'", "")
-    t = re.sub(r"(?<=\d)(?=[a-z])|(?<=[a-z])(?=\d)", " ", t)  # 10th -> 10 th
-    words = []
-    for w in t.split():
-        if w.isdigit():
-            words.extend(number_words(int(w)).split())
-        else:
-            words.append(_ABBREVIATIONS.get(w, w))
-    return " ".join(words)
-
-
-def word_errors(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[int, int]:
-    """(substitutions + deletions + insertions, reference words) after `normalize`, summed over
-    the pairs (empty references and hypotheses allowed)."""
-    import jiwer
-
-    errors = words = 0
-    for ref, hyp in zip(references, hypotheses, strict=True):
-        ref, hyp = normalize(ref), normalize(hyp)
-        n = len(ref.split())
-        if n == 0:
-            errors += len(hyp.split())
-            continue
-        if not hyp:
-            errors += n
-        else:
-            out = jiwer.process_words(ref, hyp)
-            errors += out.substitutions + out.deletions + out.insertions
-        words += n
-    return errors, words
-
-
-def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
-    """Corpus WER (total errors / total reference words) after `normalize`."""
-    errors, words = word_errors(references, hypotheses)
-    return errors / max(words, 1)
-
-
-def agreement(hypotheses: Sequence[str], other: Sequence[str]) -> float:
-    """Word-level agreement: 1 - WER of `hypotheses` measured against `other` as reference."""
-    return 1.0 - corpus_wer(other, hypotheses)
 
 
 # ---------------------------------------------------------------------------- audio sources

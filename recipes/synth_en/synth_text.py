@@ -27,6 +27,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from asr.text.normalize import MAX_NUMBER, number_words, ordinal_words, year_words
+
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 # Not English prose: pictures made of characters, and Latin/French/German jokes.
 SKIPPED_FORTUNE_FILES = {"ascii-art", "translate-me"}
@@ -43,64 +45,9 @@ ABBREVIATIONS = {
     "Mt.": "Mount", "vs.": "versus", "etc.": "et cetera", "e.g.": "for example",
     "i.e.": "that is", "a.m.": "in the morning", "p.m.": "in the afternoon",
 }  # fmt: skip
+# number words a noun phrase may start with ("three cats": a plural subject)
+_NUMBER_WORDS = frozenset(number_words(n) for n in range(20))
 SYMBOL_WORDS = {"&": "and", "%": "percent", "+": "plus", "=": "equals", "@": "at"}
-
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
-    "fourteen fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"))
-_ORDINAL_IRREGULAR = {
-    "one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-    "nine": "ninth", "twelve": "twelfth",
-}  # fmt: skip
-MAX_NUMBER = 10**12 - 1  # larger numbers are read digit by digit by people; we drop them
-
-
-def number_words(n: int) -> str:
-    """Cardinal in words, American style without "and": 1234 -> "one thousand two hundred thirty four"."""
-    if not 0 <= n <= MAX_NUMBER:
-        raise ValueError(f"number out of range: {n}")
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        tens, ones = divmod(n, 10)
-        return _TENS[tens] + (" " + _ONES[ones] if ones else "")
-    if n < 1000:
-        hundreds, rest = divmod(n, 100)
-        return _ONES[hundreds] + " hundred" + (" " + number_words(rest) if rest else "")
-    for value, name in _SCALES:
-        if n >= value:
-            high, rest = divmod(n, value)
-            return number_words(high) + " " + name + (" " + number_words(rest) if rest else "")
-    raise AssertionError("unreachable")
-
-
-def year_words(n: int) -> str:
-    """How a year is read: 1984 -> "nineteen eighty four", 1900 -> "nineteen hundred",
-    1905 -> "nineteen oh five", 2007 -> "two thousand seven"."""
-    if 2000 <= n <= 2009 or n % 1000 == 0:
-        return number_words(n)
-    high, low = divmod(n, 100)
-    if low == 0:
-        return number_words(high) + " hundred"
-    if low < 10:
-        return number_words(high) + " oh " + _ONES[low]
-    return number_words(high) + " " + number_words(low)
-
-
-def ordinal_words(n: int) -> str:
-    words = number_words(n).split()
-    last = words[-1]
-    if last in _ORDINAL_IRREGULAR:
-        words[-1] = _ORDINAL_IRREGULAR[last]
-    elif last.endswith("y"):
-        words[-1] = last[:-1] + "ieth"
-    else:
-        words[-1] = last + "th"
-    return " ".join(words)
-
 
 # ---------------------------------------------------------------------------- normalising
 
@@ -158,7 +105,7 @@ def _number_token(token: str) -> Optional[str]:
         whole, frac = token.split(".")
         if int(whole) > MAX_NUMBER:
             return None
-        return number_words(int(whole)) + " point " + " ".join(_ONES[int(d)] for d in frac)
+        return number_words(int(whole)) + " point " + " ".join(number_words(int(d)) for d in frac)
     if _INTEGER.match(token):
         plain = token.replace(",", "")
         n = int(plain)
@@ -387,7 +334,7 @@ class GrammarSentences:
     def _clause(self, tense: str) -> str:
         subject = self._noun_phrase()
         column = 1 if tense == "past" else 2
-        plural_subject = subject.split()[0] in _ONES
+        plural_subject = subject.split()[0] in _NUMBER_WORDS
         if self.rng.random() < 0.65:
             verb = self._pick(_TRANSITIVE)
             verb_form = verb[0] if (tense == "present" and plural_subject) else verb[column]
