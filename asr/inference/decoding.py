@@ -8,7 +8,7 @@ guard against repetition loops.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -190,13 +190,6 @@ def initial_tokens(tokenizer: Tokenizer, options: DecodingOptions, n_text_ctx: i
     return tokens
 
 
-@dataclass
-class Hypotheses:
-    """Finished hypotheses of one utterance: token tuple -> summed log-probability."""
-
-    finished: dict = field(default_factory=dict)
-
-
 @torch.inference_mode()
 def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tensor],
            options: DecodingOptions = DecodingOptions()) -> list[DecodingResult]:
@@ -209,9 +202,9 @@ def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tens
     # beam search whenever a beam size is given (beam 1 included: it must equal greedy)
     beam = options.beam_size if options.beam_size and options.temperature == 0 else None
     filters = build_filters(tokenizer, options, sample_begin)
-    rows_per_utt = beam or 1
-    cache = model.new_cache(group_size=rows_per_utt)
-    tokens = torch.tensor([prefix] * (n_utt * rows_per_utt), device=audio.device)
+    beam_rows = beam or 1  # consecutive token rows per utterance, one per hypothesis
+    cache = model.new_cache(group_size=beam_rows)
+    tokens = torch.tensor([prefix] * (n_utt * beam_rows), device=audio.device)
     search = BeamSearch(tokenizer, beam, options) if beam else GreedySearch(tokenizer, options.temperature)
 
     no_speech_probs = None
@@ -220,7 +213,7 @@ def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tens
         logits = model.logits(step_tokens, audio, audio_mask, cache)
         if no_speech_probs is None:  # the prediction right after <|startoftranscript|>
             sot_index = prefix.index(tokenizer.sot)
-            probs = logits[::rows_per_utt, sot_index].float().softmax(dim=-1)
+            probs = logits[::beam_rows, sot_index].float().softmax(dim=-1)
             no_speech_probs = probs[:, tokenizer.no_speech].tolist()
         logits = logits[:, -1]
         for f in filters:
@@ -290,31 +283,33 @@ class GreedySearch:
 
 
 class BeamSearch:
-    """Beam search over groups of `beam` consecutive rows, one group per utterance. Each step
-    extends every live hypothesis by its beam+1 best tokens and keeps the `beam` best live ones;
-    an utterance is done once patience * beam hypotheses have finished."""
+    """Beam search over the `beam` consecutive token rows of each utterance (its beam rows).
+    Each step extends every live hypothesis by its beam+1 best tokens and keeps the `beam` best
+    live ones; an utterance is done once round(patience * beam) hypotheses have finished."""
 
     def __init__(self, tokenizer: Tokenizer, beam: int, options: DecodingOptions):
         self.eot = tokenizer.eot
         self.beam = beam
         self.max_finished = max(1, round(beam * options.patience))
         self.sum_logprobs = None
-        self.groups: list[Hypotheses] = []
+        # per utterance: finished hypothesis (token tuple, without <|endoftext|>) -> summed
+        # log-probability (its <|endoftext|> included)
+        self.finished: list[dict[tuple, float]] = []
 
     def step(self, tokens: Tensor, logits: Tensor):
         rows = tokens.shape[0]
         n_utt = rows // self.beam
         if self.sum_logprobs is None:
             self.sum_logprobs = [0.0] * rows
-            self.groups = [Hypotheses() for _ in range(n_utt)]
+            self.finished = [{} for _ in range(n_utt)]
         logprobs = F.log_softmax(logits.float(), dim=-1)
         top_logprobs, top_tokens = logprobs.topk(self.beam + 1, dim=-1)
         top_logprobs, top_tokens = top_logprobs.tolist(), top_tokens.tolist()
         prefixes = tokens.tolist()
         next_rows, source, sums = [], [], []
-        for g in range(n_utt):
+        for utt in range(n_utt):
             candidates = {}
-            for row in range(g * self.beam, (g + 1) * self.beam):
+            for row in range(utt * self.beam, (utt + 1) * self.beam):
                 for logprob, token in zip(top_logprobs[row], top_tokens[row]):
                     sequence = tuple(prefixes[row] + [token])
                     score = self.sum_logprobs[row] + logprob
@@ -323,8 +318,8 @@ class BeamSearch:
             kept = 0
             for sequence, (score, row) in sorted(candidates.items(), key=lambda kv: -kv[1][0]):
                 if sequence[-1] == self.eot:
-                    if len(self.groups[g].finished) < self.max_finished:
-                        self.groups[g].finished[sequence[:-1]] = score
+                    if len(self.finished[utt]) < self.max_finished:
+                        self.finished[utt][sequence[:-1]] = score
                     continue
                 next_rows.append(list(sequence))
                 source.append(row)
@@ -338,7 +333,7 @@ class BeamSearch:
                 sums.append(float("-inf"))
                 kept += 1
         self.sum_logprobs = sums
-        done = all(len(h.finished) >= self.max_finished for h in self.groups)
+        done = all(len(finished) >= self.max_finished for finished in self.finished)
         new_tokens = torch.tensor(next_rows, device=tokens.device)
         if source == list(range(rows)):  # every row extends itself (always so at beam 1)
             return new_tokens, None, done
@@ -346,10 +341,10 @@ class BeamSearch:
 
     def best(self, tokens: Tensor, sample_begin: int, length_penalty):
         rows = tokens.tolist()
-        for g, hypotheses in enumerate(self.groups):
-            finished = dict(hypotheses.finished)
+        for utt, utt_finished in enumerate(self.finished):
+            finished = dict(utt_finished)
             if len(finished) < self.beam:  # ran out of length: take the live ones as they are
-                for row in range(g * self.beam, (g + 1) * self.beam):
+                for row in range(utt * self.beam, (utt + 1) * self.beam):
                     if self.sum_logprobs[row] > float("-inf"):
                         finished.setdefault(tuple(rows[row]), self.sum_logprobs[row])
             if not finished:
@@ -365,7 +360,3 @@ class BeamSearch:
 
             sequence, logprob = max(finished.items(), key=rank)
             yield list(sequence[sample_begin:]), logprob
-
-
-def with_temperature(options: DecodingOptions, temperature: float) -> DecodingOptions:
-    return replace(options, temperature=temperature)
