@@ -9,7 +9,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Optional, Union
 
 POSITIONS = ("sinusoidal", "learned", "learned_sinusoidal", "none")
-ATTENTION_KINDS = ("mha", "hybrid", "dynconv")
+DEFAULT_ROTARY_BASE = 10000.0
+
+# Older config.json files: StackOptions fields that were renamed, and the one model-wide rotary
+# base that became one per stack. options_from_dict reads both spellings.
+RENAMED_STACK_FIELDS = {"n_conv_heads": "channel_blocks"}
+LEGACY_MODEL_ROTARY_BASE = "rotary_base"
+
+WHISPER_EN_VOCAB = 51864  # tokens of Whisper's English-only vocabulary (multilingual: 51865+)
 
 
 @dataclass
@@ -19,7 +26,7 @@ class ModelDimensions:
     n_audio_state: int = 384
     n_audio_head: int = 6
     n_audio_layer: int = 4
-    n_vocab: int = 51864
+    n_vocab: int = WHISPER_EN_VOCAB
     n_text_ctx: int = 448
     n_text_state: int = 384
     n_text_head: int = 6
@@ -37,33 +44,38 @@ class StackOptions:
     rotary: bool = False
     rotary_givens: bool = True
     rotary_rotation: bool = True
+    # the stack's rotary base (inv_freq_i = base^(-2i/h)). The live value is the stack's
+    # RotaryFrequencies buffer; dynamic base adjustment changes both through
+    # ASRModel.set_rotary_base, and a checkpoint's config.json carries the value at saving time
+    rotary_base: float = DEFAULT_ROTARY_BASE
     # T5-style log-bucketed relative position bias, shared by the layers of the stack
     relative_bias: bool = False
     bias_buckets: int = 32
     bias_max_distance: int = 128
-    # attention kind: one name for every layer, or one per layer ("mha", "hybrid", "dynconv")
+    # attention kind: one name for every layer, or one per layer ("mha", "hybrid", "dynconv";
+    # asr.nn.model.ATTENTION_LAYERS maps each name to its layer class)
     attention: Union[str, list] = "mha"
     # hybrid attention: local sliding-window heads (|i - j| <= window) plus global heads
     window: int = 64
-    # heads that are local; None = half of them (n_head // 2). 0 (all global) and n_head (all
-    # local) are valid choices, which is why "half" is spelled None and not 0
+    # heads that are local, the first ones; the rest are global. None = half of them
+    # (n_head // 2). 0 (all global) and n_head (all local) are valid choices, which is why
+    # "half" is spelled None and not 0
     local_heads: Optional[int] = None
     global_stride: int = 1  # > 1: global heads attend to keys/values average-pooled by this
-    hybrid_gate: bool = True
+    hybrid_gate: bool = True  # a learned output scale for the local heads and one for the global
     # dynamic convolution branch beside attention
     kernel_width: int = 15
-    # channel groups of the dynamic convolution, each with its own predicted kernel; None = n_head
-    n_conv_heads: Optional[int] = None
+    # the dynamic convolution splits the channels into this many contiguous blocks, each with
+    # its own kernel predicted at every step; None = n_head blocks
+    channel_blocks: Optional[int] = None
     # learned sinusoidal embeddings: recompute in backward instead of storing activations
     checkpoint_positions: bool = False
 
     def attention_kinds(self, n_layer: int) -> list[str]:
+        """The attention kind of each layer (the names are checked where they become classes)."""
         kinds = [self.attention] * n_layer if isinstance(self.attention, str) else list(self.attention)
         if len(kinds) != n_layer:
             raise ValueError(f"attention lists {len(kinds)} kinds for {n_layer} layers")
-        for kind in kinds:
-            if kind not in ATTENTION_KINDS:
-                raise ValueError(f"unknown attention kind {kind!r}; choose from {ATTENTION_KINDS}")
         return kinds
 
     def __post_init__(self):
@@ -75,11 +87,17 @@ class StackOptions:
 class ModelOptions:
     audio: StackOptions = field(default_factory=StackOptions)
     text: StackOptions = field(default_factory=lambda: StackOptions(positions="learned"))
-    rotary_base: float = 10000.0  # the one rotary base of the model (dynamic base adjustment)
     # Whisper-style fixed 30 s windows: the encoder always sees n_audio_ctx * 2 frames and no
     # padding mask. Only needed for imported Whisper weights, whose absolute positions assume it.
     fixed_audio_window: bool = False
-    # extras start as the identity so vanilla Whisper weights give Whisper's outputs
+    # Where the seed extras start (the one policy is asr/nn/extras_init.py):
+    #   True  (warm start from Whisper): every extra is the identity - Givens angles 0, R = I,
+    #         rotary scale 0, relative bias 0, hybrid output scales 1 with a window that covers
+    #         the whole context, dynamic-convolution output projection 0 - so vanilla Whisper
+    #         weights give exactly Whisper's outputs. A hybrid layer whose window or pooled
+    #         global heads would change them is refused.
+    #   False (training from scratch): the same, except rotary scale 1 (the position rotation is
+    #         on from the first step) and any hybrid window.
     function_preserving_init: bool = False
 
 
@@ -92,10 +110,27 @@ def dims_from_dict(d: dict) -> ModelDimensions:
 
 
 def options_from_dict(d: dict) -> ModelOptions:
+    """ModelOptions from config.json, also in the older spellings: renamed stack fields, and one
+    model-level rotary_base, which then becomes the base of every stack that has none."""
     d = dict(d)
-    audio = StackOptions(**_known(StackOptions, d.pop("audio", {})))
-    text = StackOptions(**_known(StackOptions, d.pop("text", {})))
-    return ModelOptions(audio=audio, text=text, **_known(ModelOptions, d))
+    legacy_base = d.pop(LEGACY_MODEL_ROTARY_BASE, None)
+    stacks = {}
+    for name in ("audio", "text"):
+        stack = _renamed(d.pop(name, {}))
+        if legacy_base is not None:
+            stack.setdefault("rotary_base", legacy_base)
+        stacks[name] = StackOptions(**_known(StackOptions, stack))
+    return ModelOptions(**stacks, **_known(ModelOptions, d))
+
+
+def _renamed(stack: dict) -> dict:
+    stack = dict(stack)
+    for old, new in RENAMED_STACK_FIELDS.items():
+        if old in stack:
+            if new in stack:
+                raise ValueError(f"StackOptions has both {old!r} and its new name {new!r}")
+            stack[new] = stack.pop(old)
+    return stack
 
 
 def _known(cls, d: dict) -> dict:

@@ -1,10 +1,10 @@
 """Start a model with seed extras from a vanilla (Whisper-shaped) model's weights.
 
-The vanilla weights land on the same modules in the extended model; the only renaming is for
-dynamic-convolution layers, which keep their attention as a sub-module (`attn.attention.*`).
-Everything the vanilla model lacks (rotary, relative bias, gates, convolution branch) keeps its
-function-preserving init, so the extended model starts out computing exactly what the vanilla
-one did.
+Every attention kind is a MultiHeadAttention with the same weight names, so the vanilla weights
+land under their own names in the extended model: no renaming. Everything the vanilla model
+lacks (rotary, relative bias, gates, convolution branch) keeps its start from
+asr/nn/extras_init.py; built with function_preserving_init, the extended model then computes
+exactly what the vanilla one did.
 """
 from __future__ import annotations
 
@@ -12,23 +12,17 @@ from torch import Tensor
 
 from ..nn.model import ASRModel
 
-DYNCONV_ATTENTION = (".attn.", ".attn.attention.")
-
 
 def load_vanilla_weights(model: ASRModel, state: dict[str, Tensor]) -> list[str]:
     """Copy every tensor of `state` into `model`; return the names of the model's tensors that
-    were not in `state` (its extras). Raises KeyError for a vanilla tensor with no place."""
+    were not in `state` (its extras). Raises KeyError for a vanilla tensor with no place and
+    ValueError for one whose shape does not fit."""
     target = model.state_dict()
-    mapped = {}
     for name, tensor in state.items():
-        for candidate in (name, name.replace(*DYNCONV_ATTENTION)):
-            if candidate in target:
-                if target[candidate].shape != tensor.shape:
-                    raise ValueError(f"{name}: shape {tuple(tensor.shape)} does not fit "
-                                     f"{candidate} {tuple(target[candidate].shape)}")
-                mapped[candidate] = tensor
-                break
-        else:
+        if name not in target:
             raise KeyError(f"{name}: no matching tensor in the model")
-    result = model.load_state_dict(mapped, strict=False)
+        if target[name].shape != tensor.shape:
+            raise ValueError(f"{name}: shape {tuple(tensor.shape)} does not fit the model's "
+                             f"{tuple(target[name].shape)}")
+    result = model.load_state_dict(state, strict=False)
     return list(result.missing_keys)

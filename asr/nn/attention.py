@@ -3,8 +3,16 @@
 A stack (encoder or decoder) computes the things every one of its layers shares once per
 forward (padding mask, cache offset, rotary angles, relative position bias) and hands them
 to each layer as an `AttentionInputs`. What the layers build from those (the combined SDPA mask
-with the bias grid in it, a sliding-window band) is memoised there too, so it is built once per
-stack and forward, whatever the number of layers.
+with the bias grid in it, a sliding-window band) is memoised there too, keyed by the builder
+function and its arguments, so it is built once per stack and forward, whatever the number of
+layers.
+
+`MultiHeadAttention` is the one self-attention layer shape: a fused `qkv` projection, `project`
+(rotary, KV cache), `attend` and an `out` projection. The other kinds (hybrid local + global
+heads, a dynamic-convolution branch beside attention) subclass it, so every kind keeps the same
+weight names (`attn.qkv.*`, `attn.out.*`) and Whisper's attention weights land on any of them.
+`from_options` builds a layer from its stack's options; asr.nn.model.ATTENTION_LAYERS maps the
+kind names to the classes.
 """
 from __future__ import annotations
 
@@ -15,14 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import StackOptions
 from .kv_cache import LayerCache
 from .relative_bias import RelativeBias
 from .rotary import RotaryEmbeddingWithRotation
 
 
-@dataclass
+@dataclass(frozen=True)
 class AttentionInputs:
-    """Per-stack, per-forward inputs shared by the self-attention layers of one stack."""
+    """Per-stack, per-forward inputs shared by the self-attention layers of one stack.
+
+    Frozen: the masks memoised on it (see `shared`) are built from these fields, so they must
+    not change under them. `dataclasses.replace` gives a new object with an empty memo.
+    """
 
     key_mask: Optional[Tensor] = None  # [batch, keys] bool, True = real frame (padding mask)
     causal: bool = False  # decoder: a query attends to keys at its position or before
@@ -31,23 +44,31 @@ class AttentionInputs:
     # relative position bias as one value per head and relative position; layers take the grid
     # or band they need from it (see RelativeBias)
     bias: Optional[RelativeBias] = None
-    # what layers built from the fields above, by key (see shared); not copied by replace()
+    # what layers built from the fields above (see shared); not copied by replace()
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def shared(self, key: Hashable, build: Callable[[], Optional[Tensor]]) -> Optional[Tensor]:
-        """build() the first time a layer asks for `key`, the same tensor for every later layer.
+    def shared(self, build: Callable[..., Optional[Tensor]], *args: Hashable) -> Optional[Tensor]:
+        """build(self, *args) the first time a layer asks for it, the same tensor for every later
+        layer asking with equal arguments.
 
-        The autograd mode is part of the key: a tensor built without grad would cut the bias
+        The memo key is the builder and its own arguments, so it names everything the result
+        depends on: the fields of this (frozen) object plus `args`. A builder that grows a new
+        argument gets it into the key by being called with it; no hand-written key can go stale.
+        The autograd mode is part of the key too: a tensor built without grad would cut the bias
         table off from the gradient, and an inference tensor cannot be saved for backward.
         """
-        key = (key, torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+        key = (build, args, torch.is_grad_enabled(), torch.is_inference_mode_enabled())
         if key not in self._memo:
-            self._memo[key] = build()
+            self._memo[key] = build(self, *args)
         return self._memo[key]
 
     def dense_bias(self, heads: Optional[range] = None) -> Tensor:
         """[1, heads, queries, keys]: the whole bias grid of these heads, built at most once."""
-        return self.shared(("dense bias", heads), lambda: self.bias.dense(heads))
+        return self.shared(_dense_bias, heads)
+
+
+def _dense_bias(inputs: AttentionInputs, heads: Optional[range]) -> Tensor:
+    return inputs.bias.dense(heads)
 
 
 def split_heads(x: Tensor, n_head: int) -> Tensor:
@@ -70,8 +91,9 @@ def attention_mask(inputs: AttentionInputs, n_query: int, n_key: int, dtype: tor
     Boolean when there is no bias (True = may attend); otherwise an additive float mask in the
     queries' dtype, which SDPA requires.
     """
-    key = ("dense mask", n_query, n_key, dtype, device, heads if inputs.bias is not None else None)
-    return inputs.shared(key, lambda: _dense_mask(inputs, n_query, n_key, dtype, device, heads))
+    # without a bias the mask is the same for every head range: one boolean mask for all
+    heads = heads if inputs.bias is not None else None
+    return inputs.shared(_dense_mask, n_query, n_key, dtype, device, heads)
 
 
 def dense_allowed(inputs: AttentionInputs, n_query: int, n_key: int,
@@ -127,6 +149,12 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(n_state, 3 * n_state)
         self.out = nn.Linear(n_state, n_state)
         self.rotary = rotary
+
+    @classmethod
+    def from_options(cls, n_state: int, n_head: int, rotary: Optional[RotaryEmbeddingWithRotation],
+                     options: StackOptions, causal: bool) -> "MultiHeadAttention":
+        """The layer a stack with these options builds (plain attention has no options)."""
+        return cls(n_state, n_head, rotary)
 
     def project(self, x: Tensor, inputs: AttentionInputs, cache: Optional[LayerCache]):
         """Queries, keys and values [batch, n_head, time, head_dim], rotary applied, and the

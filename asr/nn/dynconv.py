@@ -3,12 +3,14 @@ attention with lightweight and dynamic convolutions").
 
     y = attention(x) + sigmoid(gate(x)) * conv_out(DynamicConv(conv_in(x)))
 
-The convolution is depthwise per channel group: the channels are split into `n_conv_heads`
-groups (n_head by default), the channels of a group share one kernel, and that kernel is
-predicted from the input at every time step and softmax-normalised over its width, so each
-output is a convex combination of its neighbours' values:
+The convolution is depthwise per channel block: the channels are split into `channel_blocks`
+contiguous blocks (n_head by default), the channels of a block share one kernel, and that
+kernel is predicted from the input at every time step and softmax-normalised over its width,
+so each output is a convex combination of its neighbours' values:
 
-    out[t, c] = sum_k w[t, g(c), k] * v[t + k - offset, c]      (v = 0 outside the sequence)
+    out[t, c] = sum_k w[t, b(c), k] * v[t + k - offset, c]      (v = 0 outside the sequence)
+
+where b(c) = c // (channels / channel_blocks) is the block of channel c.
 
 Padding along time:
 - encoder ("same"): offset = kernel_width // 2. For an even width the window is not centred:
@@ -16,8 +18,10 @@ Padding along time:
 - decoder (causal): offset = kernel_width - 1, only the present and the past. Incremental
   decoding keeps the last kernel_width - 1 projected inputs in `LayerCache.conv_state`.
 
-`conv_out` starts at zero, so a freshly built layer (or one warm-started from Whisper weights,
-which land on `self.attention`) computes exactly its attention; the branch opens in training.
+The layer is a `MultiHeadAttention` with the branch added, so its attention weights have the
+plain layer's names (`qkv`, `out`) and Whisper's attention weights load onto it unchanged.
+`conv_out` starts at zero, so a freshly built layer (or one warm-started from Whisper weights)
+computes exactly its attention; the branch opens in training.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import StackOptions
 from .attention import AttentionInputs, MultiHeadAttention
 from .kv_cache import LayerCache
 from .rotary import RotaryEmbeddingWithRotation
@@ -57,17 +62,17 @@ def softmax_kernels(logits: Tensor) -> Tensor:
 def dynamic_conv(values: Tensor, kernels: Tensor, padding: tuple[int, int]) -> Tensor:
     """Depthwise convolution with a different kernel at every output step.
 
-    values [batch, time_in, channels]; kernels [batch, time_out, groups, width], the kernel of
+    values [batch, time_in, channels]; kernels [batch, time_out, blocks, width], the kernel of
     output step t applied to padded inputs t .. t + width - 1; padding (past, future) zeros.
-    Returns [batch, time_out, channels]. Channel c uses the kernel of group c // (channels / groups).
+    Returns [batch, time_out, channels]. Channel c uses the kernel of block c // (channels / blocks).
 
     Computed as matrix products over chunks of CHUNK output steps: chunk j's outputs are a
     [chunk, chunk + width - 1] banded matrix (row r holds kernel j * chunk + r at columns
     r .. r + width - 1) times the chunk's padded inputs. Measured 2-5x faster on CPU, forward and
     backward, than multiplying strided windows by the kernels and summing, at 40 to 1500 steps,
-    with O(time * (chunk + width)) memory per group instead of O(time * channels * width).
+    with O(time * (chunk + width)) memory per block instead of O(time * channels * width).
     """
-    batch, time_out, groups, width = kernels.shape
+    batch, time_out, blocks, width = kernels.shape
     channels = values.shape[-1]
     past, future = padding
     if values.shape[1] + past + future != time_out + width - 1:
@@ -80,48 +85,52 @@ def dynamic_conv(values: Tensor, kernels: Tensor, padding: tuple[int, int]) -> T
     span = chunk + width - 1  # padded inputs one chunk reads
     line = F.pad(values, (0, 0, past, future + extra))  # zeros along time
     inputs = line.unfold(1, span, chunk)  # [batch, n, channels, span], a strided view
-    inputs = inputs.unflatten(2, (groups, channels // groups)).transpose(-1, -2)  # [B, n, G, span, C/G]
+    inputs = inputs.unflatten(2, (blocks, channels // blocks)).transpose(-1, -2)  # [B, n, K, span, C/K]
     band = _banded(F.pad(kernels, (0, 0, 0, 0, 0, extra)).unflatten(1, (n_chunks, chunk)))
-    out = torch.matmul(band.to(inputs.dtype), inputs)  # [B, n, G, chunk, C/G]
+    out = torch.matmul(band.to(inputs.dtype), inputs)  # [B, n, K, chunk, C/K]
     return out.permute(0, 1, 3, 2, 4).reshape(batch, n_chunks * chunk, channels)[:, :time_out]
 
 
 def _banded(kernels: Tensor) -> Tensor:
-    """[B, n, chunk, G, width] -> [B, n, G, chunk, chunk + width - 1], row r = kernel r shifted
+    """[B, n, chunk, K, width] -> [B, n, K, chunk, chunk + width - 1], row r = kernel r shifted
     right by r. The skew is a reshape: with `chunk` zeros after each row, row-major order puts
     row r's kernel r places later in each successive row of length chunk + width - 1."""
-    kernels = kernels.transpose(2, 3)  # [B, n, G, chunk, width]
+    kernels = kernels.transpose(2, 3)  # [B, n, K, chunk, width]
     chunk, width = kernels.shape[-2:]
     span = chunk + width - 1
     flat = F.pad(kernels, (0, chunk)).flatten(-2)  # rows of width + chunk, one after another
     return flat[..., :chunk * span].unflatten(-1, (chunk, span))
 
 
-class DynamicConvAttention(nn.Module):
-    """MultiHeadAttention plus a gated dynamic-convolution branch; same interface as
-    MultiHeadAttention (forward(x, inputs, cache))."""
+class DynamicConvAttention(MultiHeadAttention):
+    """MultiHeadAttention plus a gated dynamic-convolution branch:
+    forward(x) = attention(x) + sigmoid(gate(x)) * conv_out(DynamicConv(conv_in(x)))."""
 
     def __init__(self, n_state: int, n_head: int, rotary: Optional[RotaryEmbeddingWithRotation] = None,
-                 *, kernel_width: int, causal: bool, n_conv_heads: Optional[int] = None):
-        super().__init__()
-        n_conv_heads = n_head if n_conv_heads is None else n_conv_heads
-        if n_conv_heads < 1:
-            raise ValueError(f"n_conv_heads must be >= 1; got {n_conv_heads}")
+                 *, kernel_width: int, causal: bool, channel_blocks: Optional[int] = None):
+        super().__init__(n_state, n_head, rotary)
+        channel_blocks = n_head if channel_blocks is None else channel_blocks
+        if channel_blocks < 1:
+            raise ValueError(f"channel_blocks must be >= 1; got {channel_blocks}")
         if kernel_width < 1:
             raise ValueError(f"kernel_width must be >= 1; got {kernel_width}")
-        if n_state % n_conv_heads:
-            raise ValueError(f"n_state={n_state} is not divisible by n_conv_heads={n_conv_heads}")
+        if n_state % channel_blocks:
+            raise ValueError(f"n_state={n_state} is not divisible by channel_blocks={channel_blocks}")
         self.kernel_width = kernel_width
         self.causal = causal
-        self.n_conv_heads = n_conv_heads
-        # the attention is a sub-module so Whisper's attention weights map onto attn.attention.*
-        self.attention = MultiHeadAttention(n_state, n_head, rotary)
+        self.channel_blocks = channel_blocks
         self.conv_in = nn.Linear(n_state, n_state)
-        self.kernel = nn.Linear(n_state, n_conv_heads * kernel_width)
+        self.kernel = nn.Linear(n_state, channel_blocks * kernel_width)
         self.conv_out = nn.Linear(n_state, n_state)
         # one gate per channel (not one per step): the branch can open feature by feature
         self.gate = nn.Linear(n_state, n_state)
         self.reset_to_identity()
+
+    @classmethod
+    def from_options(cls, n_state: int, n_head: int, rotary: Optional[RotaryEmbeddingWithRotation],
+                     options: StackOptions, causal: bool) -> "DynamicConvAttention":
+        return cls(n_state, n_head, rotary, kernel_width=options.kernel_width, causal=causal,
+                   channel_blocks=options.channel_blocks)
 
     @torch.no_grad()
     def reset_to_identity(self) -> None:
@@ -132,11 +141,10 @@ class DynamicConvAttention(nn.Module):
         self.conv_out.bias.zero_()
 
     def predict_kernels(self, x: Tensor) -> Tensor:
-        """[batch, time, n_state] -> [batch, time, n_conv_heads, kernel_width], each kernel
+        """[batch, time, n_state] -> [batch, time, channel_blocks, kernel_width], each kernel
         positive and summing to 1 over its width."""
-        logits = self.kernel(x).unflatten(-1, (self.n_conv_heads, self.kernel_width))
+        logits = self.kernel(x).unflatten(-1, (self.channel_blocks, self.kernel_width))
         return softmax_kernels(logits)
-
     def conv_values(self, x: Tensor, inputs: AttentionInputs) -> Tensor:
         """The projected inputs the convolution mixes, zero at padded frames: zero is what an
         utterance encoded alone sees past its end, so padding never leaks into real frames."""
@@ -174,8 +182,9 @@ class DynamicConvAttention(nn.Module):
         return self.conv_out(dynamic_conv(values, kernels, padding))
 
     def forward(self, x: Tensor, inputs: AttentionInputs, cache: Optional[LayerCache] = None) -> Tensor:
-        y = self.attention(x, inputs, cache)
+        y = super().forward(x, inputs, cache)
         return y + torch.sigmoid(self.gate(x)) * self.convolve(x, inputs, cache)
 
     def extra_repr(self) -> str:
-        return f"kernel_width={self.kernel_width}, causal={self.causal}, n_conv_heads={self.n_conv_heads}"
+        return (f"n_head={self.n_head}, kernel_width={self.kernel_width}, causal={self.causal}, "
+                f"channel_blocks={self.channel_blocks}")

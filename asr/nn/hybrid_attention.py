@@ -15,7 +15,7 @@ under a banded mask instead: fewer scores than the blocks' overlapping spans and
 overhead.
 
 Masks and biases are built once per stack and forward (`AttentionInputs.shared`) and shared by
-every layer with the same window and head split.
+every layer with the same window and number of local heads.
 
 Positions follow `AttentionInputs`: queries at offset .. offset + Tq - 1, keys at 0 .. Tk - 1
 (the decoder's KV cache holds every earlier key, so Tk = offset + Tq there).
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import StackOptions
 from .attention import (AttentionInputs, MultiHeadAttention, attention_mask, dense_allowed,
                         scaled_dot_product)
 from .rotary import RotaryEmbeddingWithRotation
@@ -89,11 +90,6 @@ def _sdpa_mask(allowed: Tensor, bias: Optional[Tensor], dtype: torch.dtype) -> T
     return bias.to(dtype).masked_fill(~allowed, float("-inf"))
 
 
-def _mask_key(kind: str, q: Tensor, k: Tensor, heads: range, *extra) -> tuple:
-    """Memo key of a mask: everything it is built from besides the stack's AttentionInputs."""
-    return (kind, q.shape[2], k.shape[2], heads, q.dtype, q.device, *extra)
-
-
 # -- local heads ---------------------------------------------------------------------------------
 
 def _band_covers_all(n_query: int, n_key: int, offset: int, window: int) -> bool:
@@ -136,8 +132,7 @@ def _local_dense(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, heads
     """Every query against every key under a banded [Tq, Tk] mask: for short inputs only (the
     mask and scores are O(Tq * Tk)). While the window covers everything this is exactly plain
     attention."""
-    mask = inputs.shared(_mask_key("local dense", q, k, heads, window), lambda: _local_dense_mask(
-        inputs, q.shape[2], k.shape[2], heads, window, q.dtype, q.device))
+    mask = inputs.shared(_local_dense_mask, q.shape[2], k.shape[2], heads, window, q.dtype, q.device)
     return scaled_dot_product(q, k, v, mask)
 
 
@@ -164,8 +159,7 @@ def _local_slice(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, heads
     """Few queries (one block at most): attend to the keys any of them can reach, under a
     [Tq, <= Tq + 2 window] band. A decoding step (Tq = 1) takes the last window + 1 keys."""
     lo, hi = _slice_range(inputs, q.shape[2], k.shape[2], window)
-    mask = inputs.shared(_mask_key("local slice", q, k, heads, window), lambda: _local_slice_mask(
-        inputs, q.shape[2], k.shape[2], heads, window, q.dtype, q.device))
+    mask = inputs.shared(_local_slice_mask, q.shape[2], k.shape[2], heads, window, q.dtype, q.device)
     return scaled_dot_product(q, k[:, :, lo:hi], v[:, :, lo:hi], mask)
 
 
@@ -216,9 +210,8 @@ def _local_blocked(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, hea
         x = x.unfold(2, span, block).permute(0, 2, 1, 4, 3)  # [B, n, H, span, h]
         return x.reshape(batch * n_blocks, n_head, span, head_dim)
 
-    key = _mask_key("local blocked", q, k, heads, window, block, batch)
-    mask = inputs.shared(key, lambda: _blocked_mask(inputs, n_query, k.shape[2], heads, window, block,
-                                                    batch, q.dtype, q.device))
+    mask = inputs.shared(_blocked_mask, n_query, k.shape[2], heads, window, block, batch, q.dtype,
+                         q.device)
     y = scaled_dot_product(q_blocks, spans(k_line), spans(v_line), mask)
     y = y.unflatten(0, (batch, n_blocks)).transpose(1, 2).reshape(batch, n_head, n_blocks * block, head_dim)
     return y[:, :, :n_query]
@@ -240,7 +233,7 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, he
 # -- global heads --------------------------------------------------------------------------------
 
 def _pool(x: Tensor, weight: Tensor, stride: int) -> Tensor:
-    """Weighted sum over groups of `stride` along dim 2 of [B, H, T_pad, h]; weight [B|1, T_pad]."""
+    """Weighted sum over runs of `stride` along dim 2 of [B, H, T_pad, h]; weight [B|1, T_pad]."""
     x = x * weight[:, None, :, None]
     return x.unflatten(2, (-1, stride)).sum(dim=3)
 
@@ -294,8 +287,7 @@ def pooled_attention(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, h
     pad = weight.shape[1] - n_key
     k_pool = _pool(F.pad(k, (0, 0, 0, pad)), weight, stride) * scale[:, None, :, None]
     v_pool = _pool(F.pad(v, (0, 0, 0, pad)), weight, stride) * scale[:, None, :, None]
-    mask = inputs.shared(_mask_key("pooled", q, k, heads, stride), lambda: _pooled_mask(
-        inputs, q.shape[2], n_key, heads, stride, q.dtype, q.device))
+    mask = inputs.shared(_pooled_mask, q.shape[2], n_key, heads, stride, q.dtype, q.device)
     return scaled_dot_product(q, k_pool, v_pool, mask)
 
 
@@ -307,32 +299,31 @@ def global_attention(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, h
     return scaled_dot_product(q, k, v, mask)
 
 
-# -- both groups dense ---------------------------------------------------------------------------
+# -- local and global heads in one call ---------------------------------------------------------
 
-def _hybrid_dense_mask(inputs: AttentionInputs, n_query: int, n_key: int, split: int, n_head: int,
-                       window: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """[B|1, n_head, Tq, Tk]: heads 0 .. split - 1 under the local band, the others under the
-    plain padding/causal mask, with the relative bias of all heads when there is one."""
+def _hybrid_dense_mask(inputs: AttentionInputs, n_query: int, n_key: int, local_heads: int,
+                       n_head: int, window: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """[B|1, n_head, Tq, Tk]: heads 0 .. local_heads - 1 under the local band, the others under
+    the plain padding/causal mask, with the relative bias of all heads when there is one."""
     local = _local_dense_allowed(inputs, n_query, n_key, window, device)
     global_ = dense_allowed(inputs, n_query, n_key, device)
     if global_ is None:
         global_ = torch.ones(1, 1, 1, n_key, dtype=torch.bool, device=device)
     batch = max(local.shape[0], global_.shape[0])
-    allowed = torch.cat([local.expand(batch, split, n_query, n_key),
-                         global_.expand(batch, n_head - split, n_query, n_key)], dim=1)
+    allowed = torch.cat([local.expand(batch, local_heads, n_query, n_key),
+                         global_.expand(batch, n_head - local_heads, n_query, n_key)], dim=1)
     bias = None if inputs.bias is None else inputs.dense_bias()
     return _sdpa_mask(allowed, bias, dtype)
 
 
-def hybrid_dense_attention(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, split: int,
+def hybrid_dense_attention(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, local_heads: int,
                            window: int) -> Tensor:
-    """Local heads (0 .. split - 1) and unpooled global heads in one attention call under one
-    mask: what local_attention's dense path and global_attention compute, without slicing the
-    heads apart and concatenating them again."""
+    """Local heads (0 .. local_heads - 1) and unpooled global heads in one attention call under
+    one mask: what local_attention's dense path and global_attention compute, without slicing
+    the heads apart and concatenating them again."""
     n_head = q.shape[1]
-    key = _mask_key("hybrid dense", q, k, range(n_head), window, split)
-    mask = inputs.shared(key, lambda: _hybrid_dense_mask(inputs, q.shape[2], k.shape[2], split, n_head,
-                                                         window, q.dtype, q.device))
+    mask = inputs.shared(_hybrid_dense_mask, q.shape[2], k.shape[2], local_heads, n_head, window,
+                         q.dtype, q.device)
     return scaled_dot_product(q, k, v, mask)
 
 
@@ -340,20 +331,23 @@ def hybrid_dense_attention(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInp
 
 class HybridAttention(MultiHeadAttention):
     """Self-attention whose first `local_heads` heads see a sliding window (|i - j| <= window,
-    j <= i in the decoder) and whose other heads see every key (or, with global_stride s > 1,
-    keys/values average-pooled over s positions; encoder only, a ValueError in the decoder).
+    j <= i in the decoder) and whose other n_head - local_heads heads, the global heads, see
+    every key (or, with global_stride s > 1, keys/values average-pooled over s positions;
+    encoder only, a ValueError in the decoder).
 
-    The relative position bias, when the stack has one, is added to both groups: the band part of
-    it for local heads (gathered from the per-distance values, never a T x T grid), the whole
-    grid for global heads, and for pooled global heads the masked mean of a slot's members'
-    biases (a [Tq, Tk / s] grid).
+    The relative position bias, when the stack has one, is added to both kinds of heads: the band
+    part of it for local heads (gathered from the per-distance values, never a T x T grid), the
+    whole grid for global heads, and for pooled global heads the masked mean of a slot's
+    members' biases (a [Tq, Tk / s] grid).
 
-    With `gate`, each group's output is scaled by 2 * sigmoid(g) before the output projection,
-    g a learnable scalar per group starting at 0, so the scale starts at exactly 1.
+    With `gate`, the local heads' outputs are scaled by 2 * sigmoid(g_local) and the global
+    heads' by 2 * sigmoid(g_global) before the output projection, the two logits learnable and
+    starting at 0, so both scales start at exactly 1.
 
     Function-preserving init: while the window covers the whole context, a local head is a global
-    head. A hybrid layer given vanilla Whisper attention weights, window >= n_ctx, global_stride 1
-    and gates at 0 therefore computes exactly Whisper's multi-head attention. Fine-tuning then
+    head. A hybrid layer given vanilla Whisper attention weights, window >= n_ctx - 1,
+    global_stride 1 and both logits at 0 therefore computes exactly Whisper's multi-head
+    attention (asr/nn/extras_init.py refuses other settings under that option). Fine-tuning then
     opens the hybrid by shrinking the window.
     """
 
@@ -369,30 +363,47 @@ class HybridAttention(MultiHeadAttention):
         self.window = window
         self.local_heads = local_heads
         self.global_stride = global_stride
-        # logits of the local and global group scales, 2 * sigmoid(0) = 1
+        # logits of the local heads' and the global heads' output scales, 2 * sigmoid(0) = 1
         self.gate_logits = nn.Parameter(torch.zeros(2)) if gate else None
+
+    @classmethod
+    def from_options(cls, n_state: int, n_head: int, rotary: Optional[RotaryEmbeddingWithRotation],
+                     options: StackOptions, causal: bool) -> "HybridAttention":
+        local_heads = n_head // 2 if options.local_heads is None else options.local_heads
+        return cls(n_state, n_head, rotary, window=options.window, local_heads=local_heads,
+                   global_stride=options.global_stride, gate=options.hybrid_gate)
+
+    @property
+    def global_heads(self) -> int:
+        return self.n_head - self.local_heads
 
     @torch.no_grad()
     def reset_to_identity(self) -> None:
-        """Function-preserving init: both group scales back to exactly 1."""
+        """Function-preserving init: both output scales back to exactly 1."""
         if self.gate_logits is not None:
             self.gate_logits.zero_()
 
+    def starts_as_plain_attention(self, n_ctx: int) -> bool:
+        """True when, at scales 1, this layer computes plain attention on every input of up to
+        n_ctx positions: each local head's window reaches every key, no global head is pooled."""
+        local_is_global = self.local_heads == 0 or self.window >= n_ctx - 1
+        return local_is_global and (self.global_heads == 0 or self.global_stride == 1)
+
     def head_scales(self, dtype: torch.dtype) -> Tensor:
-        """[1, n_head, 1, 1]: each head's group scale (gate on)."""
-        local_scale, global_scale = self.group_scales(dtype)
-        scales = torch.cat([local_scale.expand(self.local_heads),
-                            global_scale.expand(self.n_head - self.local_heads)])
+        """[1, n_head, 1, 1]: each head's output scale (gate on)."""
+        local_scale, global_scale = self.local_global_scales(dtype)
+        scales = torch.cat([local_scale.expand(self.local_heads), global_scale.expand(self.global_heads)])
         return scales[None, :, None, None]
 
-    def _both_groups_dense(self, n_query: int, n_key: int, offset: int) -> bool:
+    def _local_and_global_dense(self, n_query: int, n_key: int, offset: int) -> bool:
         """Local heads on their dense path beside unpooled global heads: one call does both."""
         if not 0 < self.local_heads < self.n_head or self.global_stride > 1:
             return False
         block = max(self.window, MIN_BLOCK)
         return _choose_local_path(n_query, n_key, offset, self.window, block) == "dense"
 
-    def group_scales(self, dtype: torch.dtype) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    def local_global_scales(self, dtype: torch.dtype) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """(local heads' scale, global heads' scale), or (None, None) without the gate."""
         if self.gate_logits is None:
             return None, None
         # in the activations' dtype: a float32 scale would promote bf16 outputs under autocast
@@ -400,19 +411,19 @@ class HybridAttention(MultiHeadAttention):
         return scales[0], scales[1]
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs) -> Tensor:
-        split = self.local_heads
-        if self._both_groups_dense(q.shape[2], k.shape[2], inputs.offset):
-            y = hybrid_dense_attention(q, k, v, inputs, split, self.window)
+        n_local = self.local_heads
+        if self._local_and_global_dense(q.shape[2], k.shape[2], inputs.offset):
+            y = hybrid_dense_attention(q, k, v, inputs, n_local, self.window)
             return y if self.gate_logits is None else y * self.head_scales(q.dtype)
-        local_scale, global_scale = self.group_scales(q.dtype)
+        local_scale, global_scale = self.local_global_scales(q.dtype)
         outputs = []
-        if split > 0:
-            y = local_attention(q[:, :split], k[:, :split], v[:, :split], inputs, range(0, split),
-                                self.window)
+        if n_local > 0:
+            y = local_attention(q[:, :n_local], k[:, :n_local], v[:, :n_local], inputs,
+                                range(0, n_local), self.window)
             outputs.append(y if local_scale is None else y * local_scale)
-        if split < self.n_head:
-            y = global_attention(q[:, split:], k[:, split:], v[:, split:], inputs,
-                                 range(split, self.n_head), self.global_stride)
+        if self.global_heads > 0:
+            y = global_attention(q[:, n_local:], k[:, n_local:], v[:, n_local:], inputs,
+                                 range(n_local, self.n_head), self.global_stride)
             outputs.append(y if global_scale is None else y * global_scale)
         return torch.cat(outputs, dim=1)
 

@@ -8,35 +8,39 @@ and a GELU MLP, LayerNorm, logits through the tied token embedding, in float32.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionInputs, CrossAttention, MultiHeadAttention
 from ..config import ModelDimensions, ModelOptions, StackOptions
+from .attention import AttentionInputs, CrossAttention, MultiHeadAttention
+from .dynconv import DynamicConvAttention
+from .extras_init import check_function_preserving, reset_extras
+from .hybrid_attention import HybridAttention
 from .kv_cache import DecoderCache, LayerCache
 from .positions import StackPositions
 
 MLP_RATIO = 4  # hidden width of the feed-forward block, as in Whisper
 
+# The self-attention kinds a stack can ask for (StackOptions.attention), one class each. Every
+# class is a MultiHeadAttention (same qkv / out weights, same forward signature) built by its
+# from_options, so adding a kind is one class and one line here.
+ATTENTION_LAYERS: dict[str, type[MultiHeadAttention]] = {
+    "mha": MultiHeadAttention,
+    "hybrid": HybridAttention,
+    "dynconv": DynamicConvAttention,
+}
+# the model's two stacks, as rotary_bases() / set_rotary_base() name them
+STACKS = ("encoder", "decoder")
+
 
 def make_self_attention(kind: str, n_state: int, n_head: int, options: StackOptions,
-                        positions: StackPositions, causal: bool) -> nn.Module:
-    rotary = positions.layer_rotary()
-    if kind == "mha":
-        return MultiHeadAttention(n_state, n_head, rotary)
-    if kind == "hybrid":
-        from .hybrid_attention import HybridAttention
-        local_heads = n_head // 2 if options.local_heads is None else options.local_heads
-        return HybridAttention(n_state, n_head, rotary, window=options.window, local_heads=local_heads,
-                               global_stride=options.global_stride, gate=options.hybrid_gate)
-    if kind == "dynconv":
-        from .dynconv import DynamicConvAttention
-        return DynamicConvAttention(n_state, n_head, rotary, kernel_width=options.kernel_width,
-                                    causal=causal, n_conv_heads=options.n_conv_heads)
-    raise ValueError(f"unknown attention kind {kind!r}")
+                        positions: StackPositions, causal: bool) -> MultiHeadAttention:
+    if kind not in ATTENTION_LAYERS:
+        raise ValueError(f"unknown attention kind {kind!r}; choose from {', '.join(ATTENTION_LAYERS)}")
+    return ATTENTION_LAYERS[kind].from_options(n_state, n_head, positions.layer_rotary(), options, causal)
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -78,8 +82,7 @@ class AudioEncoder(nn.Module):
         self.n_ctx = dims.n_audio_ctx
         self.conv1 = nn.Conv1d(dims.n_mels, d, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
-        self.positions = StackPositions(dims.n_audio_ctx, d, n_head, stack, causal=False,
-                                        rotary_base=options.rotary_base)
+        self.positions = StackPositions(dims.n_audio_ctx, d, n_head, stack, causal=False)
         self.blocks = nn.ModuleList(
             ResidualAttentionBlock(d, n_head, make_self_attention(kind, d, n_head, stack, self.positions,
                                                                   causal=False), cross_attention=False)
@@ -118,8 +121,7 @@ class TextDecoder(nn.Module):
         d, n_head = dims.n_text_state, dims.n_text_head
         stack = options.text
         self.token_embedding = nn.Embedding(dims.n_vocab, d)
-        self.positions = StackPositions(dims.n_text_ctx, d, n_head, stack, causal=True,
-                                        rotary_base=options.rotary_base)
+        self.positions = StackPositions(dims.n_text_ctx, d, n_head, stack, causal=True)
         self.blocks = nn.ModuleList(
             ResidualAttentionBlock(d, n_head, make_self_attention(kind, d, n_head, stack, self.positions,
                                                                   causal=True), cross_attention=True)
@@ -172,32 +174,45 @@ class ASRModel(nn.Module):
         self.options = options or ModelOptions()
         self.encoder = AudioEncoder(dims, self.options)
         self.decoder = TextDecoder(dims, self.options)
-        if self.options.function_preserving_init:
-            self.reset_extras_to_identity()
+        # where the extras start is decided in one place: asr/nn/extras_init.py
+        preserving = self.options.function_preserving_init
+        for name, stack in self.stacks().items():
+            if preserving:
+                check_function_preserving(name, stack.blocks, stack.positions.n_ctx)
+            reset_extras(stack, preserving)
+
+    def stacks(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "decoder": self.decoder}
 
     # -- positional machinery -------------------------------------------------------------
-    def rotary_frequencies(self) -> Iterable:
-        for stack in (self.encoder, self.decoder):
-            if stack.positions.rotary_frequencies is not None:
-                yield stack.positions.rotary_frequencies
+    def rotary_bases(self) -> dict[str, float]:
+        """The live rotary base of each stack that has rotary embeddings ("encoder", "decoder"),
+        read from the buffer its rotary layers use."""
+        bases = {name: stack.positions.rotary_base for name, stack in self.stacks().items()}
+        return {name: base for name, base in bases.items() if base is not None}
 
-    @property
-    def rotary_base(self) -> float:
-        return self.options.rotary_base
-
-    def set_rotary_base(self, value: float) -> None:
-        """Dynamic base adjustment: every rotary layer of both stacks reads the new base."""
-        for frequencies in self.rotary_frequencies():
-            frequencies.set_base(value)
-        self.options.rotary_base = float(value)
+    def set_rotary_base(self, value: float, stack: Optional[str] = None) -> None:
+        """Dynamic base adjustment: every rotary layer of `stack` ("encoder" or "decoder"; None =
+        every stack with rotary) reads the new base from then on. The buffers change in place
+        (copy_, no new tensors), so optimisers, torch.compile and DDP keep working; the stack's
+        options follow, so a checkpoint's config.json records the new base."""
+        names = list(self.rotary_bases()) if stack is None else [stack]
+        if not names:
+            raise ValueError("this model has no rotary embeddings")
+        for name in names:
+            if name not in STACKS:
+                raise ValueError(f"unknown stack {name!r}; choose from {', '.join(STACKS)}")
+            if name not in self.rotary_bases():
+                raise ValueError(f"the {name} has no rotary embeddings")
+            self.stacks()[name].positions.set_rotary_base(value)
 
     @torch.no_grad()
     def reset_extras_to_identity(self) -> None:
-        """Function-preserving init: every seed extra becomes the identity (Givens angles 0,
-        R = I, rotary scale 0, relative bias 0, gates closed / branch outputs 0)."""
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_to_identity"):
-                module.reset_to_identity()
+        """Every seed extra back to the identity, the function-preserving starting point (see
+        asr/nn/extras_init.py): Givens angles 0, R = I, rotary scale 0, relative bias 0,
+        hybrid output scales 1, dynamic-convolution output projections 0."""
+        for stack in self.stacks().values():
+            reset_extras(stack, function_preserving=True)
 
     # -- forward ----------------------------------------------------------------------------
     def embed_audio(self, mel: Tensor, n_frames: Optional[Tensor] = None):

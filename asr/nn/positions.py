@@ -1,8 +1,9 @@
 """Everything positional that one stack (encoder or decoder) shares across its layers.
 
 A `StackPositions` owns the stack's absolute position table, its rotary frequencies (the one
-place its rotary base lives) and its relative position bias table, and once per forward turns
-them into the `AttentionInputs` every self-attention layer of the stack reads.
+place its live rotary base is: a buffer that every rotary layer of the stack reads) and its
+relative position bias table, and once per forward turns them into the `AttentionInputs` every
+self-attention layer of the stack reads.
 """
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ from .rotary import RotaryEmbeddingWithRotation, RotaryFrequencies
 
 
 class StackPositions(nn.Module):
-    def __init__(self, n_ctx: int, n_state: int, n_head: int, options: StackOptions, *,
-                 causal: bool, rotary_base: float):
+    def __init__(self, n_ctx: int, n_state: int, n_head: int, options: StackOptions, *, causal: bool):
         super().__init__()
         self.n_ctx = n_ctx
         self.causal = causal
@@ -35,12 +35,26 @@ class StackPositions(nn.Module):
                                                         checkpoint=options.checkpoint_positions)
         else:
             self.absolute = None
-        self.rotary_frequencies = RotaryFrequencies(self.head_dim, rotary_base) if options.rotary else None
+        self.rotary_frequencies = (RotaryFrequencies(self.head_dim, options.rotary_base)
+                                   if options.rotary else None)
         self.relative_bias = (
             RelativePositionBias(n_head, bidirectional=not causal, num_buckets=options.bias_buckets,
                                  max_distance=options.bias_max_distance)
             if options.relative_bias else None
         )
+
+    @property
+    def rotary_base(self) -> Optional[float]:
+        """The live base (the buffer every rotary layer of the stack reads), None without rotary."""
+        return None if self.rotary_frequencies is None else float(self.rotary_frequencies.base)
+
+    def set_rotary_base(self, value: float) -> None:
+        """Change the base in place (copy_ into the existing buffers) and mirror it in the stack's
+        options, which is what config.json records."""
+        if self.rotary_frequencies is None:
+            raise ValueError("this stack has no rotary embeddings")
+        self.rotary_frequencies.set_base(value)
+        self.options.rotary_base = float(self.rotary_frequencies.base)
 
     def layer_rotary(self) -> Optional[RotaryEmbeddingWithRotation]:
         """A fresh per-layer rotary module (own Givens angles, rotation and scale), or None."""

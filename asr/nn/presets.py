@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..config import ModelDimensions, ModelOptions, StackOptions
+from ..config import WHISPER_EN_VOCAB, ModelDimensions, ModelOptions, StackOptions
 
 SIZES = {
     # name: (n_state, n_head, n_layer per stack)
@@ -20,7 +20,7 @@ SIZES = {
 }
 
 
-def dims_for(size: str, n_vocab: int = 51864, n_mels: int = 80) -> ModelDimensions:
+def dims_for(size: str, n_vocab: int = WHISPER_EN_VOCAB, n_mels: int = 80) -> ModelDimensions:
     n_state, n_head, n_layer = SIZES[size]
     return ModelDimensions(n_mels=n_mels, n_audio_ctx=1500, n_audio_state=n_state, n_audio_head=n_head,
                            n_audio_layer=n_layer, n_vocab=n_vocab, n_text_ctx=448, n_text_state=n_state,
@@ -37,10 +37,13 @@ def seed_options() -> ModelOptions:
     return ModelOptions(audio=audio, text=text)
 
 
-def extras_on_whisper(options: ModelOptions) -> ModelOptions:
+def extras_on_whisper(options: ModelOptions, dims: ModelDimensions) -> ModelOptions:
     """Whisper's own positions with every extra added at function-preserving init: the starting
-    point for fine-tuning imported Whisper weights into the seed architecture."""
-    audio = replace(options.audio, rotary=True, relative_bias=True, attention="hybrid")
+    point for fine-tuning imported Whisper weights into the seed architecture. The hybrid
+    encoder's window starts over the whole audio context (its local heads are then global heads,
+    as function-preserving init requires); fine-tuning shrinks it."""
+    audio = replace(options.audio, rotary=True, relative_bias=True, attention="hybrid",
+                    window=dims.n_audio_ctx - 1)
     text = replace(options.text, rotary=True, relative_bias=True, attention="dynconv")
     return replace(options, audio=audio, text=text, function_preserving_init=True)
 
@@ -51,7 +54,7 @@ PRESETS = {
 }
 
 
-def preset(name: str, n_vocab: int = 51864, n_mels: int = 80) -> tuple[ModelDimensions, ModelOptions]:
+def preset(name: str, n_vocab: int = WHISPER_EN_VOCAB, n_mels: int = 80) -> tuple[ModelDimensions, ModelOptions]:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(sorted(PRESETS))}")
     size, options = PRESETS[name]

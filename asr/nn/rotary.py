@@ -3,11 +3,13 @@
 Two modules:
 
 * ``RotaryFrequencies`` holds a stack's rotary base and the inverse frequencies derived from it.
-  It is the one place the base lives, so the training loop's dynamic-base rule can change every
-  layer at once by calling ``set_base``.
+  Its buffers are where the stack's live base is (saved with the weights); every rotary layer of
+  the stack reads them. The training loop changes a base through ``ASRModel.set_rotary_base``,
+  which keeps the stack's options (and so config.json) in step.
 * ``RotaryEmbeddingWithRotation`` is owned by each self-attention layer. It applies a learned
   orthogonal basis change Q = (product of Givens rotations) @ R to queries/keys and then the
-  usual rotary position rotation.
+  usual rotary position rotation. Inside a model, where its scale starts is decided by
+  asr/nn/extras_init.py (0 with function-preserving init, 1 otherwise).
 
 Conventions (row vectors, as in ``x @ W``):
 
@@ -27,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
-DEFAULT_ROTARY_BASE = 10000.0
+from ..config import DEFAULT_ROTARY_BASE
 
 # The orthogonal parametrisation of R. With the default trivialisation, registering it on an
 # identity weight stores base = I and a zero skew part, so matrix_exp(0) = I and R starts at
@@ -107,7 +109,6 @@ class RotaryEmbeddingWithRotation(nn.Module):
         *,
         givens: bool = True,
         rotation: bool = True,
-        scale_init: float = 1.0,
     ):
         super().__init__()
         _check_head_dim(head_dim)
@@ -134,7 +135,8 @@ class RotaryEmbeddingWithRotation(nn.Module):
                 self.basis.weight.copy_(torch.eye(head_dim))
             parametrizations.orthogonal(self.basis, "weight", orthogonal_map=ORTHOGONAL_MAP)
 
-        self.scale = nn.Parameter(torch.tensor(float(scale_init)))
+        # multiplies every position angle; 1 = plain rotary (see extras_init for the model's policy)
+        self.scale = nn.Parameter(torch.tensor(1.0))
 
     def basis_change(self) -> Optional[Tensor]:
         """Q = (product of Givens rotations) @ R as one [h, h] float32 matrix, or None.

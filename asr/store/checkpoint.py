@@ -41,7 +41,7 @@ def save_checkpoint(model: ASRModel, directory: Union[str, Path], *,
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "dims": to_dict(model.dims),
-        "options": to_dict(model.options),
+        "options": _options_with_rotary_bases(model),
         "tokenizer": tokenizer,
         **(extra or {}),
     }
@@ -88,15 +88,27 @@ def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device
     except RuntimeError as err:
         first = str(err).splitlines()[0] if str(err) else "mismatch"
         raise CheckpointError(f"{weights}: weights do not match config ({first})") from None
-    model.options.rotary_base = _saved_rotary_base(model, config)
+    _restore_rotary_bases(model)
     return model.to(device).eval(), config
 
 
-def _saved_rotary_base(model: ASRModel, config: dict) -> float:
-    """The base in the weights' buffers is authoritative; the config mirrors it."""
-    for frequencies in model.rotary_frequencies():
-        return float(frequencies.base)
-    return float(config["options"].get("rotary_base", model.options.rotary_base))
+# which ModelOptions field holds each stack's options (and its rotary_base)
+STACK_OPTIONS = {"encoder": "audio", "decoder": "text"}
+
+
+def _options_with_rotary_bases(model: ASRModel) -> dict:
+    """The model's options for config.json, each stack's rotary_base read from its live buffer."""
+    options = to_dict(model.options)
+    for stack, base in model.rotary_bases().items():
+        options[STACK_OPTIONS[stack]]["rotary_base"] = base
+    return options
+
+
+def _restore_rotary_bases(model: ASRModel) -> None:
+    """Each stack's base in the weights' buffers is authoritative (also for older checkpoints
+    with one model-level base in config.json); the stack's options follow it."""
+    for stack, base in model.rotary_bases().items():
+        model.set_rotary_base(base, stack)
 
 
 def load_tokenizer(directory: Union[str, Path], config: dict):
