@@ -1,0 +1,88 @@
+"""Weight averaging: a running average kept during training (as icefall's averaged model) and
+the average of saved checkpoints (``asr average CKPT... -o OUT``).
+
+Only floating-point tensors are averaged. The rotary inverse frequencies are a function of the
+base (base^(-2i/h)), so averaging them would give frequencies of no base at all: the base is
+taken from the newest weights and the frequencies recomputed from it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..store.checkpoint import load_checkpoint, load_tokenizer, read_config, save_checkpoint
+from .dynamic_base import rotary_bases, set_rotary_base
+
+AVERAGE_PREFIX = "average."
+
+
+def _is_rotary_buffer(name: str) -> bool:
+    return ".rotary_frequencies." in name
+
+
+class RunningAverage:
+    """Cumulative mean of the model's weights over the steps it is updated at."""
+
+    def __init__(self, model):
+        self.count = 0
+        self.tensors = {name: t.detach().float().clone() for name, t in model.state_dict().items()
+                        if t.is_floating_point() and not _is_rotary_buffer(name)}
+
+    @torch.no_grad()
+    def update(self, model) -> None:
+        self.count += 1
+        current = model.state_dict()
+        for name, average in self.tensors.items():
+            average += (current[name].detach().float() - average) / self.count
+
+    def copy_into(self, model) -> None:
+        """Load the average into ``model`` (same architecture); its rotary base is kept."""
+        state = model.state_dict()
+        for name, average in self.tensors.items():
+            state[name].copy_(average.to(state[name].dtype))
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {AVERAGE_PREFIX + name: t for name, t in self.tensors.items()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], count: int) -> None:
+        for name in self.tensors:
+            self.tensors[name].copy_(tensors[AVERAGE_PREFIX + name])
+        self.count = count
+
+
+def model_directory(path: Path) -> Path:
+    """A model directory, or a training checkpoint (its model/ inside)."""
+    path = Path(path)
+    return path / "model" if (path / "model" / "config.json").is_file() else path
+
+
+def average_checkpoints(paths: Sequence[Path], output: Path) -> Path:
+    """Average the weights of model directories of one architecture into ``output``."""
+    if not paths:
+        raise ValueError("no checkpoints to average")
+    directories = [model_directory(p) for p in paths]
+    model, config = load_checkpoint(directories[-1])
+    sums = {name: torch.zeros_like(t, dtype=torch.float64) for name, t in model.state_dict().items()
+            if t.is_floating_point() and not _is_rotary_buffer(name)}
+    for directory in directories:
+        other, _ = load_checkpoint(directory)
+        state = other.state_dict()
+        if state.keys() != model.state_dict().keys():
+            raise ValueError(f"{directory}: not the same architecture as {directories[-1]}")
+        for name in sums:
+            if state[name].shape != sums[name].shape:
+                raise ValueError(f"{directory}: {name} has shape {tuple(state[name].shape)}, "
+                                 f"not {tuple(sums[name].shape)}")
+            sums[name] += state[name].double()
+    target = model.state_dict()
+    with torch.no_grad():
+        for name, total in sums.items():
+            target[name].copy_((total / len(directories)).to(target[name].dtype))
+    for stack, base in rotary_bases(model).items():  # the newest base, frequencies recomputed
+        set_rotary_base(model, base, stack)
+    extra = {k: v for k, v in read_config(directories[-1]).items()
+             if k not in ("format", "format_version", "dims", "options", "tokenizer")}
+    extra["averaged_from"] = [str(d) for d in directories]
+    return save_checkpoint(model, output, tokenizer=load_tokenizer(directories[-1], config), extra=extra)

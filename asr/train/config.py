@@ -1,0 +1,317 @@
+"""The training configuration: YAML into typed dataclasses, checked before any work starts.
+
+A recipe is a YAML file with one mapping per section (``run``, ``model``, ``data``, ...). Every
+key must be a field of its section's dataclass and every value must have the field's type: an
+unknown key or a wrong type is an error that names the key and the file, so a typo cannot
+silently train with a default. ``--set section.key=value`` overrides (the value is read as YAML,
+so ``--set optim.lr=3e-4`` is a float and ``--set data.train=out/x/train.jsonl`` a string).
+
+The resolved configuration (defaults filled in, overrides applied) is what the run directory
+and every checkpoint record, and what ``asr train --resume`` reads back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from ..data.augment import AugmentConfig
+from ..errors import InputError
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+SCHEDULES = ("cosine", "inverse_sqrt", "constant")
+STACKS = ("audio", "text")
+NORMALIZERS = ("whisper-english", "basic", "none")
+STRATEGIES = ("ddp", "fsdp")
+
+
+class ConfigError(InputError):
+    """A configuration that cannot be used: ``"<file>: <key>: <problem>"`` on one line."""
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    max_steps: int = 1000
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    threads: int = 0  # CPU threads for torch (0: torch's default)
+    compile: bool = False  # torch.compile the training forward
+    deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on CPU)
+    log_every: int = 1  # optimiser steps between metrics.jsonl rows
+    progress: bool = True  # tqdm bar
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "whisper-cpu-small"  # asr.nn.presets name; n_vocab comes from the tokenizer
+    dims: dict = field(default_factory=dict)  # ModelDimensions fields to override
+    audio: dict = field(default_factory=dict)  # StackOptions fields of the encoder to override
+    text: dict = field(default_factory=dict)  # StackOptions fields of the decoder to override
+    rotary_base: float = 10000.0
+    dropout: float = 0.0  # residual dropout after every attention / MLP branch (training only)
+    init_from: Optional[str] = None  # a checkpoint directory or built-in model name (tiny.en)
+
+
+@dataclass
+class DataConfig:
+    train: str = ""
+    dev: str = ""
+    max_batch_seconds: float = 64.0  # padded seconds of audio per batch (batch x longest clip)
+    max_batch_size: Optional[int] = None
+    bucket_width_s: float = 0.5
+    num_workers: int = 0  # DataLoader worker processes
+    check_audio: bool = True  # open every file up front (missing / unreadable audio)
+    skip_bad: bool = False  # drop bad utterances instead of stopping (--skip-bad)
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 1000  # sentencepiece text vocabulary trained on data.train's transcripts
+    model_type: str = "unigram"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    betas: list = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-9
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # max global gradient norm (0: no clipping)
+    accumulate: int = 1  # micro-batches per optimiser step
+    fused: bool = True  # fused AdamW where torch has it for the device
+    max_bad_steps: int = 5  # consecutive NaN/inf steps that stop the run
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = "cosine"  # cosine | inverse_sqrt | constant, after a linear warmup
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.05  # cosine: final lr / peak lr
+
+
+@dataclass
+class LossConfig:
+    label_smoothing: float = 0.1
+    ctc_weight: float = 0.3  # joint CTC/attention: (1 - w) attention + w CTC on the encoder
+
+
+@dataclass
+class DynamicBaseConfig:
+    """EMA-driven rotary base rule (asr.train.dynamic_base); constants in loss units and steps."""
+
+    enabled: bool = True
+    stacks: list = field(default_factory=lambda: ["audio", "text"])  # stacks whose base it moves
+    ema_beta: float = 0.9  # smoothing of the training loss per optimiser step
+    tolerance: float = 0.01  # relative change of the smoothed loss that counts as a move
+    grow: float = 1.1  # base x grow while the smoothed loss keeps improving
+    shrink: float = 0.9  # base x shrink when it rises
+    min_base: float = 1000.0
+    max_base: float = 100000.0
+    start_step: int = 100  # no change before this step (the loss falls fast at first anyway)
+    cooldown_steps: int = 100  # steps between decisions
+
+
+@dataclass
+class ValidationConfig:
+    every_steps: int = 500  # and at the end
+    max_utterances: Optional[int] = None  # first N of data.dev (None: all)
+    batch_seconds: float = 120.0  # padded audio seconds per decoding batch
+    # decoding cap: tokens_per_second x clip seconds + extra_tokens; None = measured on the
+    # training transcripts (their highest rate x 1.5), so looping hypotheses stop early
+    tokens_per_second: Optional[float] = None
+    extra_tokens: int = 10
+    normalizer: str = "whisper-english"
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 500  # and at the end
+    keep_last: int = 3  # plus the best by dev WER
+    average: bool = True  # keep a running average of the weights (icefall's averaged model)
+    average_every: int = 10  # steps between updates of the average
+    average_start: int = 0  # first step that enters the average
+
+
+@dataclass
+class DistributedConfig:
+    strategy: str = "ddp"  # ddp | fsdp, under torchrun
+    backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
+
+
+@dataclass
+class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    dynamic_base: DynamicBaseConfig = field(default_factory=DynamicBaseConfig)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(enabled=False))
+    precision: str = "auto"
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_config(path, overrides: Optional[list[str]] = None) -> TrainConfig:
+    """Read a YAML recipe, apply ``section.key=value`` overrides, check and type everything."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, "config file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(path, f"cannot read ({err})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(path, f"invalid YAML ({err})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(path, f"expected a mapping of sections, got {type(raw).__name__}")
+    apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, str(path))
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> None:
+    """``section.key=value`` (or ``key=value`` for a top-level field) into ``raw``, in place."""
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ConfigError("--set", f"{item!r} is not section.key=value")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        *sections, key = name.strip().split(".")
+        target = raw
+        for section in sections:
+            target = target.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError("--set", f"{name}: {section} is not a section")
+        target[key] = value
+
+
+def config_from_dict(raw: dict, where: str) -> TrainConfig:
+    config = _build(TrainConfig, raw, where, prefix="")
+    check_values(config, where)
+    return config
+
+
+def _build(cls, raw: dict, where: str, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(where, f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(where, f"{prefix}{key}: unknown key (known: {', '.join(names)})")
+    values = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = _build(hint, value if value is not None else {}, where, f"{prefix}{key}.")
+        else:
+            values[key] = _typed(value, hint, where, f"{prefix}{key}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(where, f"{prefix.rstrip('.') or 'config'}: {err}") from None
+
+
+def _typed(value: Any, hint, where: str, key: str):
+    """``value`` checked against the type ``hint`` (int accepted for float; bool is never an int)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _typed(value, option, where, key)
+            except ConfigError:
+                continue
+        raise ConfigError(where, f"{key}: expected {_type_name(hint)}, got {value!r}")
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    if (hint is list or origin is list) and isinstance(value, list):
+        return [_typed(v, args[0], where, key) for v in value] if args else list(value)
+    if origin is tuple and isinstance(value, (list, tuple)):
+        return tuple(_typed(v, args[0], where, key) for v in value)
+    if hint is dict and isinstance(value, dict):
+        return dict(value)
+    raise ConfigError(where, f"{key}: expected {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint) -> str:
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return getattr(hint, "__name__", str(hint))
+
+
+def check_values(config: TrainConfig, where: str) -> None:
+    """Choices and ranges, each named by its key."""
+    def need(ok: bool, key: str, problem: str):
+        if not ok:
+            raise ConfigError(where, f"{key}: {problem}")
+
+    need(config.precision in PRECISIONS, "precision", f"{config.precision!r} is not one of {PRECISIONS}")
+    need(config.schedule.kind in SCHEDULES, "schedule.kind", f"{config.schedule.kind!r} is not one of {SCHEDULES}")
+    need(config.validation.normalizer in NORMALIZERS, "validation.normalizer",
+         f"{config.validation.normalizer!r} is not one of {NORMALIZERS}")
+    need(config.distributed.strategy in STRATEGIES, "distributed.strategy",
+         f"{config.distributed.strategy!r} is not one of {STRATEGIES}")
+    need(config.run.device in ("auto", "cpu", "cuda") or config.run.device.startswith("cuda:"),
+         "run.device", f"{config.run.device!r} is not auto, cpu or cuda")
+    need(config.run.max_steps >= 1, "run.max_steps", "must be >= 1")
+    need(config.optim.accumulate >= 1, "optim.accumulate", "must be >= 1")
+    need(config.optim.lr > 0, "optim.lr", "must be > 0")
+    need(len(config.optim.betas) == 2, "optim.betas", "must be two numbers")
+    need(0.0 <= config.loss.ctc_weight <= 1.0, "loss.ctc_weight", "must be in [0, 1]")
+    need(0.0 <= config.loss.label_smoothing < 1.0, "loss.label_smoothing", "must be in [0, 1)")
+    need(0.0 <= config.model.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+    need(config.model.rotary_base > 1.0, "model.rotary_base", "must be > 1")
+    base = config.dynamic_base
+    need(all(s in STACKS for s in base.stacks) and base.stacks, "dynamic_base.stacks",
+         f"must list stacks from {STACKS}")
+    need(0.0 <= base.ema_beta < 1.0, "dynamic_base.ema_beta", "must be in [0, 1)")
+    need(base.grow >= 1.0, "dynamic_base.grow", "must be >= 1")
+    need(0.0 < base.shrink <= 1.0, "dynamic_base.shrink", "must be in (0, 1]")
+    need(1.0 < base.min_base <= base.max_base, "dynamic_base.min_base", "must be > 1 and <= max_base")
+    need(base.cooldown_steps >= 1, "dynamic_base.cooldown_steps", "must be >= 1")
+    need(config.validation.every_steps >= 1, "validation.every_steps", "must be >= 1")
+    need(config.checkpoint.every_steps >= 1, "checkpoint.every_steps", "must be >= 1")
+    need(config.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+    need(config.checkpoint.average_every >= 1, "checkpoint.average_every", "must be >= 1")
+    need(config.data.max_batch_seconds > 0, "data.max_batch_seconds", "must be > 0")
+    need(bool(config.data.train), "data.train", "no training manifest given")
+
+
+def _plain(obj):
+    """Tuples to lists, so the YAML dump is plain (safe_load-able) YAML."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def dump_config(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

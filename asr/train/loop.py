@@ -1,0 +1,438 @@
+"""The training loop, top to bottom: set up, (resume,) then step until run.max_steps.
+
+    config -> run directory (checked writable) -> data (checked up front) -> tokenizer -> model
+    -> optimiser -> resume from the newest good checkpoint -> loop:
+         lr for this step; accumulate micro-batches (joint CTC/attention loss, autocast);
+         clip; skip the step if the gradient is not finite; optimiser step;
+         dynamic base (after the step, never between forward and backward); running average;
+         metrics row; validation and checkpoint every N steps and at the end.
+
+Under torchrun every rank runs this same function on its shard of the batches; rank 0 alone
+logs, validates and writes checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..store.atomic import write_text_atomic
+from . import distributed as dist
+from .average import RunningAverage
+from .build import build_model, load_pretrained, load_run_tokenizer, save_run_tokenizer, train_tokenizer
+from .checkpoints import MODEL_DIR, CheckpointWriteError, Checkpoints, read_state
+from .config import TrainConfig, dump_config
+from .data import filter_for_model, make_augmenter, make_loader, make_sampler, read_checked
+from .dynamic_base import DynamicBaseController, rotary_bases, set_rotary_base
+from .objective import TrainingModel
+from .precision import choose_precision
+from .schedule import lr_factor
+from .validate import run_validation, tokens_per_second
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+TOKENIZER_DIR = "tokenizer"
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped on purpose (too many bad steps, a checkpoint that could not be written)."""
+
+
+@dataclass
+class Progress:
+    """Everything about where the run is that a checkpoint must restore."""
+
+    step: int = 0  # optimiser steps done
+    epoch: int = 0
+    batches_in_epoch: int = 0  # this rank's batches of the epoch consumed so far
+    bad_in_row: int = 0
+    skipped: int = 0
+    audio_seconds: float = 0.0  # training audio seen, all ranks
+    best_wer: Optional[float] = None
+    last_validation: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# setting up
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
+    """Create the run directory and write the resolved config; fail now if it is not writable."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            write_text_atomic(run_dir / CONFIG_FILE, dump_config(config))
+        else:
+            probe = run_dir / f".write-test-{os.getpid()}"
+            write_text_atomic(probe, "")
+            probe.unlink()
+    except OSError as err:
+        raise InputError(run_dir, f"run directory is not writable ({err.strerror or err})") from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    numpy_state = np.random.get_state()
+    state = {
+        "python": _python_rng(),
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2]),
+                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _python_rng() -> dict:
+    version, internal, gauss = random.getstate()
+    return {"version": version, "internal": list(internal), "gauss": gauss}
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not on norms, biases, gains, angles)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    kwargs = dict(lr=config.optim.lr, betas=tuple(config.optim.betas), eps=config.optim.eps)
+    if config.optim.fused:
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            pass  # no fused kernel for this device or dtype
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per optimiser step (validation steps add dev_*). A resumed
+    run first cuts the rows after its checkpoint, which it is about to recompute."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path = path
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+
+    def write(self, row: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:  # a log: appended, flushed per row
+                f.write(json.dumps(row) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: str = "config",
+          write_checkpoint_files=None) -> dict:
+    """Train (or continue) a run; returns the final metrics. Raises InputError for bad input and
+    TrainingStopped when the run had to stop."""
+    run_dir = Path(run_dir)
+    ctx = dist.setup(config)  # rank, world size, device
+    say = dist.printer(ctx)
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    if config.run.deterministic:
+        torch.use_deterministic_algorithms(True)
+    if ctx.is_main:
+        prepare_run_dir(run_dir, config, resume)
+    dist.barrier(ctx)
+    seed_everything(config.run.seed)
+
+    autocast_dtype, why = choose_precision(config.precision, ctx.device)
+    say(f"precision: {why}")
+
+    # ---- data, tokenizer, model ----
+    train_utts, bad = read_checked(config.data.train, check_audio=config.data.check_audio,
+                                   skip_bad=config.data.skip_bad, what="training")
+    if bad:
+        say(f"{config.data.train}: dropped {bad} utterances with missing or unreadable audio (--skip-bad)")
+    dev_utts = []
+    if config.data.dev:
+        dev_utts, dev_bad = read_checked(config.data.dev, check_audio=config.data.check_audio,
+                                         skip_bad=config.data.skip_bad, what="dev")
+        if config.validation.max_utterances:
+            dev_utts = dev_utts[: config.validation.max_utterances]
+
+    tokenizer = load_run_tokenizer(run_dir / TOKENIZER_DIR) if resume else None
+    if config.model.init_from:
+        model, tokenizer = load_pretrained(config.model.init_from, config, config_path)
+    else:
+        if tokenizer is None:
+            tokenizer = train_tokenizer([u.text for u in train_utts], config)
+        model = build_model(config, tokenizer, config_path)
+    if ctx.is_main and not resume:
+        save_run_tokenizer(tokenizer, run_dir / TOKENIZER_DIR)
+
+    need_ctc = config.loss.ctc_weight > 0
+    train_utts, dropped = filter_for_model(train_utts, tokenizer, model, need_ctc)
+    say(f"{config.data.train}: {len(train_utts)} training utterances, "
+        f"{sum(u.duration for u in train_utts) / 3600:.2f} h; dropped: {dropped}")
+    if not train_utts:
+        raise InputError(config.data.train, "no training utterance fits the model")
+    dev_utts, _ = filter_for_model(dev_utts, tokenizer, model, need_ctc=False)
+
+    training_model = TrainingModel(model, tokenizer.n_text, config.loss.ctc_weight, config.loss.label_smoothing,
+                                   dropout=config.model.dropout).to(ctx.device)
+    say(f"model: {model.num_parameters() / 1e6:.2f} M parameters ({config.model.preset}), "
+        f"n_vocab {model.dims.n_vocab}, rotary bases {rotary_bases(model) or 'none'}")
+    optimizer = make_optimizer(training_model, config, ctx.device)
+    scaler = torch.amp.GradScaler(ctx.device.type) if autocast_dtype == torch.float16 else None
+    controller = None
+    if config.dynamic_base.enabled and rotary_bases(model):
+        controller = DynamicBaseController(config.dynamic_base, config.model.rotary_base)
+    average = RunningAverage(model) if config.checkpoint.average else None
+    sampler = make_sampler(train_utts, config, ctx.rank, ctx.world_size)
+    augmenter = make_augmenter(config.augment, config.run.seed)
+    fixed_frames = 2 * model.dims.n_audio_ctx if model.options.fixed_audio_window else None
+    checkpoints = Checkpoints(run_dir, config.checkpoint.keep_last)
+    metrics = MetricsLog(run_dir / METRICS_FILE, ctx.is_main)
+    progress = Progress()
+
+    # ---- resume ----
+    if resume:
+        if ctx.is_main:
+            checkpoints.remove_partial()
+        latest = checkpoints.latest_valid()
+        if latest is None:
+            say(f"{run_dir}: no usable checkpoint; starting from step 0")
+            metrics.truncate_after(0)
+        else:
+            progress = restore(latest, training_model, optimizer, scaler, controller, average, sampler, ctx)
+            metrics.truncate_after(progress.step)
+            say(f"resumed from {latest} (step {progress.step}, epoch {progress.epoch}, "
+                f"batch {progress.batches_in_epoch})")
+    elif ctx.is_main:
+        metrics.truncate_after(0)
+
+    wrapped = dist.wrap(training_model, ctx, config)
+    forward = torch.compile(wrapped) if config.run.compile else wrapped
+    rate = config.validation.tokens_per_second or tokens_per_second(train_utts, tokenizer)
+    dev_loader = None
+    if dev_utts and ctx.is_main:
+        dev_sampler = make_sampler(dev_utts, config, 0, 1, shuffle=False,
+                                   max_batch_seconds=config.validation.batch_seconds)
+        dev_loader = make_loader(dev_utts, dev_sampler, tokenizer, model.dims.n_mels, 0, None, fixed_frames)
+
+    def batches():
+        """This rank's batches, epoch after epoch, from where the run stands."""
+        while True:
+            sampler.set_epoch(progress.epoch)
+            augmenter.set_epoch(progress.epoch)
+            # the loader's own generator: creating an iterator must not draw from the global
+            # RNG (dropout's), or a resumed run would see different masks
+            generator = torch.Generator().manual_seed(config.run.seed * 1000003 + progress.epoch)
+            loader = make_loader(train_utts, sampler, tokenizer, model.dims.n_mels, config.data.num_workers,
+                                 augmenter, fixed_frames, generator=generator)
+            for batch in loader:
+                progress.batches_in_epoch += 1
+                yield batch
+            progress.epoch += 1
+            progress.batches_in_epoch = 0
+
+    def save(step: int, validation: Optional[dict]) -> None:
+        state = {
+            "step": step, "progress": progress.__dict__.copy(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler else None, "rng": rng_state(),
+            "sampler": sampler.state_dict(batches_consumed=progress.batches_in_epoch),
+            "controller": controller.state_dict() if controller else None,
+            "average_count": average.count if average else 0,
+        }
+        tensors = {f"ctc_head.{k}": v for k, v in
+                   (training_model.ctc_head.state_dict().items() if training_model.ctc_head else [])}
+        if average:
+            tensors.update(average.state_tensors())
+        extra = {"train_config": config.to_dict(), "step": step, "validation": validation}
+        checkpoints.save(step, model, tokenizer, extra, state, tensors,
+                         {"step": step, "validation": validation}, write_files=write_checkpoint_files)
+
+    # ---- the loop ----
+    from tqdm import tqdm
+
+    stream = batches()
+    bar = tqdm(total=config.run.max_steps, initial=progress.step, disable=not (ctx.is_main and config.run.progress),
+               unit="step", dynamic_ncols=True, file=sys.stderr)
+    training_model.train()
+    accumulate = config.optim.accumulate
+    started = time.perf_counter()
+    seconds_this_run = 0.0
+    while progress.step < config.run.max_steps:
+        step_start = time.perf_counter()
+        lr = config.optim.lr * lr_factor(progress.step, config.schedule, config.run.max_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        sums = torch.zeros(4, dtype=torch.float64)  # loss, attention, ctc, audio seconds
+        for micro in range(accumulate):
+            batch = next(stream).to(ctx.device)
+            last = micro == accumulate - 1
+            with (nullcontext() if last or not hasattr(wrapped, "no_sync") else wrapped.no_sync()):
+                with torch.autocast(device_type=ctx.device.type, dtype=autocast_dtype or torch.float32,
+                                    enabled=autocast_dtype is not None):
+                    loss, attention, ctc = forward(batch.mels, batch.n_frames, batch.tokens, batch.targets)
+                scaled = loss / accumulate
+                (scaler.scale(scaled) if scaler else scaled).backward()
+                loss, attention, ctc = loss.detach(), attention.detach(), ctc.detach()
+            sums += torch.tensor([loss.item(), attention.item(), ctc.item(),
+                                  float(batch.n_frames.sum()) / 100.0], dtype=torch.float64)
+        sums[:3] /= accumulate
+        sums = dist.all_reduce_mean(sums, ctx, sum_last=True)
+        step_loss, step_attention, step_ctc, step_audio = sums.tolist()
+
+        if scaler:
+            scaler.unscale_(optimizer)
+        clip = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(training_model.parameters(), clip))
+        finite = math.isfinite(step_loss) and math.isfinite(grad_norm)
+        if finite:
+            (scaler.step(optimizer) if scaler else optimizer.step())
+        if scaler:
+            scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        progress.audio_seconds += step_audio
+
+        if not finite:
+            progress.bad_in_row += 1
+            progress.skipped += 1
+            say(f"step {progress.step + 1}: loss {step_loss}, gradient norm {grad_norm}: skipped "
+                f"({progress.bad_in_row} in a row)")
+            metrics.write({"step": progress.step + 1, "skipped": True, "loss": None, "lr": lr})
+            if progress.bad_in_row >= config.optim.max_bad_steps:
+                kept = checkpoints.steps()
+                raise TrainingStopped(f"{run_dir}: {progress.bad_in_row} steps in a row had a NaN/inf loss or "
+                                      f"gradient; stopped (last good checkpoint: "
+                                      f"{'step ' + str(kept[-1]) if kept else 'none'})")
+            continue
+        progress.bad_in_row = 0
+        progress.step += 1
+        step = progress.step
+
+        # dynamic base: after the optimiser step, driven by the smoothed training loss
+        action = None
+        if controller:
+            action = controller.update(step, step_loss).action
+            controller.apply(model)
+        if average and step >= config.checkpoint.average_start and step % config.checkpoint.average_every == 0:
+            average.update(model)
+
+        elapsed = time.perf_counter() - step_start
+        seconds_this_run += elapsed
+        bases = rotary_bases(model)
+        row = {"step": step, "loss": step_loss, "attention_loss": step_attention, "ctc_loss": step_ctc,
+               "lr": lr, "rotary_base": next(iter(bases.values()), None),
+               **{f"rotary_base_{k}": v for k, v in bases.items()}, "base_action": action,
+               "grad_norm": grad_norm, "epoch": progress.epoch, "audio_seconds": step_audio,
+               "audio_s_per_s": step_audio / elapsed if elapsed > 0 else None, "time": time.time()}
+
+        final = step == config.run.max_steps
+        validation = None
+        if dev_loader is not None and (step % config.validation.every_steps == 0 or final):
+            result = run_validation(training_model, dev_loader, tokenizer, ctx.device, autocast_dtype, rate,
+                                    config.validation.extra_tokens, config.validation.normalizer)
+            validation = {"dev_wer": result.wer, "dev_cer": result.cer, "dev_loss": result.loss}
+            row.update(validation)
+            ref, hyp = result.examples[0] if result.examples else ("", "")
+            say(f"step {step}: dev WER {100 * result.wer:.2f}%, CER {100 * result.cer:.2f}%, "
+                f"loss {result.loss:.3f} ({result.utterances} utt) | ref: {ref!r} | hyp: {hyp!r}")
+            progress.last_validation = {"step": step, **validation}
+        new_best = validation is not None and (progress.best_wer is None or validation["dev_wer"] < progress.best_wer)
+        if new_best:
+            progress.best_wer = validation["dev_wer"]
+        # the best by dev WER always gets a checkpoint (rank 0 alone validates: tell the others)
+        if dist.any_flag(new_best, ctx) or step % config.checkpoint.every_steps == 0 or final:
+            failure = None
+            if ctx.is_main:
+                try:
+                    save(step, validation)
+                    if new_best:
+                        checkpoints.set_best(step, validation["dev_wer"])
+                        checkpoints.prune()
+                except CheckpointWriteError as err:
+                    failure = str(err)
+            if dist.any_flag(failure is not None, ctx):
+                raise TrainingStopped(failure or "rank 0 could not write a checkpoint")
+        metrics.write(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", base=f"{row['rotary_base'] or 0:.0f}",
+                        audio_s_per_s=f"{row['audio_s_per_s'] or 0:.0f}")
+    bar.close()
+
+    if ctx.is_main:
+        finish(run_dir, model, tokenizer, average, config)
+    dist.cleanup(ctx)
+    wall = time.perf_counter() - started
+    return {"step": progress.step, "best_wer": progress.best_wer, "last_validation": progress.last_validation,
+            "wall_seconds": wall, "skipped": progress.skipped}
+
+
+def restore(path: Path, training_model, optimizer, scaler, controller, average, sampler, ctx) -> Progress:
+    from safetensors.torch import load_file
+
+    state, tensors, _ = read_state(path)
+    model = training_model.model
+    weights = load_file(path / MODEL_DIR / "model.safetensors", device="cpu")
+    model.load_state_dict(weights, strict=True)
+    for stack, base in rotary_bases(model).items():  # keep the options in step with the buffers
+        set_rotary_base(model, base, stack)
+    if training_model.ctc_head is not None:
+        training_model.ctc_head.load_state_dict({k.removeprefix("ctc_head."): v for k, v in tensors.items()
+                                                 if k.startswith("ctc_head.")})
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler and state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    if controller and state["controller"]:
+        controller.load_state_dict(state["controller"])
+    if average:
+        average.load_state_tensors(tensors, state["average_count"])
+    sampler.load_state_dict(dist.reshard_sampler_state(state["sampler"], sampler))
+    set_rng_state(state["rng"])
+    progress = Progress(**state["progress"])
+    progress.batches_in_epoch = sampler.state_dict()["batches_consumed"]
+    return progress
+
+
+def finish(run_dir: Path, model, tokenizer, average, config: TrainConfig) -> None:
+    """The final weights as a model directory, and the running average beside them."""
+    from ..store.checkpoint import save_checkpoint
+
+    extra = {"train_config": config.to_dict()}
+    save_checkpoint(model, run_dir / "final", tokenizer=tokenizer, extra=extra)
+    if average and average.count:
+        import copy
+
+        averaged = copy.deepcopy(model)
+        average.copy_into(averaged)
+        save_checkpoint(averaged, run_dir / "averaged", tokenizer=tokenizer,
+                        extra={**extra, "averaged_steps": average.count})
