@@ -157,7 +157,7 @@ def _check_resumable(out_dir: Path, settings: dict) -> None:
                               "differ); use a new --output-dir")
 
 
-def _decode_chunk(system, dataset_name: str, items: list, normalize, timed: bool) -> list[dict]:
+def _decode_chunk(system, dataset_name: str, items: list, normalize) -> list[dict]:
     """Rows for (utterance, duration) items: read each, decode the readable ones together."""
     rows: list[Optional[dict]] = [None] * len(items)
     audios, positions = [], []
@@ -183,7 +183,7 @@ def _decode_chunk(system, dataset_name: str, items: list, normalize, timed: bool
         duration = len(audios[k]) / SAMPLE_RATE
         text, capped = cap_hypothesis(text, duration)
         rows[positions[k]] = make_row(dataset_name, items[positions[k]][0], duration, text, normalize,
-                                      decode_seconds=seconds[k] if timed else 0.0, capped=capped)
+                                      decode_seconds=seconds[k], capped=capped)
     return rows
 
 
@@ -250,18 +250,20 @@ def evaluate(system, datasets: Sequence[Dataset], normalizer, out_dir: Path, lim
                disable=not progress, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
     if mine:
         _warm_up(system, [(plan[i][1], None) for i in mine])
-    for start in range(0, len(mine), CHUNK_UTTERANCES):
-        chunk = mine[start:start + CHUNK_UTTERANCES]
-        # a chunk holds one dataset's utterances at a time (rows carry the dataset's name)
-        for name in dict.fromkeys(plan[i][0] for i in chunk):
-            part = [i for i in chunk if plan[i][0] == name]
-            new_rows += _decode_chunk(system, name, [(plan[i][1], duration_of[i]) for i in part], normalizer, True)
-            bar.update(sum(duration_of[i] for i in part))
-        if time.monotonic() - last_save > SAVE_INTERVAL_SECONDS:
-            write_rows(partial, new_rows)
-            last_save = time.monotonic()
-    bar.close()
-    write_rows(partial, new_rows)
+    try:
+        for start in range(0, len(mine), CHUNK_UTTERANCES):
+            chunk = mine[start:start + CHUNK_UTTERANCES]
+            # a chunk holds one dataset's utterances at a time (rows carry the dataset's name)
+            for name in dict.fromkeys(plan[i][0] for i in chunk):
+                part = [i for i in chunk if plan[i][0] == name]
+                new_rows += _decode_chunk(system, name, [(plan[i][1], duration_of[i]) for i in part], normalizer)
+                bar.update(sum(duration_of[i] for i in part))
+            if time.monotonic() - last_save > SAVE_INTERVAL_SECONDS:
+                write_rows(partial, new_rows)
+                last_save = time.monotonic()
+    finally:  # interrupted or not, what is decoded is kept for --resume
+        bar.close()
+        write_rows(partial, new_rows)
 
     gathered = _gather(new_rows)
     if rank != 0:
