@@ -1,6 +1,8 @@
 """DynamicConvAttention against a naive loop reference: "same" and causal padding, odd and even
 kernel widths, softmax-normalised kernels, zero-initialised branch, padding masks, incremental
 decoding through the cache, bf16 autocast, and the layer inside the whole model."""
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,7 @@ from asr.nn.kv_cache import LayerCache
 from asr.nn.model import ASRModel
 from asr.convert.warm_start import load_vanilla_weights
 
-N_STATE, N_HEAD = 8, 2  # two channel groups of four channels
+N_STATE, N_HEAD = 8, 2  # two channel blocks of four channels
 
 DIMS = ModelDimensions(n_mels=80, n_audio_ctx=64, n_audio_state=32, n_audio_head=4, n_audio_layer=2,
                        n_vocab=50, n_text_ctx=16, n_text_state=32, n_text_head=4, n_text_layer=2)
@@ -58,24 +60,29 @@ def scalars(t):
     return [list(row.unbind(0)) for row in t.unbind(0)]
 
 
+def attention_part(layer, x, inputs):
+    """The layer without its branch: the plain MultiHeadAttention forward on the same weights."""
+    return MultiHeadAttention.forward(layer, x, inputs)
+
+
 def naive_branch(layer, x, causal, key_mask=None):
     """The ungated branch conv_out(DynamicConv(conv_in(x))) with zero padding outside [0, T)."""
     batch, time, channels = x.shape
-    width, groups = layer.kernel_width, layer.n_conv_heads
-    per_group = channels // groups
+    width, blocks = layer.kernel_width, layer.channel_blocks
+    per_block = channels // blocks
     offset = width - 1 if causal else width // 2  # even widths: one more tap in the past
     values = F.linear(x, layer.conv_in.weight, layer.conv_in.bias)
     if key_mask is not None:
         values = values * key_mask[:, :, None].to(values.dtype)
-    logits = F.linear(x, layer.kernel.weight, layer.kernel.bias)  # [batch, time, groups * width]
+    logits = F.linear(x, layer.kernel.weight, layer.kernel.bias)  # [batch, time, blocks * width]
     rows = []
     for b in range(batch):
         v, logit = scalars(values[b]), scalars(logits[b])
         steps = []
         for t in range(time):
-            kernels = []  # softmax over the width, one kernel per channel group
-            for g in range(groups):
-                exp = [torch.exp(logit[t][g * width + k]) for k in range(width)]
+            kernels = []  # softmax over the width, one kernel per channel block
+            for b in range(blocks):
+                exp = [torch.exp(logit[t][b * width + k]) for k in range(width)]
                 total = sum(exp)
                 kernels.append([e / total for e in exp])
             outputs = []
@@ -84,7 +91,7 @@ def naive_branch(layer, x, causal, key_mask=None):
                 for k in range(width):
                     source = t + k - offset
                     if 0 <= source < time:
-                        acc = acc + kernels[c // per_group][k] * v[source][c]
+                        acc = acc + kernels[c // per_block][k] * v[source][c]
                 outputs.append(acc)
             steps.append(torch.stack(outputs))
         rows.append(torch.stack(steps))
@@ -93,7 +100,7 @@ def naive_branch(layer, x, causal, key_mask=None):
 
 def naive_layer(layer, x, inputs):
     gate = torch.sigmoid(F.linear(x, layer.gate.weight, layer.gate.bias))
-    return layer.attention(x, inputs) + gate * naive_branch(layer, x, inputs.causal, inputs.key_mask)
+    return attention_part(layer, x, inputs) + gate * naive_branch(layer, x, inputs.causal, inputs.key_mask)
 
 
 def output_and_grads(layer, x, inputs, forward):
@@ -119,7 +126,7 @@ def test_matches_naive_reference_forward_and_gradients(causal, kernel_width, tim
     want, want_grads = output_and_grads(layer, x, inputs, naive_layer)
     torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
     for name in ("x", "conv_in.weight", "conv_in.bias", "kernel.weight", "kernel.bias",
-                 "conv_out.weight", "conv_out.bias", "gate.weight", "gate.bias", "attention.qkv.weight"):
+                 "conv_out.weight", "conv_out.bias", "gate.weight", "gate.bias", "qkv.weight"):
         torch.testing.assert_close(got_grads[name], want_grads[name], atol=1e-10, rtol=1e-10, msg=name)
         assert got_grads[name].abs().max() > 0, name
 
@@ -147,9 +154,9 @@ def test_one_hot_kernels_shift_the_sequence(causal, kernel_width, chunk):
 
 def windowed_reference(values, kernels, padding):
     """Multiply each step's window of padded inputs by its kernel and sum over the width."""
-    batch, time_out, groups, width = kernels.shape
+    batch, time_out, blocks, width = kernels.shape
     windows = F.pad(values, (0, 0, *padding)).unfold(1, width, 1)  # [B, T, C, width]
-    windows = windows.unflatten(2, (groups, -1))
+    windows = windows.unflatten(2, (blocks, -1))
     return (windows * kernels[:, :, :, None, :]).sum(-1).flatten(2)
 
 
@@ -234,7 +241,7 @@ def test_fresh_layer_is_exactly_its_attention_and_the_branch_opens_after_one_ste
     layer = DynamicConvAttention(N_STATE, N_HEAD, None, kernel_width=5, causal=False).double()
     x = torch.randn(2, 10, N_STATE, dtype=torch.float64)
     inputs = encoder_inputs()
-    assert torch.equal(layer(x, inputs), layer.attention(x, inputs))
+    assert torch.equal(layer(x, inputs), attention_part(layer, x, inputs))
     assert torch.equal(layer.conv_out.weight, torch.zeros_like(layer.conv_out.weight))
 
     target = torch.randn(2, 10, N_STATE, dtype=torch.float64)
@@ -248,7 +255,7 @@ def test_fresh_layer_is_exactly_its_attention_and_the_branch_opens_after_one_ste
             p -= 0.1 * p.grad
             p.grad = None
 
-    assert (layer(x, inputs) - layer.attention(x, inputs)).abs().max() > 1e-4
+    assert (layer(x, inputs) - attention_part(layer, x, inputs)).abs().max() > 1e-4
     (layer(x, inputs) - target).pow(2).sum().backward()
     for module in (layer.gate, layer.kernel, layer.conv_in, layer.conv_out):
         assert module.weight.grad.abs().max() > 0
@@ -257,10 +264,10 @@ def test_fresh_layer_is_exactly_its_attention_and_the_branch_opens_after_one_ste
 def test_reset_to_identity_silences_the_branch():
     layer = make_layer(kernel_width=5, causal=True)
     x = torch.randn(2, 6, N_STATE, dtype=torch.float64)
-    assert not torch.equal(layer(x, decoder_inputs()), layer.attention(x, decoder_inputs()))
+    assert not torch.equal(layer(x, decoder_inputs()), attention_part(layer, x, decoder_inputs()))
     layer.reset_to_identity()
     assert torch.equal(layer.conv_out.bias, torch.zeros_like(layer.conv_out.bias))
-    assert torch.equal(layer(x, decoder_inputs()), layer.attention(x, decoder_inputs()))
+    assert torch.equal(layer(x, decoder_inputs()), attention_part(layer, x, decoder_inputs()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,43 +417,59 @@ def test_model_padded_encoder_batch_equals_one_by_one():
 
 
 def test_vanilla_weights_give_the_vanilla_model():
-    """Whisper-shaped weights land on attn.attention.*; with the branch silent the dynconv model
-    computes exactly the vanilla one."""
+    """Whisper-shaped weights land under their own names (attn.qkv, attn.out: a dynconv layer is a
+    MultiHeadAttention); with the branch silent the dynconv model computes exactly the vanilla one."""
     vanilla = make_model(ModelOptions(), seed=1)
     torch.manual_seed(2)
     model = ASRModel(DIMS, dynconv_options()).double().eval()
     extras = load_vanilla_weights(model, vanilla.state_dict())
-    assert extras and all(".attn." in name and ".attn.attention." not in name for name in extras)
+    branch = ("conv_in", "kernel", "conv_out", "gate")
+    assert extras and all(name.split(".")[4] in branch for name in extras)
+    assert len(extras) == 2 * len(branch) * (DIMS.n_audio_layer + DIMS.n_text_layer)  # weight + bias
     mel = torch.randn(2, 80, 24, dtype=torch.float64)
     tokens = torch.randint(0, DIMS.n_vocab, (2, 5))
     with torch.no_grad():
         torch.testing.assert_close(model(mel, tokens), vanilla(mel, tokens), atol=1e-12, rtol=1e-12)
-    assert isinstance(model.encoder.blocks[0].attn.attention, MultiHeadAttention)
+    torch.testing.assert_close(model.encoder.blocks[0].attn.qkv.weight, vanilla.encoder.blocks[0].attn.qkv.weight)
 
 
-@pytest.mark.parametrize("n_conv_heads,groups", [(None, DIMS.n_text_head), (1, 1), (8, 8)])
-def test_n_conv_heads_option_sets_kernel_groups_and_survives_save_load(tmp_path, n_conv_heads, groups):
-    options = ModelOptions(audio=StackOptions(attention="dynconv", kernel_width=5, n_conv_heads=n_conv_heads),
+@pytest.mark.parametrize("channel_blocks,blocks", [(None, DIMS.n_text_head), (1, 1), (8, 8)])
+def test_channel_blocks_option_sets_kernels_and_survives_save_load(tmp_path, channel_blocks, blocks):
+    options = ModelOptions(audio=StackOptions(attention="dynconv", kernel_width=5, channel_blocks=channel_blocks),
                            text=StackOptions(positions="learned", attention="dynconv", kernel_width=4,
-                                             n_conv_heads=n_conv_heads))
+                                             channel_blocks=channel_blocks))
     model = make_model(options).float()  # checkpoints load into float32 models
     for block, width in [(model.encoder.blocks[0], 5), (model.decoder.blocks[0], 4)]:
-        assert block.attn.n_conv_heads == groups
-        # one predicted kernel per group: the kernel projection's output is groups x width
-        assert block.attn.kernel.weight.shape == (groups * width, DIMS.n_text_state)
+        assert block.attn.channel_blocks == blocks
+        # one predicted kernel per channel block: the kernel projection's output is blocks x width
+        assert block.attn.kernel.weight.shape == (blocks * width, DIMS.n_text_state)
     save_checkpoint(model, tmp_path / "c")
     loaded, config = load_checkpoint(tmp_path / "c")
-    assert config["options"]["audio"]["n_conv_heads"] == n_conv_heads
+    assert config["options"]["audio"]["channel_blocks"] == channel_blocks
     assert loaded.options == model.options
-    assert loaded.decoder.blocks[1].attn.n_conv_heads == groups
+    assert loaded.decoder.blocks[1].attn.channel_blocks == blocks
     mel = torch.randn(1, 80, 20)
     tokens = torch.randint(0, DIMS.n_vocab, (1, 5))
     with torch.no_grad():
         torch.testing.assert_close(loaded(mel, tokens), model(mel, tokens), atol=0, rtol=0)
 
 
-def test_n_conv_heads_must_divide_the_width():
-    with pytest.raises(ValueError, match="not divisible by n_conv_heads=3"):
-        ASRModel(DIMS, ModelOptions(audio=StackOptions(attention="dynconv", n_conv_heads=3)))
-    with pytest.raises(ValueError, match="n_conv_heads must be >= 1"):
-        DynamicConvAttention(N_STATE, N_HEAD, None, kernel_width=3, causal=False, n_conv_heads=0)
+def test_config_with_the_old_field_name_still_loads(tmp_path):
+    """config.json written before the rename spells channel_blocks n_conv_heads."""
+    options = ModelOptions(audio=StackOptions(attention="dynconv", kernel_width=5, channel_blocks=2))
+    save_checkpoint(make_model(options).float(), tmp_path / "c")
+    path = tmp_path / "c" / "config.json"
+    config = json.loads(path.read_text())
+    for stack in ("audio", "text"):
+        config["options"][stack]["n_conv_heads"] = config["options"][stack].pop("channel_blocks")
+    path.write_text(json.dumps(config))
+    loaded, _ = load_checkpoint(tmp_path / "c")
+    assert loaded.options.audio.channel_blocks == 2 and loaded.encoder.blocks[0].attn.channel_blocks == 2
+    assert loaded.options.text.channel_blocks is None
+
+
+def test_channel_blocks_must_divide_the_width():
+    with pytest.raises(ValueError, match="not divisible by channel_blocks=3"):
+        ASRModel(DIMS, ModelOptions(audio=StackOptions(attention="dynconv", channel_blocks=3)))
+    with pytest.raises(ValueError, match="channel_blocks must be >= 1"):
+        DynamicConvAttention(N_STATE, N_HEAD, None, kernel_width=3, causal=False, channel_blocks=0)

@@ -1,5 +1,7 @@
 """The seed components inside the whole model: switchable per stack, cache-exact, padding-exact,
-function-preserving from vanilla weights, and one dynamic rotary base that survives save/load."""
+function-preserving from vanilla weights, one dynamic rotary base per stack that survives
+save/load (also from the older one-base config), and every attention kind from one registry."""
+import json
 from dataclasses import replace
 
 import pytest
@@ -7,7 +9,8 @@ import torch
 
 from asr.store.checkpoint import load_checkpoint, save_checkpoint
 from asr.config import ModelDimensions, ModelOptions, StackOptions
-from asr.nn.model import ASRModel
+from asr.nn.attention import MultiHeadAttention
+from asr.nn.model import ATTENTION_LAYERS, ASRModel
 from asr.nn.presets import extras_on_whisper, preset, seed_options, vanilla_options
 from asr.nn.rotary import RotaryEmbeddingWithRotation
 from asr.convert.warm_start import load_vanilla_weights
@@ -90,9 +93,10 @@ def test_seed_model_padded_batch_equals_one_by_one():
 def test_function_preserving_init_reproduces_vanilla_model():
     torch.manual_seed(0)
     vanilla = perturbed(ASRModel(DIMS, vanilla_options()).double().eval())
-    options = extras_on_whisper(vanilla_options())
-    # hybrid local heads equal global heads while their window covers the whole context
-    options = replace(options, audio=replace(options.audio, window=DIMS.n_audio_ctx))
+    # hybrid local heads equal global heads while their window covers the whole context, which
+    # extras_on_whisper gives them
+    options = extras_on_whisper(vanilla_options(), DIMS)
+    assert options.audio.window >= DIMS.n_audio_ctx - 1
     extended = ASRModel(DIMS, options).double().eval()
     extras = load_vanilla_weights(extended, vanilla.state_dict())
     # the extras are really there (and would change outputs if they were not at identity)
@@ -111,28 +115,134 @@ def test_function_preserving_init_reproduces_vanilla_model():
     assert (moved - want).abs().max() > 1e-3
 
 
-def test_set_base_changes_every_rotary_layer_and_survives_save_load(tmp_path):
+def inverse_frequencies(base: float, head_dim: int) -> torch.Tensor:
+    """base^(-2i/h), written out independently of asr.nn.rotary."""
+    return torch.tensor([base ** (-2 * i / head_dim) for i in range(head_dim // 2)], dtype=torch.float32)
+
+
+def rotary_buffers(model: ASRModel) -> dict:
+    return {name: stack.positions.rotary_frequencies for name, stack in
+            (("encoder", model.encoder), ("decoder", model.decoder))}
+
+
+def test_each_stack_has_its_own_base_set_in_place():
+    options = small_seed_options()
+    options = replace(options, audio=replace(options.audio, rotary_base=5000.0))
+    model = ASRModel(DIMS, options)
+    assert model.rotary_bases() == {"encoder": 5000.0, "decoder": 10000.0}
+    head_dim = DIMS.n_audio_state // DIMS.n_audio_head
+    frequencies = rotary_buffers(model)
+    tensors = {name: (f.inv_freq, f.inv_freq.data_ptr(), f.base) for name, f in frequencies.items()}
+    model.set_rotary_base(25000.0, stack="decoder")
+    assert model.rotary_bases() == {"encoder": 5000.0, "decoder": 25000.0}
+    assert model.options.text.rotary_base == 25000.0 and model.options.audio.rotary_base == 5000.0
+    for name, base in (("encoder", 5000.0), ("decoder", 25000.0)):
+        f = frequencies[name]
+        inv_freq, pointer, base_buffer = tensors[name]
+        assert f.inv_freq is inv_freq and f.inv_freq.data_ptr() == pointer and f.base is base_buffer
+        torch.testing.assert_close(f.inv_freq, inverse_frequencies(base, head_dim))
+        # every rotary layer of the stack sees it: the angles at position 3 use the new frequencies
+        stack = model.encoder if name == "encoder" else model.decoder
+        angles = stack.positions.attention_inputs(5, 0, None).rope_angles
+        torch.testing.assert_close(angles[3], 3 * inverse_frequencies(base, head_dim))
+    model.set_rotary_base(12000.0)  # no stack: every stack with rotary
+    assert model.rotary_bases() == {"encoder": 12000.0, "decoder": 12000.0}
+
+
+def test_set_rotary_base_refuses_unknown_or_rotary_free_stacks():
+    model = ASRModel(DIMS, ModelOptions(audio=StackOptions(rotary=True)))
+    assert model.rotary_bases() == {"encoder": 10000.0}
+    with pytest.raises(ValueError, match="the decoder has no rotary embeddings"):
+        model.set_rotary_base(20000.0, stack="decoder")
+    with pytest.raises(ValueError, match="unknown stack 'text'"):
+        model.set_rotary_base(20000.0, stack="text")
+    with pytest.raises(ValueError, match="must be finite and > 1"):
+        model.set_rotary_base(1.0, stack="encoder")
+    with pytest.raises(ValueError, match="no rotary embeddings"):
+        ASRModel(DIMS, vanilla_options()).set_rotary_base(20000.0)
+
+
+def test_two_different_bases_survive_save_load(tmp_path):
     torch.manual_seed(0)
     model = ASRModel(DIMS, small_seed_options())
-    frequencies = list(model.rotary_frequencies())
-    assert len(frequencies) == 2
-    buffers = [f.inv_freq for f in frequencies]
-    model.set_rotary_base(25000.0)
-    head_dim = DIMS.n_audio_state // DIMS.n_audio_head
-    expected = torch.tensor([25000.0 ** (-2 * i / head_dim) for i in range(head_dim // 2)])
-    for f, buf in zip(model.rotary_frequencies(), buffers):
-        assert f.inv_freq is buf  # updated in place, not replaced
-        torch.testing.assert_close(f.inv_freq, expected)
-    # every rotary layer sees it: angles at position 3 use the new frequencies
-    for stack in (model.encoder, model.decoder):
-        angles = stack.positions.attention_inputs(5, 0, None).rope_angles
-        torch.testing.assert_close(angles[3], 3 * expected)
+    model.set_rotary_base(3000.0, stack="encoder")
+    model.set_rotary_base(40000.0, stack="decoder")
     save_checkpoint(model, tmp_path / "c")
-    loaded, config = load_checkpoint(tmp_path / "c")
-    assert config["options"]["rotary_base"] == 25000.0 and loaded.rotary_base == 25000.0
-    for f in loaded.rotary_frequencies():
-        torch.testing.assert_close(f.inv_freq, expected)
-        assert float(f.base) == 25000.0
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    # a reader of config.json sees both bases
+    assert config["options"]["audio"]["rotary_base"] == 3000.0
+    assert config["options"]["text"]["rotary_base"] == 40000.0
+    assert "rotary_base" not in config["options"]
+    loaded, _ = load_checkpoint(tmp_path / "c")
+    assert loaded.rotary_bases() == {"encoder": 3000.0, "decoder": 40000.0}
+    assert loaded.options == model.options
+    head_dim = DIMS.n_audio_state // DIMS.n_audio_head
+    for name, base in (("encoder", 3000.0), ("decoder", 40000.0)):
+        torch.testing.assert_close(rotary_buffers(loaded)[name].inv_freq, inverse_frequencies(base, head_dim))
+    mel = torch.randn(1, 80, 30)
+    tokens = torch.randint(0, DIMS.n_vocab, (1, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(mel, tokens), model.eval()(mel, tokens), atol=0, rtol=0)
+
+
+def test_config_json_follows_the_live_buffer(tmp_path):
+    """A base changed on the stack's frequencies directly still reaches config.json."""
+    model = ASRModel(DIMS, small_seed_options())
+    model.decoder.positions.rotary_frequencies.set_base(30000.0)
+    save_checkpoint(model, tmp_path / "c")
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["options"]["text"]["rotary_base"] == 30000.0
+    assert load_checkpoint(tmp_path / "c")[0].options.text.rotary_base == 30000.0
+
+
+def test_checkpoint_with_one_model_level_base_still_loads(tmp_path):
+    """The older layout: options.rotary_base for the whole model, none per stack. The weights'
+    buffers hold each stack's base and win over the config, as they did then."""
+    torch.manual_seed(0)
+    model = ASRModel(DIMS, small_seed_options())
+    model.set_rotary_base(25000.0)
+    save_checkpoint(model, tmp_path / "c")
+    path = tmp_path / "c" / "config.json"
+    config = json.loads(path.read_text())
+    for stack in ("audio", "text"):
+        del config["options"][stack]["rotary_base"]
+    config["options"]["rotary_base"] = 10000.0  # stale in the config, as the old code allowed
+    path.write_text(json.dumps(config))
+    loaded, _ = load_checkpoint(tmp_path / "c")
+    assert loaded.rotary_bases() == {"encoder": 25000.0, "decoder": 25000.0}
+    assert loaded.options.audio.rotary_base == loaded.options.text.rotary_base == 25000.0
+    # without rotary layers the model-level base simply becomes each stack's option
+    vanilla = ASRModel(DIMS, vanilla_options())
+    save_checkpoint(vanilla, tmp_path / "v")
+    path = tmp_path / "v" / "config.json"
+    config = json.loads(path.read_text())
+    for stack in ("audio", "text"):
+        del config["options"][stack]["rotary_base"]
+    config["options"]["rotary_base"] = 20000.0
+    path.write_text(json.dumps(config))
+    loaded, _ = load_checkpoint(tmp_path / "v")
+    assert loaded.rotary_bases() == {} and loaded.options.audio.rotary_base == 20000.0
+
+
+@pytest.mark.parametrize("kind", sorted(ATTENTION_LAYERS))
+def test_every_attention_kind_is_built_from_the_registry_with_whisper_names(kind):
+    options = ModelOptions(audio=StackOptions(attention=kind, window=DIMS.n_audio_ctx - 1),
+                           text=StackOptions(positions="learned", attention=kind, window=DIMS.n_text_ctx - 1),
+                           function_preserving_init=True)
+    torch.manual_seed(0)
+    model = ASRModel(DIMS, options).double().eval()
+    layers = [b.attn for b in (*model.encoder.blocks, *model.decoder.blocks)]
+    assert all(type(layer) is ATTENTION_LAYERS[kind] for layer in layers)
+    assert all(isinstance(layer, MultiHeadAttention) for layer in layers)
+    # the one weight-naming scheme: vanilla tensors keep their names in every kind, extras are new
+    vanilla = perturbed(ASRModel(DIMS, vanilla_options()).double().eval())
+    extras = load_vanilla_weights(model, vanilla.state_dict())
+    assert set(vanilla.state_dict()) <= set(model.state_dict())
+    assert set(extras) == set(model.state_dict()) - set(vanilla.state_dict())
+    mel = torch.randn(1, 80, 30, dtype=torch.float64)
+    tokens = torch.randint(0, DIMS.n_vocab, (1, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(model(mel, tokens), vanilla(mel, tokens), atol=1e-10, rtol=1e-10)
 
 
 def test_presets_build():
