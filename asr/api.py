@@ -3,14 +3,16 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from .store.checkpoint import CheckpointError, load_checkpoint, load_tokenizer
 from .store.registry import DEFAULT_MODEL, resolve
-from .inference.transcribe import TranscribeOptions, check_language, detect_file_language, transcribe_arrays
+from .audio import AudioError
+from .inference.transcribe import (TranscribeOptions, check_language, detect_file_language, transcribe_arrays,
+                                   transcribe_stream)
 from .audio.stream import open_audio
 
 OPTION_NAMES = {f.name for f in fields(TranscribeOptions)}
@@ -66,8 +68,14 @@ class SpeechModel:
     def transcribe_many(self, audios: Sequence, on_progress=None, **options) -> list[dict]:
         options.setdefault("suppress_tokens", self.suppress_tokens)
         opts = transcribe_options(**options)
-        sources = [open_audio(a) if isinstance(a, (str, Path, np.ndarray)) else a for a in audios]
-        return transcribe_arrays(self.model, self.tokenizer, sources, opts, on_progress, self.english_only)
+        return transcribe_arrays(self.model, self.tokenizer, list(audios), opts, on_progress, self.english_only)
+
+    def transcribe_stream(self, audios: Iterable, on_progress=None, **options) -> Iterator[tuple[int, Union[dict, AudioError]]]:
+        """Yield (index, result dict or AudioError) as each input finishes; a file that cannot be
+        decoded costs no other file its transcript. At most batch_size files are open at once."""
+        options.setdefault("suppress_tokens", self.suppress_tokens)
+        opts = transcribe_options(**options)
+        return transcribe_stream(self.model, self.tokenizer, audios, opts, on_progress, self.english_only)
 
 
 def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[str] = None,

@@ -7,13 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .common import EXIT_FAILURE, error
 from ..convert import FORMATS
-
-EXIT_FAILURE = 1
-
-
-def _error(message: str) -> None:
-    print(f"asr: error: {message}", file=sys.stderr)
 
 
 def cmd_convert(args) -> int:
@@ -23,10 +18,10 @@ def cmd_convert(args) -> int:
     try:
         out_dir, model, tokenizer = convert(args.source, args.output, args.format, args.tokenizer)
     except (ConversionError, CheckpointError) as err:
-        _error(str(err))
+        error(str(err))
         return EXIT_FAILURE
     except OSError as err:  # e.g. the output directory is not writable
-        _error(f"{err.filename or args.output}: {err.strerror or err}")
+        error(f"{err.filename or args.output}: {err.strerror or err}")
         return EXIT_FAILURE
     dims = model.dims
     vocabulary = f"tokenizer {tokenizer.n_vocab} tokens" if tokenizer else "no tokenizer (use --tokenizer)"

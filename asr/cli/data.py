@@ -15,16 +15,13 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from .common import error
 from ..data.manifest import ManifestError, read_manifest, write_manifest
 from ..data.sources import SOURCE_TYPES, SourceError, load_source
 from ..data.validate import DEFAULT_MAX_DURATION, Report, validate
 
 SECONDS_PER_MINUTE = 60.0
 SECONDS_PER_HOUR = 3600.0
-
-
-def error(message: str) -> None:
-    print(f"asr: error: {message}", file=sys.stderr)
 
 
 def _max_duration(value: float) -> Optional[float]:

@@ -10,12 +10,13 @@ Whisper's log-mel floor follows (asr.whisper_features).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional, Sequence, Union
+import os
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from ..audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, batch_log_mel
+from ..audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, AudioError, batch_log_mel
 from ..audio.stream import open_audio
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from ..text.tokenizer import TIMESTAMP_STEP, Tokenizer
@@ -56,6 +57,7 @@ class FileState:
     """One recording on its way through the windows."""
 
     audio: object  # ArrayAudio or AudioStream: len() in samples, window(start, stop)
+    index: int = 0  # position among the inputs of the call
     seek: int = 0  # mel frames already transcribed
     segments: list = field(default_factory=list)
     prompt: list = field(default_factory=list)
@@ -113,19 +115,37 @@ def decode_with_fallback(model, tokenizer, features, mask, base: DecodingOptions
     return results
 
 
-def window_features(model, states: list[FileState]):
-    """Log-mel of each file's next window: [files, n_mels, frames] and real frame counts."""
+def read_windows(model, states: list[FileState]) -> tuple[list[FileState], list, list[tuple[FileState, AudioError]]]:
+    """Each file's next window: samples, or for pretrained Whisper models the log-mel window.
+    Returns (files read, their windows, (file, error) for files that failed to decode), so a
+    file that breaks half-way costs no other file its transcript."""
     window = 2 * model.dims.n_audio_ctx
     n_mels = model.dims.n_mels
+    read, pieces, failed = [], [], []
+    for s in states:
+        try:
+            if model.options.fixed_audio_window:
+                # Whisper's input exactly as openai-whisper and faster-whisper build it from the
+                # whole file's features (edge frames see the neighbouring audio, the floor follows
+                # the file's peak), padded with 0.0 in the log-mel domain to 30 s. Padding the
+                # audio with silence instead changes the first tokens of many short clips.
+                piece = whisper_window(s.audio, s.seek, s.whisper_peak(n_mels), n_mels, window)
+            else:
+                piece = s.audio.window(s.seek * HOP_LENGTH, (s.seek + window) * HOP_LENGTH)
+        except AudioError as err:
+            failed.append((s, err))
+            continue
+        read.append(s)
+        pieces.append(piece)
+    return read, pieces, failed
+
+
+def window_features(model, pieces: list):
+    """Model input for windows from read_windows: [files, n_mels, frames] and real frame counts
+    (None for fixed Whisper windows, which are all full length)."""
     if model.options.fixed_audio_window:
-        # Whisper's input exactly as openai-whisper and faster-whisper build it from the whole
-        # file's features (edge frames see the neighbouring audio, the floor follows the file's
-        # peak), padded with 0.0 in the log-mel domain to 30 s. Padding the audio with silence
-        # instead changes the first tokens of many short clips.
-        return torch.stack([whisper_window(s.audio, s.seek, s.whisper_peak(n_mels), n_mels, window)
-                            for s in states]), None
-    chunks = [s.audio.window(s.seek * HOP_LENGTH, (s.seek + window) * HOP_LENGTH) for s in states]
-    return batch_log_mel(chunks, n_mels)
+        return torch.stack(pieces), None
+    return batch_log_mel(pieces, model.dims.n_mels)
 
 
 def add_window_result(state: FileState, result: DecodingResult, tokenizer: Tokenizer,
@@ -257,7 +277,10 @@ def detect_file_language(model, tokenizer: Tokenizer, audio) -> tuple[str, float
                               2 * model.dims.n_audio_ctx, for_language=True)[None]
         n_frames = None
     else:
-        mels, n_frames = window_features(model, [state])
+        _, pieces, failed = read_windows(model, [state])
+        if failed:
+            raise failed[0][1]
+        mels, n_frames = window_features(model, pieces)
     with torch.inference_mode():
         features, mask = model.embed_audio(mels.to(device=model.device, dtype=next(model.parameters()).dtype),
                                            None if n_frames is None else n_frames.to(model.device))
@@ -266,65 +289,104 @@ def detect_file_language(model, tokenizer: Tokenizer, audio) -> tuple[str, float
     return language, probabilities[language], probabilities
 
 
-def transcribe_arrays(model, tokenizer: Tokenizer, audios: Sequence,
+def transcribe_stream(model, tokenizer: Tokenizer, audios: Iterable,
                       opts: TranscribeOptions = TranscribeOptions(),
                       on_progress: Optional[Callable[[float], None]] = None,
-                      english_only: bool = False) -> list[dict]:
-    """Transcribe 16 kHz mono float arrays or audio sources (asr.audio_stream.open_audio);
-    returns one result dict per input.
+                      english_only: bool = False) -> Iterator[tuple[int, Union[dict, AudioError]]]:
+    """Transcribe inputs (paths, 16 kHz mono float arrays, or sources from asr.audio.stream) and
+    yield ``(index, result)`` as each one finishes, ``result`` being the result dict or, for an
+    input that cannot be decoded (when opened or half-way), its AudioError; the others go on.
 
-    English-only Whisper models were trained with a bare <|startoftranscript|> (no language or
-    task token): `english_only` decodes that way. With no language given, a multilingual model
-    detects each file's language on its first decoded window, as Whisper does."""
+    At most ``opts.batch_size`` files are open at once; each step decodes the next window of
+    the open files together, and a finished file's place goes to the next input. English-only
+    Whisper models were trained with a bare <|startoftranscript|> (no language or task token):
+    ``english_only`` decodes that way. With no language given, a multilingual model detects each
+    file's language on its first decoded window, as Whisper does."""
     opts = check_language(tokenizer, opts, english_only)
-    states = [FileState(open_audio(a) if isinstance(a, np.ndarray) else a, language=opts.language)
-              for a in audios]
     initial = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
-    for s in states:
-        s.prompt = list(initial)
     base = DecodingOptions(task=None if english_only else opts.task,
                            language=None if english_only else opts.language, beam_size=opts.beam_size,
                            patience=opts.patience, length_penalty=opts.length_penalty,
                            without_timestamps=opts.without_timestamps, suppress_tokens=tuple(opts.suppress_tokens))
     window = 2 * model.dims.n_audio_ctx
-    device = model.device
+    inputs = enumerate(audios)
+    open_files: list[FileState] = []
     while True:
-        for state in states:
-            skip_silent_windows(state, window, opts.silence_rms_dbfs, on_progress)
-        waiting = [s for s in states if not s.done]
-        if not waiting:
-            break
-        # one prompt per decoding batch: files whose prompt differs wait for a later batch
-        active = [s for s in waiting if s.prompt == waiting[0].prompt][:max(1, opts.batch_size)]
-        mels, n_frames = window_features(model, active)
-        mels = mels.to(device=device, dtype=next(model.parameters()).dtype)
-        n_frames = None if n_frames is None else n_frames.to(device)
-        with torch.inference_mode():
-            features, mask = model.embed_audio(mels, n_frames)
-        settle_languages(model, tokenizer, active, features, mask)
-        results = [None] * len(active)
-        for language in dict.fromkeys(s.language for s in active):  # one decode per language
-            rows = [i for i, s in enumerate(active) if s.language == language]
-            options = replace(base, prompt=tuple(active[0].prompt),
-                              language=None if english_only else language)
-            rows_features, rows_mask = features, mask
-            if len(rows) < len(active):
-                index = torch.tensor(rows, device=features.device)
-                rows_features, rows_mask = features[index], None if mask is None else mask[index]
-            decoded = decode_with_fallback(model, tokenizer, rows_features, rows_mask, options, opts)
-            for i, result in zip(rows, decoded):
-                results[i] = result
-        for state, result in zip(active, results):
-            before = state.seek
-            add_window_result(state, result, tokenizer, window, opts)
-            if on_progress:
-                on_progress((min(state.seek, state.total_frames) - before) * HOP_LENGTH / SAMPLE_RATE)
-    return [make_result(s) for s in states]
+        while len(open_files) < max(1, opts.batch_size):  # refill the open files from the inputs
+            index, audio = next(inputs, (None, None))
+            if index is None:
+                break
+            try:
+                source = open_audio(audio) if isinstance(audio, (str, os.PathLike, np.ndarray)) else audio
+            except AudioError as err:
+                yield index, err
+                continue
+            open_files.append(FileState(source, index=index, language=opts.language, prompt=list(initial)))
+        for state in list(open_files):
+            try:
+                skip_silent_windows(state, window, opts.silence_rms_dbfs, on_progress)
+            except AudioError as err:
+                open_files.remove(state)
+                yield state.index, err
+        finished = [s for s in open_files if s.done]
+        for state in finished:
+            open_files.remove(state)
+            yield state.index, make_result(state)
+        if finished:
+            continue  # their places go to the next inputs first
+        if not open_files:
+            return
+        # one prompt per decoding batch: files whose prompt differs wait for a later step
+        active = [s for s in open_files if s.prompt == open_files[0].prompt]
+        active, pieces, failed = read_windows(model, active)
+        for state, err in failed:
+            open_files.remove(state)
+            yield state.index, err
+        if active:
+            decode_step(model, tokenizer, active, pieces, base, opts, english_only, on_progress)
 
 
-def transcribe(model, tokenizer: Tokenizer, audio: Union[str, np.ndarray],
-               opts: TranscribeOptions = TranscribeOptions()) -> dict:
-    return transcribe_arrays(model, tokenizer, [open_audio(audio)], opts)[0]
+def decode_step(model, tokenizer: Tokenizer, active: list[FileState], pieces: list, base: DecodingOptions,
+                opts: TranscribeOptions, english_only: bool, on_progress) -> None:
+    """Encode the files' next windows in one batch, decode them (one decode per language), and
+    move each file on."""
+    window = 2 * model.dims.n_audio_ctx
+    mels, n_frames = window_features(model, pieces)
+    mels = mels.to(device=model.device, dtype=next(model.parameters()).dtype)
+    n_frames = None if n_frames is None else n_frames.to(model.device)
+    with torch.inference_mode():
+        features, mask = model.embed_audio(mels, n_frames)
+    settle_languages(model, tokenizer, active, features, mask)
+    results = [None] * len(active)
+    for language in dict.fromkeys(s.language for s in active):
+        rows = [i for i, s in enumerate(active) if s.language == language]
+        options = replace(base, prompt=tuple(active[0].prompt), language=None if english_only else language)
+        rows_features, rows_mask = features, mask
+        if len(rows) < len(active):
+            index = torch.tensor(rows, device=features.device)
+            rows_features, rows_mask = features[index], None if mask is None else mask[index]
+        for i, result in zip(rows, decode_with_fallback(model, tokenizer, rows_features, rows_mask, options, opts)):
+            results[i] = result
+    for state, result in zip(active, results):
+        before = state.seek
+        add_window_result(state, result, tokenizer, window, opts)
+        if on_progress:
+            on_progress((min(state.seek, state.total_frames) - before) * HOP_LENGTH / SAMPLE_RATE)
 
 
-__all__ = ["TranscribeOptions", "transcribe", "transcribe_arrays", "N_SAMPLES", "TIMESTAMP_STEP"]
+def transcribe_arrays(model, tokenizer: Tokenizer, audios: Sequence,
+                      opts: TranscribeOptions = TranscribeOptions(),
+                      on_progress: Optional[Callable[[float], None]] = None,
+                      english_only: bool = False) -> list[dict]:
+    """transcribe_stream collected in input order; the first input that cannot be decoded raises
+    its AudioError once every other input is done."""
+    results: list = [None] * len(audios)
+    for index, result in transcribe_stream(model, tokenizer, audios, opts, on_progress, english_only):
+        results[index] = result
+    for result in results:
+        if isinstance(result, AudioError):
+            raise result
+    return results
+
+
+__all__ = ["TranscribeOptions", "transcribe_arrays", "transcribe_stream", "N_SAMPLES", "TIMESTAMP_STEP"]
