@@ -1,5 +1,8 @@
-"""Decoding: beam 1 equals greedy, batches equal one-by-one, the cached loop equals a naive
-recomputing loop, and the timestamp rules allow exactly what Whisper's rules allow."""
+"""Decoding: beam 1 equals greedy, batches equal one-by-one, the cached loop and its scores equal a
+naive recomputing loop, and the timestamp rules allow exactly what Whisper's rules allow.
+(tests/test_decoding_pins.py pins the beam-search rules and no_speech_prob on models whose
+probabilities the test controls.)"""
+import copy
 import math
 from dataclasses import replace
 
@@ -19,6 +22,9 @@ TEXTS = [
     "all that glitters is not gold",
     "every cloud has a silver lining",
 ] * 4
+
+
+EOT_BOOST = 2.5  # scales the <|endoftext|> embedding row in test_scores_equal_naive_recomputation
 
 
 @pytest.fixture(scope="module")
@@ -102,16 +108,42 @@ def test_cached_greedy_equals_naive_recomputation(model, tokenizer):
         assert got[i].tokens == tokens[len(prefix):]
 
 
-def test_beam_search_finds_a_better_score_than_greedy(model, tokenizer):
-    options = DecodingOptions(sample_len=12, without_timestamps=True)
+@pytest.mark.parametrize("beam_size", [None, 5])
+def test_scores_equal_naive_recomputation(model, tokenizer, beam_size):
+    """Each result's avg_logprob is the log-probability of its tokens (and of <|endoftext|> when
+    it finished within the limit) under the same token suppression, over len(tokens) + 1, as a
+    whole-prefix forward without the cache computes it. Greedy and beam search alike: beam search
+    moves hypotheses between cache rows, and a score that followed the wrong row would show."""
+    sample_len = 12
+    options = DecodingOptions(sample_len=sample_len, without_timestamps=True, repetition_guard=False,
+                              beam_size=beam_size)
+    # the random model never ends within 12 tokens; a longer <|endoftext|> output row (tied
+    # embedding) makes it end sometimes, so both kinds of result occur
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.decoder.token_embedding.weight[tokenizer.eot] *= EOT_BOOST
     audio, mask = encode(model, [40, 30, 22, 36], seed=3)
-    greedy = decode(model, tokenizer, audio, mask, options)
-    beam = decode(model, tokenizer, audio, mask, replace(options, beam_size=5))
-    # beam search ranks by mean log-probability over finished hypotheses, greedy's path is one
-    # of those it can find, so beam search is never worse on that score (up to tie-breaks)
-    for g, b in zip(greedy, beam):
-        if len(g.tokens) < 12:  # greedy finished within the length limit
-            assert b.avg_logprob >= g.avg_logprob - 1e-9
+    results = decode(model, tokenizer, audio, mask, options)
+    prefix = initial_tokens(tokenizer, options, model.dims.n_text_ctx)
+    allowed = torch.zeros(tokenizer.n_vocab, dtype=torch.bool)
+    allowed[:tokenizer.n_text] = True
+    allowed[tokenizer.eot] = True
+    first_allowed = allowed.clone()  # the first sampled token is neither blank nor the end
+    first_allowed[tokenizer.encode(" ") + [tokenizer.eot]] = False
+    finished = 0
+    for i, result in enumerate(results):
+        targets = list(result.tokens)
+        if len(targets) < sample_len:
+            targets.append(tokenizer.eot)
+            finished += 1
+        with torch.no_grad():
+            logits = model.logits(torch.tensor([prefix + targets]), audio[i:i + 1], mask[i:i + 1])[0].double()
+        total = 0.0
+        for k, token in enumerate(targets):
+            row = logits[len(prefix) - 1 + k].masked_fill(~(first_allowed if k == 0 else allowed), -math.inf)
+            total += float(row.log_softmax(dim=-1)[token])
+        assert result.avg_logprob == pytest.approx(total / (len(result.tokens) + 1), abs=1e-5)
+    assert finished > 0  # the <|endoftext|> term is exercised
 
 
 def allowed_after(tokenizer, sequence, *, mass_rule_logits=None, max_initial=1.0):
