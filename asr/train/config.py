@@ -12,6 +12,7 @@ and every checkpoint record, and what ``asr train --resume`` reads back.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ SCHEDULES = ("cosine", "inverse_sqrt", "constant")
 STACKS = ("audio", "text")
 NORMALIZERS = ("whisper-english", "basic", "none")
 STRATEGIES = ("ddp", "fsdp")
+# numbers YAML 1.1 leaves as strings: an exponent without a dot in the mantissa ("3e-4")
+YAML11_FLOAT = re.compile(r"^[-+]?\d+[eE][-+]?\d+$")
 
 
 class ConfigError(InputError):
@@ -247,6 +250,8 @@ def _typed(value: Any, hint, where: str, key: str):
         raise ConfigError(where, f"{key}: expected {_type_name(hint)}, got {value!r}")
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and YAML11_FLOAT.match(value):
+        return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
     if hint in (int, str, bool) and type(value) is hint:
         return value
     if (hint is list or origin is list) and isinstance(value, list):
