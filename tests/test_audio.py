@@ -114,9 +114,20 @@ def amplitude_at(x: np.ndarray, sr: int, hz: float, width_hz: float = 20.0) -> f
 # ----------------------------------------------------------------------------- constants
 
 
-def test_constants():
-    assert (audio.SAMPLE_RATE, audio.N_FFT, audio.HOP_LENGTH, audio.CHUNK_LENGTH) == (16000, 400, 160, 30)
-    assert (audio.N_SAMPLES, audio.N_FRAMES, audio.FRAMES_PER_SECOND) == (480000, 3000, 100)
+def test_framing_is_whispers_and_the_features_follow_it():
+    """The framing constants are those of Whisper's features as faster-whisper's FeatureExtractor
+    (the reference imported weights are checked against) has them, and the features follow
+    them: a 30 s window gives N_FRAMES frames, one second FRAMES_PER_SECOND, as theirs do."""
+    reference = pytest.importorskip("faster_whisper.feature_extractor",
+                                    reason="faster-whisper (the reference) is not installed: pip install -e '.[test]'")
+    theirs = reference.FeatureExtractor()
+    assert (audio.SAMPLE_RATE, audio.N_FFT, audio.HOP_LENGTH, audio.CHUNK_LENGTH) == (
+        theirs.sampling_rate, theirs.n_fft, theirs.hop_length, theirs.chunk_length)
+    assert (audio.N_SAMPLES, audio.N_FRAMES) == (theirs.n_samples, theirs.nb_max_frames)
+    assert audio.FRAMES_PER_SECOND * theirs.time_per_frame == pytest.approx(1.0)
+    for n_samples, n_frames in ((audio.N_SAMPLES, audio.N_FRAMES), (audio.SAMPLE_RATE, audio.FRAMES_PER_SECOND)):
+        x = noise(n_samples)
+        assert log_mel_spectrogram(x).shape == (80, n_frames) == theirs(x, padding=0).shape
 
 
 # ----------------------------------------------------------------------------- mel filters
