@@ -179,8 +179,35 @@ def test_format_timestamp_rejects_negative_and_non_finite(seconds):
 # ---------------------------------------------------------------------------------------------
 # formats, parsed back
 
-def test_formats_tuple():
-    assert FORMATS == ("txt", "vtt", "srt", "tsv", "json", "all")
+def parsed_back(path: Path):
+    """The file read back with the strict parser of its format."""
+    content = path.read_text(encoding="utf-8")
+    parse = {"srt": parse_srt, "vtt": parse_vtt, "tsv": parse_tsv, "json": json.loads,
+             "txt": lambda text: text[:-1].split("\n")}[path.suffix[1:]]
+    return parse(content)
+
+
+def expected_back(fmt: str):
+    if fmt in ("srt", "vtt"):
+        return expected_cues()
+    if fmt == "tsv":
+        return [(start, end, PLAIN_TEXT.get(seg["id"], text)) for (start, end, text), (seg, _) in
+                zip(expected_cues(), spoken())]
+    if fmt == "txt":
+        return [PLAIN_TEXT.get(seg["id"], text) for seg, text in spoken()]
+    return make_result()
+
+
+@pytest.mark.parametrize("output_format", FORMATS)
+def test_every_offered_format_writes_what_its_parser_reads_back(tmp_path, output_format):
+    """FORMATS is what the CLI offers (--output-format): each name writes files named by format
+    ("all": every format) that parse back to the result."""
+    paths = write_result(make_result(), "talk.wav", tmp_path, output_format)
+    written = [p.suffix[1:] for p in paths]
+    assert written == (list(ALL_FILES) if output_format == "all" else [output_format])
+    for path, fmt in zip(paths, written):
+        assert path.name == f"talk.{fmt}"
+        assert parsed_back(path) == expected_back(fmt)
 
 
 def test_srt_round_trip(tmp_path):
