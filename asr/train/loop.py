@@ -389,6 +389,8 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
                         audio_s_per_s=f"{row['audio_s_per_s'] or 0:.0f}")
     bar.close()
 
+    if ctx.distributed and config.distributed.strategy == "ddp":
+        say(f"replicas: largest weight difference from rank 0: {dist.replica_difference(model, ctx):g}")
     if ctx.is_main:
         finish(run_dir, model, tokenizer, average, config)
     dist.cleanup(ctx)
