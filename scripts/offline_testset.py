@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -40,16 +39,14 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from asr.evaluate.benchmark import ALSA_SOUNDS, POCKETSPHINX, alsa_clips, load_clip, pocketsphinx_clips
 from asr.evaluate.metrics import agreement, corpus_wer  # noqa: F401  (re-exported)
 from asr.text.normalize import basic_normalize as normalize  # noqa: F401  (re-exported)
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples.jsonl"
-POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")
-ALSA_SOUNDS = Path("/usr/share/sounds/alsa")
 SAMPLE_RATE = 16000
 SOURCES = ("samples", "librivox", "cards", "goforward", "alsa", "espeak")
-ALSA_NON_SPEECH = {"noise"}
 
 # espeak-ng voices, used in turn: (voice, words per minute)
 ESPEAK_VOICES = [
@@ -146,49 +143,29 @@ def _from_samples(log) -> list[Utterance]:
     return out
 
 
+def _package_clips(prefix: str, clips) -> list[Utterance]:
+    """Clips of asr.evaluate.benchmark (the one reader of the packages' transcripts) whose id
+    starts with ``prefix``, as arrays."""
+    return [Utterance(c.id, load_clip(c.path), c.text, "real") for c in clips if c.id.startswith(prefix)]
+
+
 def _from_librivox(log) -> list[Utterance]:
-    folder = POCKETSPHINX / "librivox"
-    out = []
-    for line in (folder / "transcription").read_text().splitlines():
-        m = re.match(r"\s*(.*?)\s*\((\S+)\)\s*$", line)
-        if not m:
-            continue
-        text = re.sub(r"</?s>", " ", m.group(1)).split()
-        name = m.group(2)
-        wav = folder / f"{name}.wav"
-        if wav.exists():
-            out.append(Utterance("librivox-" + name.rsplit("-", 1)[-1], _load(wav), " ".join(text), "real"))
-    return out
+    return _package_clips("librivox-", pocketsphinx_clips())
 
 
 def _from_cards(log) -> list[Utterance]:
-    folder = POCKETSPHINX / "cards"
-    transcripts = folder / "cards.transcription"
-    if not transcripts.exists():
+    if not (POCKETSPHINX / "cards" / "cards.transcription").exists():
         log("cards: no cards.transcription, skipped")
         return []
-    out = []
-    for line in transcripts.read_text().splitlines():
-        m = re.match(r"\s*(.*?)\s*\((\S+)\)\s*$", line)
-        if m and (folder / f"{m.group(2)}.wav").exists():
-            text = " ".join(re.sub(r"</?s>", " ", m.group(1)).split())
-            out.append(Utterance(f"cards-{m.group(2)}", _load(folder / f"{m.group(2)}.wav"), text, "real"))
-    return out
+    return _package_clips("cards-", pocketsphinx_clips())
 
 
 def _from_goforward(log) -> list[Utterance]:
-    samples = np.fromfile(POCKETSPHINX / "goforward.raw", dtype="<i2").astype(np.float32) / 32768.0
-    return [Utterance("goforward", samples, "go forward ten meters", "real")]
+    return _package_clips("goforward", pocketsphinx_clips())
 
 
 def _from_alsa(log) -> list[Utterance]:
-    out = []
-    for wav in sorted(ALSA_SOUNDS.glob("*.wav")):
-        text = wav.stem.replace("_", " ").lower()
-        if text in ALSA_NON_SPEECH:
-            continue
-        out.append(Utterance("alsa-" + text.replace(" ", "-"), _load(wav), text, "real"))
-    return out
+    return _package_clips("alsa-", alsa_clips())
 
 
 def _espeak(n: int, log) -> list[Utterance]:

@@ -231,3 +231,20 @@ def test_datasets_from_plain_sources_get_distinct_names(corpus, tmp_path):
     names = [d.name for d in load_datasets([str(manifest), str(manifest)], tmp_path)]
     assert names == ["set", "set-2"]
     assert isinstance(load_datasets([str(manifest)], tmp_path)[0], Dataset)
+
+
+def test_local_hugging_face_dataset_is_decoded_by_our_loader(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    clips = []
+    for i, seconds in enumerate((0.5, 0.75)):
+        path = tmp_path / f"hf{i}.wav"
+        sf.write(path, np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32), SAMPLE_RATE)
+        clips.append(str(path))
+    table = datasets.Dataset.from_dict({"audio": clips, "text": ["one", "two"], "id": ["x", "y"]})
+    table = table.cast_column("audio", datasets.Audio(decode=False))
+    datasets.DatasetDict({"test": table}).save_to_disk(str(tmp_path / "hf"))
+    dataset = load_dataset(str(tmp_path / "hf"), tmp_path / "work", split="test")
+    assert dataset.name == "hf-test"
+    assert [(u.id, u.text, u.group) for u in dataset.utterances] == [("x", "one", "test"), ("y", "two", "test")]
+    lengths = [sf.info(u.audio).frames for u in dataset.utterances]
+    assert lengths == [SAMPLE_RATE // 2, 3 * SAMPLE_RATE // 4]

@@ -104,7 +104,9 @@ def _name_for(source: str, kind: str, utterances: list[Utterance]) -> str:
     if kind == "manifest":
         generic = path.stem in ("manifest", "test", "dev", "data")
         return f"{path.parent.name}-{path.stem}" if generic and path.parent.name else path.stem
-    return re.sub(r"[^\w.-]", "_", path.name or source)
+    name = re.sub(r"[^\w.-]", "_", path.name or source)
+    splits = {u.group for u in utterances if u.group}
+    return f"{name}-{splits.pop()}" if len(splits) == 1 else name  # a Hugging Face split
 
 
 def load_dataset(source: str, work_dir: Path, split: Optional[str] = None) -> Dataset:
