@@ -246,8 +246,14 @@ def settings_lines(settings: dict) -> list[str]:
 
 
 def printed_summary(report: Report) -> str:
-    """What `asr evaluate` prints: the table, the bad audio, the settings."""
-    rows = table_rows(report.datasets)
+    """What `asr evaluate` prints: the table (each dataset, then its groups indented), the bad
+    audio, the settings."""
+    rows = []
+    for summary in report.datasets:
+        rows += table_rows([summary])
+        groups = report.groups.get(summary.name, [])
+        if len(groups) > 1:
+            rows += [["  " + row[0], *row[1:]] for row in table_rows(groups)]
     if len(report.datasets) > 1:
         rows.append(mean_row(report))
     parts = [format_table(TABLE_COLUMNS, rows)]
