@@ -1,7 +1,9 @@
 """The network: encoder, decoder and every seed component, one module each.
 
-Owns ``ASRModel`` (model.py), attention (plain, hybrid local+global, dynamic convolution),
-positions per stack (absolute tables, rotary with rotation, relative bias, learned sinusoids),
-the explicit KV cache, and the named presets. Imports only ``asr.config`` and torch: nothing
-here reads files, audio or text.
+Owns ``ASRModel`` (model.py), attention (plain, hybrid local+global, dynamic convolution: every
+kind a ``MultiHeadAttention`` with the same weight names, chosen by name through
+``model.ATTENTION_LAYERS``), positions per stack (absolute tables, rotary with rotation and the
+stack's rotary base, relative bias, learned sinusoids), where every extra starts
+(extras_init.py, the one init policy), the explicit KV cache, and the named presets. Imports
+only ``asr.config`` and torch: nothing here reads files, audio or text.
 """

@@ -182,7 +182,8 @@ class ASRModel(nn.Module):
             reset_extras(stack, preserving)
 
     def stacks(self) -> dict[str, nn.Module]:
-        return {"encoder": self.encoder, "decoder": self.decoder}
+        """{"encoder": ..., "decoder": ...}, the names rotary_bases() and set_rotary_base() use."""
+        return dict(zip(STACKS, (self.encoder, self.decoder)))
 
     # -- positional machinery -------------------------------------------------------------
     def rotary_bases(self) -> dict[str, float]:
