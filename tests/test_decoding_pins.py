@@ -189,7 +189,8 @@ def late_winner(tokenizer):
     """Beam 2. Finished in order: A = [a] at step 2 (mean -1.20), C = [a, a2] at step 3 (mean
     -0.92), D = [b, b2, b3, b4] at step 5 (mean -0.41, the best), then a junk hypothesis at
     step 6 (unlisted prefixes end with probability 0.5, far below the others). So patience 1
-    (2 finished) stops at step 3 with C; patience 1.5 and 2 (3 and 4 finished) wait for D."""
+    (2 finished) stops at step 3 with C; patience 1.3, 1.5 and 2 (3, 3 and 4 finished) wait
+    for D."""
     eot = tokenizer.eot
     a, a2, b, b2, b3, b4 = words(tokenizer, 6)
     table = {
@@ -202,6 +203,7 @@ def late_winner(tokenizer):
 
 @pytest.mark.parametrize("patience,collected,steps,winner", [
     (1.0, 2, 3, "C"),  # round(2 * 1.0) = 2: A and C
+    (1.3, 3, 5, "D"),  # round(2 * 1.3) = 3 (rounded, not truncated to 2): A, C, D
     (1.5, 3, 5, "D"),  # round(2 * 1.5) = 3: A, C, D
     (2.0, 4, 6, "D"),  # round(2 * 2.0) = 4: A, C, D and the junk one
 ])
