@@ -32,6 +32,25 @@ def _init_distributed():
     return dist.get_rank(), size
 
 
+def _shared(load, rank: int, size: int):
+    """``load()`` on rank 0 only, its result (or its one-line error) sent to every rank: the
+    data sources are read, and a Hugging Face dataset's audio written, once."""
+    if size == 1:
+        return load()
+    import torch.distributed as dist
+
+    payload = [None]
+    if rank == 0:
+        try:
+            payload = [load()]
+        except (ValueError, OSError) as err:
+            payload = [ValueError(str(err))]
+    dist.broadcast_object_list(payload, src=0)
+    if isinstance(payload[0], Exception):
+        raise payload[0]
+    return payload[0]
+
+
 def _make_system(args, size: int):
     import torch
 
@@ -59,16 +78,23 @@ def cmd_evaluate(args) -> int:
     from ..text.normalize import get_normalizer
 
     out_dir = Path(args.output_dir)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            error(f"--device {args.device}: CUDA is not available on this machine")
+            return EXIT_FAILURE
+    rank, size = _init_distributed()
     try:
         normalizer = get_normalizer(args.normalizer)
-        rank, size = _init_distributed()
-        datasets = load_datasets(args.data, out_dir / "data", split=args.split)
+        datasets = _shared(lambda: load_datasets(args.data, out_dir / "data", split=args.split), rank, size)
         system = _make_system(args, size)
         started = time.perf_counter()
         report = evaluate(system, datasets, normalizer, out_dir, limit=args.limit, resume=args.resume,
                           progress=not args.quiet and rank == 0)
     except (DatasetError, ManifestError, EvaluationError, CheckpointError, ValueError) as err:
-        error(str(err))
+        if rank == 0:
+            error(str(err))
         return EXIT_FAILURE
     finally:
         _close_distributed()

@@ -104,7 +104,7 @@ def compare(paths: Sequence[Path]) -> Comparison:
         groups[run.name] = {d: [summarize(g, r) for g, r in by_key(by_dataset[d], "group").items()] for d in datasets}
     pairs = []
     for a, b in combinations(runs, 2):
-        for dataset in [*datasets, "all"]:
+        for dataset in [*datasets, "all"] if len(datasets) > 1 else datasets:
             chosen = [k for k in keys if dataset == "all" or k[0] == dataset]
             words = [row_counts(a.rows[k]).reference_length for k in chosen]
             result = paired_bootstrap([row_counts(a.rows[k]).errors for k in chosen],
@@ -149,8 +149,11 @@ def pair_table(c: Comparison) -> tuple[list[str], list[list[str]]]:
 
 
 def printed(c: Comparison) -> str:
-    parts = [format_table(*wer_table(c)), "", "paired bootstrap (same resampled utterances for both):",
-             format_table(*pair_table(c))]
+    parts = [format_table(*wer_table(c))]
+    header, rows = group_table(c)
+    if len(rows) > 1:
+        parts += ["", "WER% by group:", format_table(header, rows)]
+    parts += ["", "paired bootstrap (same resampled utterances for both):", format_table(*pair_table(c))]
     if c.excluded:
         parts.append(f"{len(c.excluded)} utterance(s) left out of every run: some run could not read their audio")
     return "\n".join(parts)
