@@ -3,8 +3,7 @@
     asr train CONFIG.yaml --run-dir DIR [--set section.key=value ...] [--max-steps N]
               [--init-from MODEL] [--skip-bad]
     asr train --resume DIR [--max-steps N]          continue a run from its own saved config
-    torchrun --nproc_per_node N -m asr train ...    data-parallel (DDP; FSDP with
-                                                    --set distributed.strategy=fsdp)
+    torchrun --nproc_per_node N -m asr train ...    data-parallel (DDP)
     asr average CKPT... -o OUT                      average the weights of checkpoints
     asr plot RUN_DIR [-o PNG]                       loss, dev WER, lr and rotary base by step
 

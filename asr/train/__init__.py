@@ -1,3 +1,3 @@
 """`asr train`: typed YAML recipes, a readable training loop (asr/train/loop.py) with joint
-CTC/attention loss, dynamic rotary base adjustment, exact resume, DDP/FSDP under torchrun and
+CTC/attention loss, dynamic rotary base adjustment, exact resume, DDP under torchrun and
 WER-tracked validation."""

@@ -1,4 +1,4 @@
-"""torchrun integration: process group, device per rank, DDP or FSDP wrapping, the few
+"""torchrun integration: process group, device per rank, DDP wrapping, the few
 collectives the loop needs, and rank-0-only printing.
 
 Launched without torchrun (no WORLD_SIZE in the environment) everything here is a no-op for a
@@ -103,14 +103,10 @@ def any_flag(flag: bool, ctx: Context) -> bool:
 
 
 def wrap(module: torch.nn.Module, ctx: Context, config: TrainConfig) -> torch.nn.Module:
-    """DDP (gradients averaged over ranks) or FSDP (parameters sharded) under torchrun."""
+    """DDP under torchrun: gradients averaged over ranks in backward, buffers (the rotary
+    bases among them) broadcast from rank 0 at every forward."""
     if not ctx.distributed:
         return module
-    if config.distributed.strategy == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        return FullyShardedDataParallel(module, device_id=ctx.device if ctx.device.type == "cuda" else None,
-                                        use_orig_params=True)
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None

@@ -207,7 +207,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     training_model = TrainingModel(model, tokenizer.n_text, config.loss.ctc_weight, config.loss.label_smoothing,
                                    dropout=config.model.dropout).to(ctx.device)
     say(f"model: {model.num_parameters() / 1e6:.2f} M parameters ({config.model.preset}), "
-        f"n_vocab {model.dims.n_vocab}, rotary bases {rotary_bases(model) or 'none'}")
+        f"n_vocab {model.dims.n_vocab}, from {config.model.init_from or 'scratch'}, rotary bases {rotary_bases(model) or 'none'}")
     optimizer = make_optimizer(training_model, config, ctx.device)
     scaler = torch.amp.GradScaler(ctx.device.type) if autocast_dtype == torch.float16 else None
     controller = None
@@ -389,7 +389,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
                         audio_s_per_s=f"{row['audio_s_per_s'] or 0:.0f}")
     bar.close()
 
-    if ctx.distributed and config.distributed.strategy == "ddp":
+    if ctx.distributed:
         say(f"replicas: largest weight difference from rank 0: {dist.replica_difference(model, ctx):g}")
     if ctx.is_main:
         finish(run_dir, model, tokenizer, average, config)

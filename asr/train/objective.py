@@ -21,7 +21,7 @@ from ..nn.model import ASRModel, encoder_lengths
 class TrainingModel(nn.Module):
     """The ASR model plus its CTC head; ``forward`` returns (loss, attention loss, CTC loss).
 
-    One module, so that DDP / FSDP / torch.compile wrap everything that has gradients."""
+    One module, so that DDP and torch.compile wrap everything that has gradients."""
 
     def __init__(self, model: ASRModel, n_text: int, ctc_weight: float, label_smoothing: float,
                  dropout: float = 0.0):
