@@ -115,3 +115,15 @@ def test_nan_losses_are_skipped_and_too_many_in_a_row_stop(toy, monkeypatch):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if not r.get("skipped")] == [1, 2, 3, 4]
     assert [r["step"] for r in rows if r.get("skipped")] == [5, 5, 5]
+
+
+def test_max_minutes_stops_after_the_step_that_runs_out_with_a_checkpoint(toy):
+    root, train_manifest, dev = toy
+    config = load_config(write_config(root / "time.yaml", train_manifest, dev, max_steps=50))
+    config.run.progress = False
+    config.run.max_minutes = 0.0  # out of time as soon as the first step is done
+    run_dir = root / "run-time"
+    summary = train(config, run_dir)
+    assert summary["step"] == 1
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000001"]
+    assert "dev_wer" in json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])

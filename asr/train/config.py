@@ -40,6 +40,9 @@ class ConfigError(InputError):
 class RunConfig:
     seed: int = 0
     max_steps: int = 1000
+    # wall-clock budget of one process's training loop in minutes (None: none). When it runs
+    # out the run validates, checkpoints and stops as at max_steps; --resume continues it
+    max_minutes: Optional[float] = None
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
     threads: int = 0  # CPU threads for torch (0: torch's default)
     compile: bool = False  # torch.compile the training forward

@@ -356,7 +356,9 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
                "grad_norm": grad_norm, "epoch": progress.epoch, "audio_seconds": step_audio,
                "audio_s_per_s": step_audio / elapsed if elapsed > 0 else None, "time": time.time()}
 
-        final = step == config.run.max_steps
+        out_of_time = (config.run.max_minutes is not None
+                       and dist.any_flag(time.perf_counter() - started > 60.0 * config.run.max_minutes, ctx))
+        final = step == config.run.max_steps or out_of_time
         validation = None
         if dev_loader is not None and (step % config.validation.every_steps == 0 or final):
             result = run_validation(training_model, dev_loader, tokenizer, ctx.device, autocast_dtype, rate,
@@ -387,6 +389,10 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", base=f"{row['rotary_base'] or 0:.0f}",
                         audio_s_per_s=f"{row['audio_s_per_s'] or 0:.0f}")
+        if out_of_time:
+            say(f"step {step}: run.max_minutes={config.run.max_minutes:g} reached; stopping "
+                f"(asr train --resume {run_dir} continues)")
+            break
     bar.close()
 
     if ctx.distributed:
