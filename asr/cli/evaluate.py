@@ -54,9 +54,12 @@ def _shared(load, rank: int, size: int):
 def _make_system(args, size: int):
     import torch
 
+    from ..inference.transcribe import TEMPERATURES
+
     threads = args.threads or max(1, (os.cpu_count() or 1) // size)
     torch.set_num_threads(threads)
-    temperatures = (args.temperature,) if args.temperature is not None else ()
+    torch.manual_seed(args.seed)  # sampled fallback windows (--fallback) repeat run to run
+    temperatures = TEMPERATURES if args.fallback else (args.temperature,)
     if args.system == "asr":
         from ..api import load_model
         from ..evaluate.systems import AsrSystem
@@ -90,8 +93,9 @@ def cmd_evaluate(args) -> int:
         datasets = _shared(lambda: load_datasets(args.data, out_dir / "data", split=args.split), rank, size)
         system = _make_system(args, size)
         started = time.perf_counter()
+        data = {d.name: {"source": d.source, "utterances": len(d.utterances)} for d in datasets}
         report = evaluate(system, datasets, normalizer, out_dir, limit=args.limit, resume=args.resume,
-                          progress=not args.quiet and rank == 0)
+                          extra_settings={"seed": args.seed, "data": data}, progress=not args.quiet and rank == 0)
     except (DatasetError, ManifestError, EvaluationError, CheckpointError, ValueError) as err:
         if rank == 0:
             error(str(err))
@@ -165,7 +169,10 @@ def add_evaluate_parsers(subparsers) -> None:
     p.add_argument("--split", help="split of a LibriSpeech directory or a Hugging Face dataset")
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT, help=f"report directory (default ./{DEFAULT_OUTPUT})")
     p.add_argument("--beam-size", type=int, help="beam search width (default: greedy)")
-    p.add_argument("--temperature", type=float, help="one temperature instead of Whisper's fallback 0.0..1.0")
+    p.add_argument("--temperature", type=float, default=0.0, help="decoding temperature (default 0: deterministic)")
+    p.add_argument("--fallback", action="store_true",
+                   help="Whisper's temperature fallback 0.0..1.0 for repetitive or unsure windows (sampled, seeded)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of sampled decoding (default 0)")
     p.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     p.add_argument("--batch-size", type=int, default=8, help="utterances decoded together (default 8)")
     p.add_argument("--normalizer", default="whisper-english", choices=NORMALIZERS,

@@ -37,15 +37,15 @@ class AsrSystem:
     batched = True  # results of a batch arrive together: per-utterance time is apportioned
 
     def __init__(self, speech_model, model_name: str, beam_size: Optional[int] = None, batch_size: int = 8,
-                 temperatures: Sequence[float] = (), without_timestamps: bool = False):
-        from ..inference.transcribe import TEMPERATURES, TranscribeOptions
+                 temperatures: Sequence[float] = (0.0,), without_timestamps: bool = False):
+        from ..inference.transcribe import TranscribeOptions
 
         self.speech_model = speech_model
         self.model_name = model_name
         self.name = f"asr {model_name}"
         self.options = TranscribeOptions(language=None if speech_model.english_only else "en",
                                          beam_size=beam_size, batch_size=batch_size,
-                                         temperatures=tuple(temperatures) or TEMPERATURES,
+                                         temperatures=tuple(temperatures),
                                          without_timestamps=without_timestamps,
                                          condition_on_previous_text=False,
                                          suppress_tokens=tuple(speech_model.suppress_tokens))
@@ -79,20 +79,19 @@ class FasterWhisperSystem:
     """faster-whisper on the bundled tiny.en CTranslate2 weights, one utterance at a time."""
 
     def __init__(self, compute_type: str, threads: int, beam_size: Optional[int] = None,
-                 temperatures: Sequence[float] = ()):
+                 temperatures: Sequence[float] = (0.0,)):
         try:
             from faster_whisper import WhisperModel
         except ImportError as err:
             raise ValueError("--system faster-whisper-*: pip install faster-whisper==1.2.1") from err
         from ..convert import bundled_model_dir
-        from ..inference.transcribe import TEMPERATURES
 
         self.compute_type = compute_type
         self.name = f"faster-whisper-{compute_type}"
         self.model_dir = bundled_model_dir()
         self.threads = threads
         self.beam_size = beam_size or 1
-        self.temperatures = list(temperatures or TEMPERATURES)
+        self.temperatures = list(temperatures)
         self.model = WhisperModel(str(self.model_dir), device="cpu", compute_type=compute_type, cpu_threads=threads)
 
     def settings(self) -> dict:
@@ -139,7 +138,7 @@ class PocketsphinxSystem:
             yield index, hypothesis.hypstr if hypothesis is not None else ""
 
 
-def make_peer(name: str, threads: int, beam_size: Optional[int] = None, temperatures: Sequence[float] = ()):
+def make_peer(name: str, threads: int, beam_size: Optional[int] = None, temperatures: Sequence[float] = (0.0,)):
     if name.startswith("faster-whisper-") and name in PEERS:
         return FasterWhisperSystem(name.rsplit("-", 1)[1], threads, beam_size, temperatures)
     if name == "pocketsphinx":
