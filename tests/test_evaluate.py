@@ -248,3 +248,28 @@ def test_local_hugging_face_dataset_is_decoded_by_our_loader(tmp_path):
     assert [(u.id, u.text, u.group) for u in dataset.utterances] == [("x", "one", "test"), ("y", "two", "test")]
     lengths = [sf.info(u.audio).frames for u in dataset.utterances]
     assert lengths == [SAMPLE_RATE // 2, 3 * SAMPLE_RATE // 4]
+
+
+def test_mean_over_datasets_is_unweighted(corpus, tmp_path):
+    manifest, answers = corpus
+    from asr.data.manifest import read_manifest
+    from asr.evaluate.datasets import load_datasets
+    from asr.evaluate.report import printed_summary
+
+    utterances = read_manifest(manifest)
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    write_manifest(first, utterances[:2])  # 10 reference words
+    write_manifest(second, utterances[2:5])  # 7 reference words (one empty reference)
+    datasets = load_datasets([str(first), str(second)], tmp_path / "work")
+    report = evaluate(ScriptedSystem(answers), datasets, get_normalizer("basic"), tmp_path / "out", progress=False)
+    normalize = get_normalizer("basic")
+
+    def wer(pairs):
+        errors = sum(levenshtein_ops(normalize(r).split(), normalize(h).split()) for r, h in pairs)
+        return errors / sum(len(normalize(r).split()) for r, _ in pairs)
+
+    pairs = list(zip(REFERENCES, HYPOTHESES))
+    expected = (wer(pairs[:2]) + wer(pairs[2:5])) / 2
+    assert report.mean["wer"] == pytest.approx(expected)
+    assert expected != pytest.approx(wer(pairs[:5]))  # a pooled WER would differ
+    assert "mean (unweighted)" in printed_summary(report)

@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from .common import EXIT_FAILURE, EXIT_OK, error
+from .common import EXIT_FAILURE, EXIT_OK, error, positive_int
 
 DEFAULT_OUTPUT = "eval"
 
@@ -159,7 +159,7 @@ def add_evaluate_parsers(subparsers) -> None:
 
     p = subparsers.add_parser(
         "evaluate", help="WER/CER of a model (or a peer) on datasets, with a report directory",
-        description="Corpus WER and CER per dataset and their unweighted mean, bootstrap 95%% CI, RTFx, and a "
+        description="Corpus WER and CER per dataset and their unweighted mean, bootstrap 95% CI, RTFx, and a "
                     "report directory (per-utterance JSONL, errs files, Markdown, plots). SOURCE: a manifest "
                     f"(.jsonl), a LibriSpeech directory, a local Hugging Face dataset, or a preset ({', '.join(PRESETS)}).")
     p.add_argument("--model", default="tiny.en", help="model name or checkpoint directory (default tiny.en)")
@@ -168,16 +168,16 @@ def add_evaluate_parsers(subparsers) -> None:
     p.add_argument("--data", nargs="+", required=True, metavar="SOURCE", help="one or more data sources")
     p.add_argument("--split", help="split of a LibriSpeech directory or a Hugging Face dataset")
     p.add_argument("--output-dir", default=DEFAULT_OUTPUT, help=f"report directory (default ./{DEFAULT_OUTPUT})")
-    p.add_argument("--beam-size", type=int, help="beam search width (default: greedy)")
+    p.add_argument("--beam-size", type=positive_int, help="beam search width (default: greedy)")
     p.add_argument("--temperature", type=float, default=0.0, help="decoding temperature (default 0: deterministic)")
     p.add_argument("--fallback", action="store_true",
                    help="Whisper's temperature fallback 0.0..1.0 for repetitive or unsure windows (sampled, seeded)")
     p.add_argument("--seed", type=int, default=0, help="random seed of sampled decoding (default 0)")
     p.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
-    p.add_argument("--batch-size", type=int, default=8, help="utterances decoded together (default 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="utterances decoded together (default 8)")
     p.add_argument("--normalizer", default="whisper-english", choices=NORMALIZERS,
                    help="text normaliser on both sides (default whisper-english)")
-    p.add_argument("--limit", type=int, help="the first N utterances of each dataset only")
+    p.add_argument("--limit", type=positive_int, help="the first N utterances of each dataset only")
     p.add_argument("--resume", action="store_true", help="keep the rows already in --output-dir, decode the rest")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: cores / processes)")
