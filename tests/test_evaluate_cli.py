@@ -4,6 +4,7 @@ processes (gloo) whose merged report equals the single-process one."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -128,3 +129,25 @@ def test_benchmark_build_offline_en(env, tmp_path):
     go = [r for r in rows if r["id"] == "goforward"][0]
     assert go["text"] == "go forward ten meters" and (tmp_path / "oe" / go["audio"]).exists()
     assert not any(r["id"] == "alsa-noise" for r in rows)
+
+
+@pytest.mark.skipif(not Path("/usr/share/pocketsphinx/test/data/librivox").is_dir(),
+                    reason="pocketsphinx-testdata is not installed")
+def test_decoding_length_is_tied_to_audio_length(env):
+    from asr.evaluate.benchmark import load_clip, pocketsphinx_clips
+    from asr.inference.transcribe import MIN_SAMPLE_LEN
+
+    model = load_builtin("tiny.en", Path(env["ASR_CACHE_DIR"]))
+    clip = [c for c in pocketsphinx_clips() if c.id == "librivox-0870"][0]  # 7.1 s, 22 words
+    audio = load_clip(clip.path)
+    free = model.transcribe(audio, temperature=0.0)["text"]
+    rate = 0.5  # tokens per second: far below speech, so the cap must bite
+    cap = MIN_SAMPLE_LEN + math.ceil(rate * len(audio) / 16000)
+    cut = model.transcribe(audio, temperature=0.0, max_tokens_per_second=rate)["text"]
+    assert len(model.tokenizer.encode(" " + free.strip())) > cap  # the full text would not fit
+    assert len(model.tokenizer.encode(" " + cut.strip())) <= cap
+    assert free.startswith(cut.strip()[:20])
+    # the evaluation's rate leaves normal speech alone
+    from asr.evaluate.systems import MAX_TOKENS_PER_SECOND
+
+    assert model.transcribe(audio, temperature=0.0, max_tokens_per_second=MAX_TOKENS_PER_SECOND)["text"] == free

@@ -20,6 +20,9 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+# Decoding length tied to audio length: English speech takes ~4-7 Whisper tokens a second
+# (words and timestamps); twice that stops only a hypothesis that loops.
+MAX_TOKENS_PER_SECOND = 12.0
 PEERS = ("faster-whisper-int8", "faster-whisper-float32", "pocketsphinx")
 SYSTEMS = ("asr", *PEERS)
 
@@ -48,7 +51,8 @@ class AsrSystem:
                                          temperatures=tuple(temperatures),
                                          without_timestamps=without_timestamps,
                                          condition_on_previous_text=False,
-                                         suppress_tokens=tuple(speech_model.suppress_tokens))
+                                         suppress_tokens=tuple(speech_model.suppress_tokens),
+                                         max_tokens_per_second=MAX_TOKENS_PER_SECOND)
 
     def settings(self) -> dict:
         import torch
@@ -59,7 +63,8 @@ class AsrSystem:
                 "decoding": {"beam_size": o.beam_size or 1, "temperatures": list(o.temperatures),
                              "language": o.language or "en (English-only model)",
                              "without_timestamps": o.without_timestamps,
-                             "condition_on_previous_text": o.condition_on_previous_text, "batch_size": o.batch_size},
+                             "condition_on_previous_text": o.condition_on_previous_text, "batch_size": o.batch_size,
+                             "max_tokens_per_second": o.max_tokens_per_second},
                 "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "device": str(model.device),
                 "threads": torch.get_num_threads(),
                 "versions": {"asr": package_version("asr"), "torch": torch.__version__}}

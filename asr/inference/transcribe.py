@@ -10,6 +10,7 @@ Whisper's log-mel floor follows (asr.whisper_features).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+import math
 import os
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
@@ -50,6 +51,12 @@ class TranscribeOptions:
     batch_size: int = 8
     silence_rms_dbfs: Optional[float] = SILENCE_RMS_DBFS  # None: decode every window
     suppress_tokens: Sequence[int] = ()
+    # None: at most half the text context per window (Whisper's cap); a rate: at most
+    # MIN_SAMPLE_LEN + rate x the batch's longest window in seconds, so a loop ends with the audio
+    max_tokens_per_second: Optional[float] = None
+
+
+MIN_SAMPLE_LEN = 16  # tokens any window may take, however short (timestamps, a few words)
 
 
 @dataclass
@@ -357,6 +364,10 @@ def decode_step(model, tokenizer: Tokenizer, active: list[FileState], pieces: li
     with torch.inference_mode():
         features, mask = model.embed_audio(mels, n_frames)
     settle_languages(model, tokenizer, active, features, mask)
+    if opts.max_tokens_per_second is not None:
+        seconds = max(min(window, s.total_frames - s.seek) for s in active) * HOP_LENGTH / SAMPLE_RATE
+        cap = MIN_SAMPLE_LEN + math.ceil(opts.max_tokens_per_second * seconds)
+        base = replace(base, sample_len=min(cap, model.dims.n_text_ctx // 2))
     results = [None] * len(active)
     for language in dict.fromkeys(s.language for s in active):
         rows = [i for i, s in enumerate(active) if s.language == language]
