@@ -61,3 +61,23 @@ def test_two_process_ddp_equals_single_process_on_the_global_batch(tmp_path):
     shards = [sum(make_sampler(utterances, config, rank, 2), []) for rank in (0, 1)]
     assert not set(shards[0]) & set(shards[1])
     assert sorted(shards[0] + shards[1]) == list(range(len(utterances)))
+
+
+def test_sampler_position_reshards_between_world_sizes():
+    from asr.data.sampler import DurationBucketSampler
+    from asr.train.distributed import reshard_sampler_state
+
+    durations = [1.0] * 16  # 8 batches of two
+    ranks = [DurationBucketSampler(durations, 4.0, seed=1, rank=r, world_size=2, max_batch_size=2) for r in (0, 1)]
+    for sampler in ranks:  # each rank finished 2 of its 4 batches: 4 global batches done
+        iterator = iter(sampler)
+        next(iterator), next(iterator)
+    single = DurationBucketSampler(durations, 4.0, seed=1, max_batch_size=2)
+    single.load_state_dict(reshard_sampler_state(ranks[0].state_dict(), single))
+    whole_epoch = list(DurationBucketSampler(durations, 4.0, seed=1, max_batch_size=2))
+    assert list(single) == whole_epoch[4:]
+
+    odd = DurationBucketSampler([1.0] * 14, 4.0, seed=1, rank=0, world_size=2, max_batch_size=2)
+    state = odd.state_dict(batches_consumed=1)  # 7 batches: not the same list on 1 and 2 ranks
+    with pytest.raises(ValueError, match="cannot resume a run of 2 processes on 1"):
+        reshard_sampler_state(state, DurationBucketSampler([1.0] * 14, 4.0, seed=1, max_batch_size=2))

@@ -8,7 +8,6 @@ states and the sampler position must come back exactly)."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import signal

@@ -122,27 +122,15 @@ def reshard_sampler_state(state: dict, sampler) -> dict:
     batches split to share them out)."""
     if state["world_size"] == sampler.world_size:
         return {**state, "rank": sampler.rank}
-    n_global = len(sampler._sharded_batches(state["epoch"]))  # noqa: SLF001 - same packing rule
+    import copy
+
+    single = copy.copy(sampler)
+    single.world_size, single.rank, single._cache = 1, 0, None  # noqa: SLF001 - the unsharded list
+    n_batches = len(single._sharded_batches(state["epoch"]))  # noqa: SLF001
     consumed = state["batches_consumed"] * state["world_size"]
-    unsplit = sampler.world_size == 1 or n_global % sampler.world_size == 0
-    if consumed % sampler.world_size or not unsplit:
+    if n_batches % state["world_size"] or n_batches % sampler.world_size or consumed % sampler.world_size:
         raise ValueError(f"cannot resume a run of {state['world_size']} processes on {sampler.world_size}: "
-                         f"{consumed} batches consumed do not divide evenly into the new shards")
+                         f"its epoch of {n_batches} batches, {consumed} of them consumed, does not divide "
+                         f"evenly between both")
     return {**state, "world_size": sampler.world_size, "rank": sampler.rank,
             "batches_consumed": consumed // sampler.world_size}
-
-
-@torch.no_grad()
-def replica_difference(module: torch.nn.Module, ctx: Context) -> float:
-    """Largest absolute difference between this rank's weights and rank 0's (0.0 when the
-    replicas are identical, as DDP must keep them), maximised over ranks."""
-    if not ctx.distributed:
-        return 0.0
-    worst = torch.zeros(1, dtype=torch.float64)
-    for tensor in module.state_dict().values():
-        theirs = tensor.detach().clone()
-        td.broadcast(theirs, src=0)
-        if tensor.is_floating_point():
-            worst = torch.maximum(worst, (tensor.double() - theirs.double()).abs().max().reshape(1))
-    td.all_reduce(worst, op=td.ReduceOp.MAX)
-    return float(worst)

@@ -183,6 +183,8 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     if config.data.dev:
         dev_utts, dev_bad = read_checked(config.data.dev, check_audio=config.data.check_audio,
                                          skip_bad=config.data.skip_bad, what="dev")
+        if dev_bad:
+            say(f"{config.data.dev}: dropped {dev_bad} utterances with missing or unreadable audio (--skip-bad)")
         if config.validation.max_utterances:
             dev_utts = dev_utts[: config.validation.max_utterances]
 
