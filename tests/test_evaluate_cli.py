@@ -151,3 +151,22 @@ def test_decoding_length_is_tied_to_audio_length(env):
     from asr.evaluate.systems import MAX_TOKENS_PER_SECOND
 
     assert model.transcribe(audio, temperature=0.0, max_tokens_per_second=MAX_TOKENS_PER_SECOND)["text"] == free
+
+
+@needs_alsa
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed beside python")
+def test_resume_under_torchrun_decodes_only_the_missing(single, manifest, env, tmp_path):
+    out_single, _ = single
+    out = tmp_path / "resumed"
+    shutil.copytree(out_single, out)
+    rows = read_rows(out / "utterances.jsonl")
+    kept = rows[:2]  # as if interrupted after two utterances
+    (out / "utterances.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    run = subprocess.run([str(TORCHRUN), "--nproc_per_node", "2", "--master_port", "29519", "-m", "asr", "evaluate",
+                          "--data", str(manifest), "--output-dir", str(out), "--quiet", "--threads", "1", "--resume"],
+                         capture_output=True, text=True, env=env, timeout=400)
+    assert run.returncode == 1, run.stderr[-3000:]  # the missing clip is still missing
+    assert f"resuming: 2 of {CLIPS + 1} utterances already decoded, {CLIPS - 1} to go" in run.stdout
+    resumed = read_rows(out / "utterances.jsonl")
+    assert resumed[:2] == kept  # kept as they were, timings included: not decoded again
+    assert without_timing(resumed) == without_timing(rows)
