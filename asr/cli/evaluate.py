@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .common import EXIT_FAILURE, EXIT_OK, error, positive_int
+from ..store.registry import DEFAULT_MODEL
 
 DEFAULT_OUTPUT = "eval"
 
@@ -69,6 +70,8 @@ def _make_system(args, size: int):
                          temperatures=temperatures, without_timestamps=args.without_timestamps)
     from ..evaluate.systems import make_peer
 
+    if args.model != DEFAULT_MODEL:  # the peers run their own weights: say so, never ignore it
+        raise ValueError(f"--model {args.model}: only for --system asr; {args.system} runs its own bundled model")
     return make_peer(args.system, threads, args.beam_size, temperatures)
 
 
@@ -162,7 +165,7 @@ def add_evaluate_parsers(subparsers) -> None:
         description="Corpus WER and CER per dataset and their unweighted mean, bootstrap 95% CI, RTFx, and a "
                     "report directory (per-utterance JSONL, errs files, Markdown, plots). SOURCE: a manifest "
                     f"(.jsonl), a LibriSpeech directory, a local Hugging Face dataset, or a preset ({', '.join(PRESETS)}).")
-    p.add_argument("--model", default="tiny.en", help="model name or checkpoint directory (default tiny.en)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or checkpoint directory (default {DEFAULT_MODEL})")
     p.add_argument("--system", default="asr", choices=SYSTEMS,
                    help="asr (the --model), or a peer on the same data: " + ", ".join(SYSTEMS[1:]))
     p.add_argument("--data", nargs="+", required=True, metavar="SOURCE", help="one or more data sources")
