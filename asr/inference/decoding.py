@@ -192,8 +192,11 @@ def initial_tokens(tokenizer: Tokenizer, options: DecodingOptions, n_text_ctx: i
 
 @torch.inference_mode()
 def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tensor],
-           options: DecodingOptions = DecodingOptions()) -> list[DecodingResult]:
-    """Decode one window per utterance. audio: encoder output [utterances, frames, d]."""
+           options: DecodingOptions = DecodingOptions(),
+           generators: Optional[Sequence[torch.Generator]] = None) -> list[DecodingResult]:
+    """Decode one window per utterance. audio: encoder output [utterances, frames, d].
+    ``generators`` (one CPU torch.Generator per utterance) make sampling at temperature > 0
+    reproducible, and independent of which other utterances share the batch."""
     n_utt = audio.shape[0]
     prefix = initial_tokens(tokenizer, options, model.dims.n_text_ctx)
     sample_begin = len(prefix)
@@ -205,7 +208,7 @@ def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tens
     beam_rows = beam or 1  # consecutive token rows per utterance, one per hypothesis
     cache = model.new_cache(group_size=beam_rows)
     tokens = torch.tensor([prefix] * (n_utt * beam_rows), device=audio.device)
-    search = BeamSearch(tokenizer, beam, options) if beam else GreedySearch(tokenizer, options.temperature)
+    search = BeamSearch(tokenizer, beam, options) if beam else GreedySearch(tokenizer, options.temperature, generators)
 
     no_speech_probs = None
     step_tokens = tokens
@@ -255,9 +258,11 @@ def make_result(tokenizer, sequence, sum_logprob, no_speech_prob, options) -> De
 class GreedySearch:
     """Argmax at temperature 0, otherwise sampling from softmax(logits / temperature)."""
 
-    def __init__(self, tokenizer: Tokenizer, temperature: float):
+    def __init__(self, tokenizer: Tokenizer, temperature: float,
+                 generators: Optional[Sequence[torch.Generator]] = None):
         self.eot = tokenizer.eot
         self.temperature = temperature
+        self.generators = generators
         self.sum_logprobs = None
 
     def step(self, tokens: Tensor, logits: Tensor):
@@ -265,6 +270,10 @@ class GreedySearch:
             self.sum_logprobs = torch.zeros(tokens.shape[0], dtype=torch.float64, device=tokens.device)
         if self.temperature == 0:
             next_tokens = logits.argmax(dim=-1)
+        elif self.generators is not None:  # each row draws from its own seeded stream
+            probs = F.softmax(logits.float() / self.temperature, dim=-1).cpu()
+            next_tokens = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators)])
+            next_tokens = next_tokens.to(logits.device)
         else:
             next_tokens = torch.distributions.Categorical(logits=logits / self.temperature).sample()
         logprobs = F.log_softmax(logits.float(), dim=-1)
