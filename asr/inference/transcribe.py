@@ -54,6 +54,7 @@ class TranscribeOptions:
     # None: at most half the text context per window (Whisper's cap); a rate: at most
     # MIN_SAMPLE_LEN + rate x the batch's longest window in seconds, so a loop ends with the audio
     max_tokens_per_second: Optional[float] = None
+    seed: int = 0  # sampling at temperature > 0 is seeded per window from this: reruns agree
 
 
 MIN_SAMPLE_LEN = 16  # tokens any window may take, however short (timestamps, a few words)
@@ -102,24 +103,49 @@ def is_silence(result: DecodingResult, opts: TranscribeOptions) -> bool:
     return opts.logprob_threshold is None or result.avg_logprob < opts.logprob_threshold
 
 
+def window_generator(seed: int, seek: int, temperature: float) -> torch.Generator:
+    """The random stream for sampling one window at one temperature: a function of the seed,
+    where the window starts and the temperature only, so a rerun (or another batch size)
+    samples the same tokens."""
+    key = [seed, seek, round(temperature * TEMPERATURE_KEY_SCALE)]
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+
+
+TEMPERATURE_KEY_SCALE = 1000  # temperatures are told apart to 0.001 in the seed
+
+
+def best_attempt(attempts: list[DecodingResult], opts: TranscribeOptions) -> DecodingResult:
+    """When every temperature fails its thresholds, the attempt to keep: the most probable
+    (highest avg_logprob) of those that do not repeat themselves, else of all, as
+    faster-whisper does. The last (hottest) attempt is usually the worst."""
+    threshold = opts.compression_ratio_threshold
+    fluent = [r for r in attempts if threshold is None or r.compression_ratio <= threshold]
+    return max(fluent or attempts, key=lambda r: r.avg_logprob)
+
+
 def decode_with_fallback(model, tokenizer, features, mask, base: DecodingOptions,
-                         opts: TranscribeOptions) -> list[DecodingResult]:
+                         opts: TranscribeOptions, seeks: Optional[Sequence[int]] = None) -> list[DecodingResult]:
     """Decode at the first temperature; windows whose result repeats itself or is unsure are
-    decoded again, alone with the others that failed, at the next temperature."""
-    results: list[Optional[DecodingResult]] = [None] * features.shape[0]
+    decoded again, alone with the others that failed, at the next temperature. A window that
+    fails at every temperature keeps its best attempt (best_attempt). ``seeks`` (each window's
+    start frame) seed the sampling per window."""
+    seeks = list(seeks) if seeks is not None else [0] * features.shape[0]
+    attempts: list[list[DecodingResult]] = [[] for _ in range(features.shape[0])]
     pending = list(range(features.shape[0]))
     for temperature in opts.temperatures:
         options = replace(base, temperature=temperature)
+        generators = None
         if temperature > 0:
             options = replace(options, beam_size=None)  # sampling instead of beam search
+            generators = [window_generator(opts.seed, seeks[i], temperature) for i in pending]
         index = torch.tensor(pending, device=features.device)
         sub_mask = None if mask is None else mask[index]
-        for i, result in zip(pending, decode(model, tokenizer, features[index], sub_mask, options)):
-            results[i] = result
-        pending = [i for i in pending if needs_fallback(results[i], opts)]
+        for i, result in zip(pending, decode(model, tokenizer, features[index], sub_mask, options, generators)):
+            attempts[i].append(result)
+        pending = [i for i in pending if needs_fallback(attempts[i][-1], opts)]
         if not pending:
             break
-    return results
+    return [best_attempt(a, opts) if i in pending else a[-1] for i, a in enumerate(attempts)]
 
 
 def read_windows(model, states: list[FileState]) -> tuple[list[FileState], list, list[tuple[FileState, AudioError]]]:
@@ -203,6 +229,10 @@ def add_segment(state: FileState, tokenizer: Tokenizer, tokens: list[int], start
     text = tokenizer.decode(tokens)
     if not text.strip():
         return
+    # a timestamp token may point past the end of the audio (the last window is padded to
+    # 30 s): no segment reaches beyond the recording
+    duration = len(state.audio) / SAMPLE_RATE
+    start, end = min(start, duration), min(end, duration)
     state.segments.append({
         "id": len(state.segments), "seek": state.seek, "start": round(start, 3), "end": round(end, 3),
         "text": text, "tokens": [int(t) for t in tokens], "temperature": result.temperature,
@@ -376,7 +406,8 @@ def decode_step(model, tokenizer: Tokenizer, active: list[FileState], pieces: li
         if len(rows) < len(active):
             index = torch.tensor(rows, device=features.device)
             rows_features, rows_mask = features[index], None if mask is None else mask[index]
-        for i, result in zip(rows, decode_with_fallback(model, tokenizer, rows_features, rows_mask, options, opts)):
+        seeks = [active[i].seek for i in rows]
+        for i, result in zip(rows, decode_with_fallback(model, tokenizer, rows_features, rows_mask, options, opts, seeks)):
             results[i] = result
     for state, result in zip(active, results):
         before = state.seek
