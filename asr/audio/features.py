@@ -31,13 +31,50 @@ DYNAMIC_RANGE = 8.0  # keep 8 orders of magnitude (80 dB) below the peak
 AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 
 
+# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above.
+MEL_LINEAR_HZ_PER_MEL = 200.0 / 3  # Hz per mel in the linear region
+MEL_LOG_START_HZ = 1000.0  # where the logarithmic region begins
+MEL_LOG_START_MEL = MEL_LOG_START_HZ / MEL_LINEAR_HZ_PER_MEL  # = 15 mels
+MEL_LOG_STEP = np.log(6.4) / 27.0  # natural-log step per mel in the logarithmic region
+
+
+def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney mel of frequencies in Hz (float64), as librosa.hz_to_mel(htk=False)."""
+    hz = np.atleast_1d(np.asarray(hz, dtype=np.float64))
+    mels = hz / MEL_LINEAR_HZ_PER_MEL
+    log_region = hz >= MEL_LOG_START_HZ
+    mels[log_region] = MEL_LOG_START_MEL + np.log(hz[log_region] / MEL_LOG_START_HZ) / MEL_LOG_STEP
+    return mels
+
+
+def mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """Inverse of hz_to_mel, as librosa.mel_to_hz(htk=False)."""
+    mels = np.atleast_1d(np.asarray(mels, dtype=np.float64))
+    hz = MEL_LINEAR_HZ_PER_MEL * mels
+    log_region = mels >= MEL_LOG_START_MEL
+    hz[log_region] = MEL_LOG_START_HZ * np.exp(MEL_LOG_STEP * (mels[log_region] - MEL_LOG_START_MEL))
+    return hz
+
+
 @functools.lru_cache(maxsize=None)
 def _mel_filters_numpy(n_mels: int) -> np.ndarray:
-    # librosa is imported here because its import is slow and only this needs it.
-    import librosa
-
-    filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels)
-    filters = filters.astype(np.float32)
+    """librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels) written out in numpy, in
+    librosa's order of operations (float64 ramps, float32 weights), so it agrees with librosa to
+    float32 rounding. librosa itself is not imported: its numba-compiled helpers cost over a
+    second on the first call of every process (tested equal in tests/test_mel_filters.py)."""
+    fft_hz = np.linspace(0, SAMPLE_RATE / 2, 1 + N_FFT // 2)  # centre of each STFT bin
+    # n_mels + 2 band edges equally spaced in mel between 0 Hz and Nyquist
+    lowest, highest = hz_to_mel(np.array([0.0, SAMPLE_RATE / 2]))
+    edges_hz = mel_to_hz(np.linspace(lowest, highest, n_mels + 2))
+    widths = np.diff(edges_hz)
+    ramps = np.subtract.outer(edges_hz, fft_hz)
+    filters = np.zeros((n_mels, 1 + N_FFT // 2), dtype=np.float32)
+    for i in range(n_mels):  # triangle i rises over band i and falls over band i + 1
+        rising = -ramps[i] / widths[i]
+        falling = ramps[i + 2] / widths[i + 1]
+        filters[i] = np.maximum(0, np.minimum(rising, falling))
+    # Slaney normalisation: each triangle has unit area (constant energy per channel)
+    filters *= (2.0 / (edges_hz[2:n_mels + 2] - edges_hz[:n_mels]))[:, np.newaxis]
     filters.setflags(write=False)  # shared by every caller through the cache
     return filters
 
