@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -35,6 +36,32 @@ class AudioError(InputError):
     """
 
 
+class AudioWarning(UserWarning):
+    """Audio that was read but had to be repaired (one line naming the file)."""
+
+
+def replace_non_finite(samples: np.ndarray) -> int:
+    """Set NaN and +-inf samples to 0 in place and return how many there were. One NaN reaches
+    every STFT frame that overlaps it and, through the log-mel peak, a whole Whisper window:
+    silence in its place costs 25 ms of audio instead of 30 s of transcript."""
+    bad = ~np.isfinite(samples)
+    count = int(bad.sum())
+    if count:
+        samples[bad] = 0.0
+    return count
+
+
+def warn_non_finite(path, count: int) -> None:
+    warnings.warn(AudioWarning(f"{os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else path}: "
+                               f"{count} non-finite samples (NaN/inf) replaced by 0"), stacklevel=2)
+
+
+def soundfile_name(path: Union[str, os.PathLike]) -> bytes:
+    """The path as bytes for soundfile: it encodes str names strictly as UTF-8, which fails for
+    names holding other bytes (os.fsdecode turns b"\xff" into a lone surrogate)."""
+    return os.fsencode(path)
+
+
 def load_audio(path: Union[str, os.PathLike], sr: int = SAMPLE_RATE) -> np.ndarray:
     """Decode an audio file to a mono float32 waveform at ``sr`` Hz, shape [samples].
 
@@ -54,7 +81,7 @@ def load_audio(path: Union[str, os.PathLike], sr: int = SAMPLE_RATE) -> np.ndarr
         raise AudioError(path, "empty file (0 bytes)")
 
     try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+        data, rate = sf.read(soundfile_name(p), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as err:
         sf_reason = (getattr(err, "error_string", None) or str(err)).rstrip(".")
         if sf_reason.startswith("File does not exist"):
@@ -65,6 +92,9 @@ def load_audio(path: Union[str, os.PathLike], sr: int = SAMPLE_RATE) -> np.ndarr
     samples = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if samples.size == 0:
         raise AudioError(path, "empty audio (0 samples)")
+    bad = replace_non_finite(samples)  # before resampling, which would smear them out
+    if bad:
+        warn_non_finite(path, bad)
     if rate != sr:
         samples = soxr.resample(samples, rate, sr, quality="HQ")
     return np.ascontiguousarray(samples, dtype=np.float32)

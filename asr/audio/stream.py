@@ -18,7 +18,7 @@ import soundfile as sf
 import soxr
 
 from .features import N_FFT, SAMPLE_RATE
-from .load import AudioError, load_audio
+from .load import AudioError, load_audio, replace_non_finite, soundfile_name, warn_non_finite
 
 READ_BLOCK_S = 10  # seconds of input decoded per read
 KEEP_BEHIND = N_FFT  # samples kept before the last window start: an STFT frame reaches N_FFT/2 back
@@ -27,8 +27,11 @@ KEEP_BEHIND = N_FFT  # samples kept before the last window start: an STFT frame 
 class ArrayAudio:
     """An in-memory waveform behind the same interface as AudioStream."""
 
-    def __init__(self, samples: np.ndarray):
+    def __init__(self, samples: np.ndarray, name: str = "<array>"):
         self.samples = np.asarray(samples, dtype=np.float32)
+        if not np.isfinite(self.samples).all():
+            self.samples = self.samples.copy()  # the caller's array stays as it was
+            warn_non_finite(name, replace_non_finite(self.samples))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -43,6 +46,8 @@ class ArrayAudio:
 class AudioStream:
     def __init__(self, path: Union[str, os.PathLike], file: sf.SoundFile):
         self.path = path
+        self.non_finite = 0  # NaN/inf samples replaced by 0 in this pass over the file
+        self.warned = False
         self._start(file)
 
     def _start(self, file: sf.SoundFile) -> None:
@@ -78,8 +83,9 @@ class AudioStream:
         if not self.file.closed:
             self.file.close()
         known_length = self.length if self.finished else None
+        self.non_finite = 0
         try:
-            self._start(sf.SoundFile(str(self.path)))
+            self._start(sf.SoundFile(soundfile_name(self.path)))
         except (sf.SoundFileError, RuntimeError, OSError) as err:
             raise AudioError(self.path, f"cannot reopen ({err})") from None
         if known_length is not None:  # the exact length found at the end of the first pass
@@ -92,6 +98,7 @@ class AudioStream:
             raise AudioError(self.path, f"decoding failed mid-file ({err})") from None
         last = len(block) == 0 or self.file.tell() >= self.file.frames
         mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+        self.non_finite += replace_non_finite(mono)  # before the resampler spreads them
         if self.resampler is not None:
             mono = self.resampler.resample_chunk(np.ascontiguousarray(mono), last=last)
         self.buffer = np.concatenate([self.buffer, mono.astype(np.float32, copy=False)])
@@ -99,6 +106,9 @@ class AudioStream:
             self.finished = True
             self.length = self.buffer_start + len(self.buffer)
             self.file.close()
+            if self.non_finite and not self.warned:  # once per file, not per pass
+                self.warned = True
+                warn_non_finite(self.path, self.non_finite)
 
 
 def open_audio(source) -> Union[AudioStream, ArrayAudio]:
@@ -107,7 +117,7 @@ def open_audio(source) -> Union[AudioStream, ArrayAudio]:
     if isinstance(source, np.ndarray):
         return ArrayAudio(source)
     try:
-        file = sf.SoundFile(str(source))
+        file = sf.SoundFile(soundfile_name(source))
     except (sf.SoundFileError, RuntimeError, OSError, TypeError):
         # missing, not audio, or a container soundfile cannot read: load_audio tries FFmpeg
         # and raises the precise AudioError otherwise

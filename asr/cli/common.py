@@ -3,23 +3,55 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
+import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 # Containers the audio loader reads (soundfile in-process, the rest through FFmpeg)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".mp4", ".webm", ".opus")
 EXIT_OK, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 130
 
 
+def printable(text: object) -> str:
+    """Text safe to print on any terminal: file names that are not UTF-8 reach Python as lone
+    surrogates (b"\xff" -> "\udcff"), which a UTF-8 stdout refuses; they are shown as \xff."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def error(message: str, bar=None) -> None:
     """One line on stderr, ``asr: error: <input>: <problem>``; through ``bar.write`` while a tqdm
     bar is on screen so the bar is redrawn below the message."""
-    line = f"asr: error: {message}"
+    say(f"asr: error: {message}", bar)
+
+
+def warning(message: str, bar=None) -> None:
+    say(f"asr: warning: {message}", bar)
+
+
+def say(line: str, bar=None) -> None:
+    line = " ".join(printable(line).split())  # one line, whatever the message held
     if bar is not None:
         bar.write(line, file=sys.stderr)
     else:
         print(line, file=sys.stderr)
+
+
+def check_output_dir(directory: str) -> Optional[str]:
+    """The problem with writing outputs into ``directory`` (created if missing), or None. Run
+    before any decoding, so a typo costs seconds, not the results of a long run."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        return f"{directory}: --output-dir is not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # the only sure test: access() ignores ACLs, mounts
+            pass
+    except OSError as err:
+        return f"{directory}: cannot write outputs there ({err.strerror or err})"
+    return None
 
 
 def expand_patterns(inputs: Iterable[str]) -> list[str]:
@@ -40,6 +72,32 @@ def expand_inputs(inputs: Iterable[str], suffixes=AUDIO_SUFFIXES) -> Iterator[Pa
             yield from sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
         else:
             yield path
+
+
+def temperatures(text: str) -> tuple[float, ...]:
+    """argparse type: one temperature or a comma-separated fallback sequence ("0,0.2,0.4"),
+    each a finite number >= 0. One value keeps the inputs that follow it out of the option
+    (``--temperature 0 talk.wav``)."""
+    values = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not a number (give e.g. 0 or 0,0.2,0.4)") from None
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"{item} is not a temperature >= 0")
+        values.append(value)
+    return tuple(values)
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number >= 0")
+    return value
 
 
 def positive_int(text: str) -> int:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 from .common import error
-from ..data.manifest import ManifestError, read_manifest, write_manifest
-from ..data.sources import SOURCE_TYPES, SourceError, load_source
+from ..data.manifest import ManifestError, read_manifest_lines, write_manifest
+from ..data.sources import SOURCE_TYPES, SourceError, detect_source_type, load_source
 from ..data.validate import DEFAULT_MAX_DURATION, Report, validate
 
 SECONDS_PER_MINUTE = 60.0
@@ -33,33 +33,42 @@ def cmd_prepare(args) -> int:
     if out.suffix.lower() != ".jsonl":
         error(f"{out}: the output manifest must be a .jsonl file")
         return 1
+    line_problems: list[str] = []
     try:
-        utterances = load_source(
-            args.source,
-            source_type=args.source_type,
-            out_path=out,
-            split=args.split,
-            hf_config=args.hf_config,
-            hf_audio_column=args.hf_audio_column,
-            hf_text_column=args.hf_text_column,
-            streaming=args.streaming,
-            max_items=args.max_items,
-            progress=not args.quiet,
-        )
+        source_type = detect_source_type(args.source) if args.source_type == "auto" else args.source_type
+        if source_type == "manifest":  # line by line, so every bad line is reported (and skippable)
+            utterances, line_problems = read_manifest_lines(args.source)
+            utterances = utterances[:args.max_items] if args.max_items else utterances
+        else:
+            utterances = load_source(
+                args.source,
+                source_type=args.source_type,
+                out_path=out,
+                split=args.split,
+                hf_config=args.hf_config,
+                hf_audio_column=args.hf_audio_column,
+                hf_text_column=args.hf_text_column,
+                streaming=args.streaming,
+                max_items=args.max_items,
+                progress=not args.quiet,
+            )
     except (SourceError, ManifestError) as err:
         error(str(err))
         return 1
+    print_line_problems(line_problems)
     if not utterances:
         error(f"{args.source}: no utterances found")
         return 1
 
     report = validate(utterances, max_duration=_max_duration(args.max_duration), progress=not args.quiet)
-    if not report.ok:
-        print(report)
+    n_bad = len(report.bad) + len(line_problems)
+    if n_bad:
+        if not report.ok:
+            print(report)
         if not args.skip_bad:
-            error(f"{len(report.bad)} bad utterances; nothing written (fix them, or pass --skip-bad to drop them)")
+            error(f"{n_bad} bad utterances; nothing written (fix them, or pass --skip-bad to drop them)")
             return 1
-        print(f"skipped {len(report.bad)} bad utterances")
+        print(f"skipped {n_bad} bad utterances")
 
     kept = []
     for index, u in enumerate(utterances):
@@ -75,20 +84,33 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def print_line_problems(problems: list[str]) -> None:
+    """Manifest lines that could not be read at all (invalid JSON, a missing key, not UTF-8)."""
+    if problems:
+        print(f"{len(problems)} manifest lines cannot be read:")
+        for line in problems:
+            print(f"  {line}")
+
+
 def cmd_validate(args) -> int:
     try:
-        utterances = read_manifest(args.manifest)
+        utterances, line_problems = read_manifest_lines(args.manifest)
     except ManifestError as err:
         error(str(err))
         return 1
+    print_line_problems(line_problems)
     report: Report = validate(
         utterances,
         max_duration=_max_duration(args.max_duration),
         check_audio=not args.no_audio,
         progress=not args.quiet,
     )
-    print(report if not report.ok else f"{args.manifest}: {report} ({_total(utterances)})")
-    return 0 if report.ok else 1
+    if report.ok and not line_problems:
+        print(f"{args.manifest}: {report} ({_total(utterances)})")
+        return 0
+    if not report.ok:
+        print(report)
+    return 1
 
 
 def _total(utterances) -> str:

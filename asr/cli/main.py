@@ -3,7 +3,10 @@ into one line and an exit status."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, error
 from ..audio import AudioError
@@ -29,16 +32,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = "asr: error: interrupted\n"
+
+
+def leave_at_once(signum, frame) -> None:
+    """A second Ctrl-C while the first unwinds: one line and out, with no traceback fragment
+    from whatever cleanup was running (finished outputs are complete files already)."""
+    os.write(sys.stderr.fileno(), INTERRUPTED.encode())
+    os._exit(EXIT_INTERRUPTED)
+
+
+def interrupt(signum, frame) -> None:
+    """The first Ctrl-C unwinds normally (KeyboardInterrupt, caught in main); from then on the
+    next one ends the process at once."""
+    signal.signal(signal.SIGINT, leave_at_once)
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    previous = signal.getsignal(signal.SIGINT)
+    # only in the main thread, and not when a host program has a handler of its own
+    ours = threading.current_thread() is threading.main_thread() and previous is signal.default_int_handler
+    if ours:
+        signal.signal(signal.SIGINT, interrupt)
+    interrupted = False
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except (CheckpointError, AudioError) as err:
         error(str(err))
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        error("interrupted")
+        interrupted = True  # leave_at_once stays: the process is on its way out
+        if ours:
+            signal.signal(signal.SIGINT, leave_at_once)
+        sys.stderr.write(INTERRUPTED)
         return EXIT_INTERRUPTED
+    finally:
+        if ours and not interrupted:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@ printed (and written) as each file finishes, so one bad file costs no other its 
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
+from typing import Optional
 
-from .common import EXIT_FAILURE, EXIT_OK, error, expand_inputs, expand_patterns, positive_int
-from ..inference.transcribe import TEMPERATURES, TranscribeOptions
+from .common import (EXIT_FAILURE, EXIT_OK, check_output_dir, error, expand_inputs, expand_patterns,
+                     non_negative_float, positive_int, printable, temperatures, warning)
+from ..inference.transcribe import TranscribeOptions
 from ..inference.writers import FORMATS
 from ..store.registry import DEFAULT_MODEL
 
@@ -16,16 +19,50 @@ def format_time(seconds: float) -> str:
     return f"{int(minutes):02d}:{secs:06.3f}"
 
 
+TEMPERATURE_INCREMENT = 0.2  # whisper's --temperature_increment_on_fallback
+MAX_FALLBACK_TEMPERATURE = 1.0  # the hottest temperature the increments reach
+
+
+def fallback_temperatures(given: tuple[float, ...], increment: float) -> tuple[float, ...]:
+    """The temperatures to try, as whisper builds them: a sequence given with commas as it is;
+    one temperature t followed by t + increment, ... up to 1.0 (none with increment 0)."""
+    if len(given) > 1 or increment == 0 or given[0] >= MAX_FALLBACK_TEMPERATURE:
+        return given
+    steps = int((MAX_FALLBACK_TEMPERATURE - given[0]) / increment + 1e-6)
+    return tuple(round(given[0] + k * increment, 6) for k in range(steps + 1))
+
+
 def print_result(path: Path, result: dict, verbose: bool, many: bool) -> None:
+    name = printable(path)
     if verbose:
+        prefix = f"{name}: " if many else ""  # several files: every line says whose it is
         if "language_probability" in result:
-            print(f"detected language: {result['language']} ({result['language_probability']:.2f})")
+            print(f"{prefix}detected language: {result['language']} ({result['language_probability']:.2f})")
         for segment in result["segments"]:
-            print(f"[{format_time(segment['start'])} --> {format_time(segment['end'])}] {segment['text'].strip()}")
+            print(f"{prefix}[{format_time(segment['start'])} --> {format_time(segment['end'])}] "
+                  f"{segment['text'].strip()}")
     elif many:
-        print(f"{path}: {result['text']}")
+        print(f"{name}: {result['text']}")
     else:
         print(result["text"])
+
+
+def audio_seconds(path: Path) -> Optional[float]:
+    """A file's duration from its header (soundfile formats), None where that needs a decode."""
+    import soundfile as sf
+
+    from ..audio.load import soundfile_name
+
+    try:
+        info = sf.info(soundfile_name(path))
+    except Exception:  # unreadable, or a container only FFmpeg knows: found when decoded
+        return None
+    return info.frames / info.samplerate if info.samplerate > 0 else None
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. repaired NaN samples) as one `asr: warning:` line, without the source line."""
+    warning(str(message))
 
 
 def cmd_transcribe(args) -> int:
@@ -45,9 +82,16 @@ def cmd_transcribe(args) -> int:
     if not paths:
         error(f"{' '.join(args.audio)}: no audio files found")
         return EXIT_FAILURE
+    output_dir = args.output_dir or ("." if args.output_format else None)
+    problem = output_dir and check_output_dir(output_dir)
+    if problem:  # before the model loads and anything is decoded
+        error(problem)
+        return EXIT_FAILURE
+    warnings.showwarning = show_warning
     model = load_model(args.model, device=args.device, quiet=args.quiet)
     options = dict(beam_size=args.beam_size, patience=args.patience, length_penalty=args.length_penalty,
-                   temperature=tuple(args.temperature), language=args.language, task=args.task,
+                   temperature=fallback_temperatures(args.temperature, args.temperature_increment_on_fallback),
+                   language=args.language, task=args.task, seed=args.seed,
                    initial_prompt=args.initial_prompt, batch_size=args.batch_size,
                    condition_on_previous_text=args.condition_on_previous_text,
                    without_timestamps=args.without_timestamps)
@@ -56,24 +100,34 @@ def cmd_transcribe(args) -> int:
     except ValueError as err:
         error(str(err))
         return EXIT_FAILURE
-    output_dir = args.output_dir or ("." if args.output_format else None)
-    failed = 0
-    audio_seconds = 0.0
-    bar = tqdm(total=len(paths), desc="transcribing", unit="file", disable=args.quiet)
-    for index, result in model.transcribe_stream(paths, **options):
+    failed = done = 0
+    # the bar counts seconds of audio as windows are decoded, so a single long file moves it too;
+    # durations come from the headers (a file only FFmpeg reads adds its length when it is done)
+    known = [audio_seconds(path) for path in paths]
+    bar = tqdm(total=round(sum(s or 0.0 for s in known), 1), desc="transcribing", unit="audio-s",
+               disable=args.quiet, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
+
+    def advance(seconds: float) -> None:
+        bar.total = max(bar.total, bar.n + seconds)
+        bar.update(seconds)
+
+    for index, result in model.transcribe_stream(paths, on_progress=advance, **options):
         path = paths[index]
+        done += 1
         if isinstance(result, AudioError):
             error(str(result), bar)
             failed += 1
         else:
-            audio_seconds += result["duration"]
             if not args.quiet:
                 bar.clear()
                 print_result(path, result, args.verbose, many=len(paths) > 1)
             if output_dir:
-                write_result(result, path, output_dir, args.output_format or "all")
-        bar.update(1)
-        bar.set_postfix(audio=f"{audio_seconds:.0f}s")
+                try:
+                    write_result(result, path, output_dir, args.output_format or "all")
+                except OSError as err:  # e.g. the disk filled up: the other files go on
+                    error(f"{output_dir}: cannot write the outputs of {path} ({err.strerror or err})", bar)
+                    failed += 1
+        bar.set_postfix(files=f"{done}/{len(paths)}")
     bar.close()
     return EXIT_FAILURE if failed else EXIT_OK
 
@@ -90,8 +144,13 @@ def add_transcribe_parser(subparsers) -> argparse.ArgumentParser:
                    help="beam search width (default: greedy)")
     p.add_argument("--patience", type=float, default=defaults.patience)
     p.add_argument("--length-penalty", type=float, default=defaults.length_penalty)
-    p.add_argument("--temperature", type=float, nargs="+", default=list(TEMPERATURES),
-                   help="temperature, or the fallback sequence (default: 0 0.2 ... 1.0)")
+    p.add_argument("--temperature", type=temperatures, default=(0.0,),
+                   help="temperature, or the whole fallback sequence with commas (e.g. 0,0.4,0.8); default 0")
+    p.add_argument("--temperature-increment-on-fallback", type=non_negative_float, default=TEMPERATURE_INCREMENT,
+                   help="a window that fails is decoded again this much hotter, up to 1.0 "
+                        f"(default: {TEMPERATURE_INCREMENT}; 0: no fallback)")
+    p.add_argument("--seed", type=int, default=defaults.seed,
+                   help=f"seeds the sampling of fallback windows, per window (default: {defaults.seed}): reruns agree")
     p.add_argument("--language", default=defaults.language,
                    help="language code (en, fr, de...); default: English-only models use en, "
                         "multilingual ones detect it per file")

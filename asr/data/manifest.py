@@ -80,38 +80,61 @@ def _relative(path: Path, directory: PathLike) -> str:
 
 def read_manifest(path: PathLike) -> list[Utterance]:
     """Read a JSONL manifest; raise ManifestError "file:line: problem" on the first bad line."""
+    utterances, problems = read_manifest_lines(path, duplicates=True)
+    if problems:
+        raise ManifestError(problems[0])
+    return utterances
+
+
+def read_manifest_lines(path: PathLike, duplicates: bool = False) -> tuple[list[Utterance], list[str]]:
+    """Read a JSONL manifest line by line: (the utterances of every good line, one
+    "file:line: problem" per bad line), so a checker can report all of them at once.
+    ``duplicates`` also counts a repeated id as a bad line (validate() reports those itself).
+    Raises ManifestError when the file cannot be read at all."""
     path = Path(path)
     base_dir = str(path.parent.absolute())
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # split as bytes (on \n, \r\n, \r only: str.splitlines would also cut a line at a
+        # U+2028 inside a transcript), then decode line by line so one bad line is one problem
+        lines = path.read_bytes().splitlines()
     except FileNotFoundError:
         raise ManifestError(f"{path}: manifest not found") from None
     except IsADirectoryError:
         raise ManifestError(f"{path}: is a directory, not a manifest file") from None
-    except UnicodeDecodeError as err:
-        raise ManifestError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:
         raise ManifestError(f"{path}: cannot read ({err.strerror})") from None
 
     utterances: list[Utterance] = []
+    problems: list[str] = []
     first_line_of: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
+    for number, raw in enumerate(lines, start=1):
+        where = f"{path}:{number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            problems.append(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})")
+            continue
         if not line.strip():
             continue  # blank lines (e.g. a trailing one) carry nothing
-        where = f"{path}:{number}"
-        utterance = _parse_line(line, where, base_dir)
-        if utterance.id in first_line_of:
-            raise ManifestError(f"{where}: duplicate id {utterance.id!r} (first on line {first_line_of[utterance.id]})")
-        first_line_of[utterance.id] = number
+        try:
+            utterance = _parse_line(line, where, base_dir)
+        except ManifestError as err:
+            problems.append(str(err))
+            continue
+        if duplicates and utterance.id in first_line_of:
+            problems.append(f"{where}: duplicate id {utterance.id!r} (first on line {first_line_of[utterance.id]})")
+            continue
+        first_line_of.setdefault(utterance.id, number)
         utterances.append(utterance)
-    return utterances
+    return utterances, problems
 
 
 def _parse_line(line: str, where: str, base_dir: str) -> Utterance:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
-        raise ManifestError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
+        # json's messages may end in "at" ("Unterminated string starting at"): column first
+        raise ManifestError(f"{where}: invalid JSON at column {err.colno}: {err.msg}") from None
     if not isinstance(obj, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in obj]

@@ -88,6 +88,7 @@ def convert_builtin(name: str, target: Path, quiet: bool) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix=f".{name}-source.", dir=target.parent) as scratch:
             convert(builtin.prepare(Path(scratch)), tmp, origin=str(location))
+        share_as_umask(tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -96,6 +97,17 @@ def convert_builtin(name: str, target: Path, quiet: bool) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def share_as_umask(directory: Path) -> None:
+    """Give a converted model the modes a plain mkdir/open would have: mkdtemp makes its folder
+    0700 (and a writer may make files 0600), so a cache shared by a group would be unreadable
+    to everyone but its first user."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for path in directory.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def available() -> list[tuple[str, str, str]]:
