@@ -14,6 +14,7 @@ from .audio import AudioError
 from .inference.transcribe import (TranscribeOptions, check_language, detect_file_language, transcribe_arrays,
                                    transcribe_stream)
 from .audio.stream import open_audio
+from .inference.compute import apply_compute_type, resolve_compute_type
 
 OPTION_NAMES = {f.name for f in fields(TranscribeOptions)}
 
@@ -32,12 +33,14 @@ def transcribe_options(temperature: Union[float, Sequence[float], None] = None, 
 class SpeechModel:
     """A loaded checkpoint with its tokenizer, ready to transcribe."""
 
-    def __init__(self, model, tokenizer, path: Path, config: Optional[dict] = None):
+    def __init__(self, model, tokenizer, path: Path, config: Optional[dict] = None,
+                 compute_type: str = "float32"):
         if tokenizer is None:
             raise CheckpointError(f"{path}: checkpoint has no tokenizer, cannot transcribe")
         self.model = model
         self.tokenizer = tokenizer
         self.path = path
+        self.compute_type = compute_type  # the concrete type the weights run in (auto resolved)
         whisper = (config or {}).get("whisper") or {}
         # imported English-only Whisper models take a bare <|startoftranscript|>
         self.english_only = whisper.get("multilingual") is False
@@ -79,9 +82,13 @@ class SpeechModel:
 
 
 def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[str] = None,
-               quiet: bool = False) -> SpeechModel:
-    """A built-in model name (e.g. "tiny.en") or a checkpoint directory."""
+               quiet: bool = False, compute_type: str = "float32") -> SpeechModel:
+    """A built-in model name (e.g. "tiny.en") or a checkpoint directory. ``compute_type`` is
+    auto, float32, int8, bfloat16 or float16 (see asr.inference.compute); a type the device
+    cannot run raises ValueError (ComputeTypeError) before anything is loaded."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    compute_type = resolve_compute_type(compute_type, device)
     path = resolve(name_or_path, quiet=quiet)
     model, config = load_checkpoint(path, device=device)
-    return SpeechModel(model, load_tokenizer(path, config), path, config)
+    apply_compute_type(model, compute_type)
+    return SpeechModel(model, load_tokenizer(path, config), path, config, compute_type)

@@ -128,6 +128,9 @@ class TextDecoder(nn.Module):
             for kind in stack.attention_kinds(dims.n_text_layer)
         )
         self.ln = nn.LayerNorm(d)
+        # inference only: a module computing the tied output projection in another form (an int8
+        # copy of the embedding, asr.inference.compute); None = the embedding itself
+        self.output_projection: Optional[nn.Module] = None
 
     def forward(self, tokens: Tensor, audio: Tensor, audio_mask: Optional[Tensor] = None,
                 cache: Optional[DecoderCache] = None) -> Tensor:
@@ -146,6 +149,8 @@ class TextDecoder(nn.Module):
         if cache is not None:
             cache.offset += tokens.shape[1]
         x = self.ln(x)
+        if self.output_projection is not None and not torch.is_grad_enabled():
+            return self.output_projection(x).float()
         return (x @ self.output_weight(x.dtype)).float()
 
     def output_weight(self, dtype: torch.dtype) -> Tensor:
