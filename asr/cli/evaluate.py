@@ -59,19 +59,19 @@ def _make_system(args, size: int):
 
     threads = args.threads or max(1, (os.cpu_count() or 1) // size)
     torch.set_num_threads(threads)
-    torch.manual_seed(args.seed)  # sampled fallback windows (--fallback) repeat run to run
     temperatures = TEMPERATURES if args.fallback else (args.temperature,)
     if args.system == "asr":
         from ..api import load_model
         from ..evaluate.systems import AsrSystem
 
-        model = load_model(args.model, device=args.device, quiet=True)
+        model = load_model(args.model, device=args.device, quiet=True, compute_type=args.compute_type)
         return AsrSystem(model, args.model, beam_size=args.beam_size, batch_size=args.batch_size,
-                         temperatures=temperatures, without_timestamps=args.without_timestamps)
+                         temperatures=temperatures, without_timestamps=args.without_timestamps, seed=args.seed)
     from ..evaluate.systems import make_peer
 
-    if args.model != DEFAULT_MODEL:  # the peers run their own weights: say so, never ignore it
-        raise ValueError(f"--model {args.model}: only for --system asr; {args.system} runs its own bundled model")
+    if args.model != DEFAULT_MODEL or args.compute_type != "float32":  # peers' own weights and types
+        raise ValueError(f"--model/--compute-type: only for --system asr; {args.system} runs its own bundled "
+                         "model in the type its name says")
     return make_peer(args.system, threads, args.beam_size, temperatures)
 
 
@@ -98,7 +98,7 @@ def cmd_evaluate(args) -> int:
         started = time.perf_counter()
         data = {d.name: {"source": d.source, "utterances": len(d.utterances)} for d in datasets}
         report = evaluate(system, datasets, normalizer, out_dir, limit=args.limit, resume=args.resume,
-                          extra_settings={"seed": args.seed, "data": data}, progress=not args.quiet and rank == 0)
+                          extra_settings={"data": data}, progress=not args.quiet and rank == 0)
     except (DatasetError, ManifestError, EvaluationError, CheckpointError, ValueError) as err:
         if rank == 0:
             error(str(err))
@@ -157,6 +157,7 @@ def cmd_benchmark_build(args) -> int:
 
 def add_evaluate_parsers(subparsers) -> None:
     from ..evaluate.datasets import PRESETS
+    from ..inference.compute import COMPUTE_TYPES
     from ..evaluate.systems import SYSTEMS
     from ..text.normalize import NORMALIZERS
 
@@ -175,7 +176,9 @@ def add_evaluate_parsers(subparsers) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="decoding temperature (default 0: deterministic)")
     p.add_argument("--fallback", action="store_true",
                    help="Whisper's temperature fallback 0.0..1.0 for repetitive or unsure windows (sampled, seeded)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of sampled decoding (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampled decoding, per window (default 0)")
+    p.add_argument("--compute-type", default="float32", choices=COMPUTE_TYPES,
+                   help="weights' type for --system asr (default float32; auto picks by the hardware)")
     p.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     p.add_argument("--batch-size", type=positive_int, default=8, help="utterances decoded together (default 8)")
     p.add_argument("--normalizer", default="whisper-english", choices=NORMALIZERS,

@@ -41,7 +41,7 @@ SETTINGS_FILE = "settings.json"
 MAX_WORDS_PER_SECOND = 6.0
 MIN_WORDS_ALLOWED = 10  # short clips still get room for a few words
 # Settings that change the hypotheses or their scores: a resumed run must not mix them.
-RESULT_SETTINGS = ("system", "model", "checkpoint", "decoding", "dtype", "normalizer", "seed")
+RESULT_SETTINGS = ("system", "model", "checkpoint", "decoding", "dtype", "normalizer")
 
 
 class EvaluationError(ValueError):
