@@ -13,7 +13,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
 
@@ -56,6 +58,27 @@ def warn_non_finite(path, count: int) -> None:
                                f"{count} non-finite samples (NaN/inf) replaced by 0"), stacklevel=2)
 
 
+@contextmanager
+def c_library_quiet():
+    """Hide what C libraries print straight to file descriptor 2 while soundfile opens a file:
+    libmpg123 writes "Warning: Xing stream size off by more than 1%..." for a cut mp3, a
+    stray line among the one-line errors. libsndfile's own errors come back as exceptions."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded, captured): nothing to hide
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def soundfile_name(path: Union[str, os.PathLike]) -> bytes:
     """The path as bytes for soundfile: it encodes str names strictly as UTF-8, which fails for
     names holding other bytes (os.fsdecode turns b"\xff" into a lone surrogate)."""
@@ -71,8 +94,12 @@ def load_audio(path: Union[str, os.PathLike], sr: int = SAMPLE_RATE) -> np.ndarr
     if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
         raise ValueError(f"sr must be a positive int, got {sr!r}")
     p = Path(path)
-    if not p.exists():
-        raise AudioError(path, "file not found")
+    try:
+        os.stat(p)
+    except FileNotFoundError:
+        raise AudioError(path, "broken symbolic link" if p.is_symlink() else "file not found") from None
+    except OSError as err:  # e.g. a symlink loop: "Too many levels of symbolic links"
+        raise AudioError(path, err.strerror or str(err)) from None
     if p.is_dir():
         raise AudioError(path, "is a directory, not an audio file")
     if not os.access(p, os.R_OK):
@@ -81,7 +108,8 @@ def load_audio(path: Union[str, os.PathLike], sr: int = SAMPLE_RATE) -> np.ndarr
         raise AudioError(path, "empty file (0 bytes)")
 
     try:
-        data, rate = sf.read(soundfile_name(p), dtype="float32", always_2d=True)
+        with c_library_quiet():
+            data, rate = sf.read(soundfile_name(p), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as err:
         sf_reason = (getattr(err, "error_string", None) or str(err)).rstrip(".")
         if sf_reason.startswith("File does not exist"):

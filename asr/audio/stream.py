@@ -18,7 +18,7 @@ import soundfile as sf
 import soxr
 
 from .features import N_FFT, SAMPLE_RATE
-from .load import AudioError, load_audio, replace_non_finite, soundfile_name, warn_non_finite
+from .load import AudioError, c_library_quiet, load_audio, replace_non_finite, soundfile_name, warn_non_finite
 
 READ_BLOCK_S = 10  # seconds of input decoded per read
 KEEP_BEHIND = N_FFT  # samples kept before the last window start: an STFT frame reaches N_FFT/2 back
@@ -85,7 +85,8 @@ class AudioStream:
         known_length = self.length if self.finished else None
         self.non_finite = 0
         try:
-            self._start(sf.SoundFile(soundfile_name(self.path)))
+            with c_library_quiet():
+                self._start(sf.SoundFile(soundfile_name(self.path)))
         except (sf.SoundFileError, RuntimeError, OSError) as err:
             raise AudioError(self.path, f"cannot reopen ({err})") from None
         if known_length is not None:  # the exact length found at the end of the first pass
@@ -117,7 +118,8 @@ def open_audio(source) -> Union[AudioStream, ArrayAudio]:
     if isinstance(source, np.ndarray):
         return ArrayAudio(source)
     try:
-        file = sf.SoundFile(soundfile_name(source))
+        with c_library_quiet():
+            file = sf.SoundFile(soundfile_name(source))
     except (sf.SoundFileError, RuntimeError, OSError, TypeError):
         # missing, not audio, or a container soundfile cannot read: load_audio tries FFmpeg
         # and raises the precise AudioError otherwise
