@@ -51,10 +51,11 @@ def audio_seconds(path: Path) -> Optional[float]:
     """A file's duration from its header (soundfile formats), None where that needs a decode."""
     import soundfile as sf
 
-    from ..audio.load import soundfile_name
+    from ..audio.load import c_library_quiet, soundfile_name
 
     try:
-        info = sf.info(soundfile_name(path))
+        with c_library_quiet():
+            info = sf.info(soundfile_name(path))
     except Exception:  # unreadable, or a container only FFmpeg knows: found when decoded
         return None
     return info.frames / info.samplerate if info.samplerate > 0 else None
@@ -78,10 +79,15 @@ def cmd_transcribe(args) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         error(f"--device {args.device}: CUDA is not available on this machine")
         return EXIT_FAILURE
-    paths = list(expand_inputs(expand_patterns(args.audio)))
+    inputs = expand_patterns(args.audio)
+    paths = list(expand_inputs(inputs))
     if not paths:
         error(f"{' '.join(args.audio)}: no audio files found")
         return EXIT_FAILURE
+    # a directory with nothing to transcribe is reported, and the other inputs go on
+    empty = [item for item in inputs if Path(item).is_dir() and not any(expand_inputs([item]))]
+    for item in empty:
+        error(f"{item}: no audio files in this directory")
     output_dir = args.output_dir or ("." if args.output_format else None)
     problem = output_dir and check_output_dir(output_dir)
     if problem:  # before the model loads and anything is decoded
@@ -129,7 +135,7 @@ def cmd_transcribe(args) -> int:
                     failed += 1
         bar.set_postfix(files=f"{done}/{len(paths)}")
     bar.close()
-    return EXIT_FAILURE if failed else EXIT_OK
+    return EXIT_FAILURE if failed or empty else EXIT_OK
 
 
 def add_transcribe_parser(subparsers) -> argparse.ArgumentParser:
