@@ -33,12 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 INTERRUPTED = "asr: error: interrupted\n"
+_told = False  # the interrupted line was printed
+
+
+def say_interrupted() -> None:
+    global _told
+    if not _told:
+        _told = True
+        os.write(sys.stderr.fileno(), INTERRUPTED.encode())
 
 
 def leave_at_once(signum, frame) -> None:
-    """A second Ctrl-C while the first unwinds: one line and out, with no traceback fragment
-    from whatever cleanup was running (finished outputs are complete files already)."""
-    os.write(sys.stderr.fileno(), INTERRUPTED.encode())
+    """A second Ctrl-C while the first unwinds: one line (if the first has not printed it yet)
+    and out, with no traceback fragment from whatever cleanup was running (finished outputs are
+    complete files already)."""
+    say_interrupted()
     os._exit(EXIT_INTERRUPTED)
 
 
@@ -66,7 +75,8 @@ def main(argv=None) -> int:
         interrupted = True  # leave_at_once stays: the process is on its way out
         if ours:
             signal.signal(signal.SIGINT, leave_at_once)
-        sys.stderr.write(INTERRUPTED)
+        sys.stderr.flush()
+        say_interrupted()
         return EXIT_INTERRUPTED
     finally:
         if ours and not interrupted:
