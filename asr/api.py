@@ -14,6 +14,7 @@ from .audio import AudioError
 from .inference.transcribe import (TranscribeOptions, check_language, detect_file_language, transcribe_arrays,
                                    transcribe_stream)
 from .audio.stream import open_audio
+from .inference.batched import transcribe_stream_batched
 from .inference.compute import apply_compute_type, resolve_compute_type
 
 OPTION_NAMES = {f.name for f in fields(TranscribeOptions)}
@@ -63,22 +64,38 @@ class SpeechModel:
         as faster-whisper's WhisperModel.detect_language."""
         return detect_file_language(self.model, self.tokenizer, open_audio(audio))
 
-    def check_options(self, **options) -> None:
+    def check_options(self, batched: bool = False, **options) -> None:
         """Raise ValueError (one line) for options this model cannot honour, before any audio
-        is read: an unknown language, or translation with an English-only model."""
-        check_language(self.tokenizer, transcribe_options(**options), self.english_only)
+        is read: an unknown language, translation with an English-only model, or batched
+        decoding conditioned on previous text."""
+        opts = transcribe_options(**options)
+        if batched and opts.condition_on_previous_text:
+            raise ValueError("batched transcription decodes the windows of a file independently: "
+                             "it cannot condition on previous text")
+        check_language(self.tokenizer, opts, self.english_only)
 
-    def transcribe_many(self, audios: Sequence, on_progress=None, **options) -> list[dict]:
+    def transcribe_many(self, audios: Sequence, on_progress=None, batched: bool = False, **options) -> list[dict]:
+        """``batched=True``: each file's windows are cut at pauses and decoded batch_size at a
+        time (asr.inference.batched), instead of files side by side window after window."""
+        if batched:
+            results = dict(self.transcribe_stream(audios, on_progress, batched=True, **options))
+            for result in results.values():
+                if isinstance(result, AudioError):
+                    raise result
+            return [results[i] for i in range(len(audios))]
         options.setdefault("suppress_tokens", self.suppress_tokens)
         opts = transcribe_options(**options)
         return transcribe_arrays(self.model, self.tokenizer, list(audios), opts, on_progress, self.english_only)
 
-    def transcribe_stream(self, audios: Iterable, on_progress=None, **options) -> Iterator[tuple[int, Union[dict, AudioError]]]:
+    def transcribe_stream(self, audios: Iterable, on_progress=None, batched: bool = False,
+                          **options) -> Iterator[tuple[int, Union[dict, AudioError]]]:
         """Yield (index, result dict or AudioError) as each input finishes; a file that cannot be
-        decoded costs no other file its transcript. At most batch_size files are open at once."""
+        decoded costs no other file its transcript. At most batch_size files are open at once
+        (with ``batched``: one file at a time, batch_size of its windows at once)."""
         options.setdefault("suppress_tokens", self.suppress_tokens)
         opts = transcribe_options(**options)
-        return transcribe_stream(self.model, self.tokenizer, audios, opts, on_progress, self.english_only)
+        run = transcribe_stream_batched if batched else transcribe_stream
+        return run(self.model, self.tokenizer, audios, opts, on_progress, self.english_only)
 
 
 def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[str] = None,

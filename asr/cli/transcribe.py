@@ -9,6 +9,7 @@ from typing import Optional
 
 from .common import (EXIT_FAILURE, EXIT_OK, check_output_dir, error, expand_inputs, expand_patterns,
                      non_negative_float, positive_int, printable, temperatures, warning)
+from ..inference.compute import COMPUTE_TYPES
 from ..inference.transcribe import TranscribeOptions
 from ..inference.writers import FORMATS
 from ..store.registry import DEFAULT_MODEL
@@ -72,6 +73,7 @@ def cmd_transcribe(args) -> int:
 
     from ..api import load_model
     from ..audio import AudioError
+    from ..inference.compute import ComputeTypeError
     from ..inference.writers import write_result
 
     if args.threads:
@@ -94,13 +96,17 @@ def cmd_transcribe(args) -> int:
         error(problem)
         return EXIT_FAILURE
     warnings.showwarning = show_warning
-    model = load_model(args.model, device=args.device, quiet=args.quiet)
+    try:
+        model = load_model(args.model, device=args.device, quiet=args.quiet, compute_type=args.compute_type)
+    except ComputeTypeError as err:
+        error(f"--compute-type {args.compute_type}: {err}")
+        return EXIT_FAILURE
     options = dict(beam_size=args.beam_size, patience=args.patience, length_penalty=args.length_penalty,
                    temperature=fallback_temperatures(args.temperature, args.temperature_increment_on_fallback),
                    language=args.language, task=args.task, seed=args.seed,
                    initial_prompt=args.initial_prompt, batch_size=args.batch_size,
                    condition_on_previous_text=args.condition_on_previous_text,
-                   without_timestamps=args.without_timestamps)
+                   without_timestamps=args.without_timestamps, batched=args.batched)
     try:
         model.check_options(**options)
     except ValueError as err:
@@ -167,6 +173,12 @@ def add_transcribe_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--without-timestamps", action="store_true", help="no timestamp tokens (one segment per window)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--compute-type", default="float32", choices=COMPUTE_TYPES,
+                   help="weights' type: auto (int8 on CPU, float16 on CUDA), float32 (default), int8, "
+                        "bfloat16 (CUDA or a CPU with AVX512-BF16/AMX), float16 (CUDA)")
+    p.add_argument("--batched", action="store_true",
+                   help="decode several 30 s windows of each file in one batch, cut at pauses "
+                        "(no conditioning on previous text)")
     p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
                    help=f"files decoded together (default: {defaults.batch_size})")
     p.add_argument("--verbose", action="store_true", help="print every segment with its times")

@@ -1,0 +1,226 @@
+"""Batched long-form transcription: the windows of one file decoded together.
+
+Sequential long-form (asr.inference.transcribe) moves window by window, each starting where the
+last complete segment of the previous one ended, so window k+1 cannot start before window k is
+decoded. When no window conditions on the text of the one before, that dependence can be
+removed: cut the file into chunks of at most one model window (30 s) at pauses, where no word
+is split, and decode all the chunks of a file in batches, as faster-whisper's
+BatchedInferencePipeline does.
+
+Pauses come from an energy detector (`find_pauses`): frame RMS against a threshold set by the
+file's own loudness. Measured against Silero VAD (onnxruntime) it needs no model file and no
+dependency and takes ~5 ms per minute of audio; the cuts only need to fall between words, not to
+label speech precisely (see the README's batched long-form rows for the measured WER).
+
+Each chunk is a contiguous span of the recording (nothing is spliced out), so a timestamp t in
+chunk c is at c.start + t in the file and segment times stay exact. For pretrained Whisper models
+the chunk's features are the whole file's features cut to the chunk (same floor, same edge
+frames) and padded with 0.0 to 30 s, as the sequential path pads the file's last window.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Iterator, Optional, Union
+
+import numpy as np
+import torch
+
+from ..audio import HOP_LENGTH, SAMPLE_RATE, AudioError, batch_log_mel
+from ..audio.features import scale_log_mel
+from ..audio.stream import ArrayAudio, open_audio
+from ..audio.whisper_windows import log10_mel_frames, log10_mel_peak
+from ..text.tokenizer import Tokenizer
+from .decoding import DecodingOptions, DecodingResult, detect_language
+from .transcribe import (FileState, TranscribeOptions, add_segment, check_language, decode_with_fallback,
+                         is_silence, make_result)
+
+# energy detector
+VAD_FRAME_S = 0.02  # seconds of audio per energy frame
+VAD_HOP_S = 0.01  # seconds between energy frames (= one mel frame)
+SPEECH_BELOW_PEAK_DB = 35.0  # a frame quieter than the file's loud frames by more is a pause
+LOUD_PERCENTILE = 95  # "the file's loud frames": this percentile of frame energies
+SILENCE_FLOOR_DBFS = -60.0  # below this a frame is a pause whatever the file's level
+MIN_PAUSE_S = 0.2  # shorter dips are inside words or between close words: never cut there
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start: int  # first sample in the recording
+    stop: int  # one past the last sample
+
+    @property
+    def seek(self) -> int:
+        """The chunk's first mel frame."""
+        return self.start // HOP_LENGTH
+
+
+def frame_energies_db(samples: np.ndarray) -> np.ndarray:
+    """RMS in dB full scale of each VAD_FRAME_S frame, one per VAD_HOP_S."""
+    frame, hop = int(VAD_FRAME_S * SAMPLE_RATE), int(VAD_HOP_S * SAMPLE_RATE)
+    n = max(0, (len(samples) - frame) // hop + 1)
+    if n == 0:
+        return np.full(1, -np.inf)
+    squares = np.concatenate([[0.0], np.cumsum(np.square(samples, dtype=np.float64))])
+    starts = np.arange(n) * hop
+    mean_square = (squares[starts + frame] - squares[starts]) / frame
+    return 10 * np.log10(np.maximum(mean_square, 1e-20))
+
+
+def find_pauses(samples: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """(speech flags per VAD frame, pauses as (first, last + 1) frame ranges of at least
+    MIN_PAUSE_S)."""
+    energy = frame_energies_db(samples)
+    loud = np.percentile(energy[np.isfinite(energy)], LOUD_PERCENTILE) if np.isfinite(energy).any() else -np.inf
+    threshold = max(loud - SPEECH_BELOW_PEAK_DB, SILENCE_FLOOR_DBFS)
+    speech = energy > threshold
+    pauses, start = [], None
+    min_frames = int(round(MIN_PAUSE_S / VAD_HOP_S))
+    for i, is_speech in enumerate(np.append(speech, True)):
+        if not is_speech and start is None:
+            start = i
+        elif is_speech and start is not None:
+            if i - start >= min_frames:
+                pauses.append((start, i))
+            start = None
+    return speech, pauses
+
+
+def plan_chunks(samples: np.ndarray, max_samples: int, found=None) -> list[Chunk]:
+    """Cut the recording into chunks of at most max_samples at the middle of pauses, taking the
+    furthest pause that keeps the chunk short enough (fewest chunks); with no pause in reach, cut
+    at max_samples. Chunks without a speech frame are dropped. ``found``: find_pauses(samples)
+    if already computed."""
+    speech, pauses = found or find_pauses(samples)
+    hop = int(VAD_HOP_S * SAMPLE_RATE)
+    cuts = [((a + b) // 2) * hop for a, b in pauses]
+    chunks, start, total = [], 0, len(samples)
+    while start < total:
+        limit = start + max_samples
+        if limit >= total:
+            stop = total
+        else:
+            reachable = [c for c in cuts if start < c <= limit]
+            stop = reachable[-1] if reachable else limit
+        chunks.append(Chunk(start, stop))
+        start = stop
+    return [c for c in chunks if speech[c.start // hop:max(c.start // hop + 1, c.stop // hop)].any()]
+
+
+def snap_to_speech(start: float, end: float, pauses_s: list[tuple[float, float]]) -> tuple[float, float]:
+    """Segment times moved out of pauses: a start inside a pause goes to where speech resumes,
+    an end inside a pause to where speech stopped. Whisper's timestamps are coarse at a chunk's
+    start (a chunk opening with silence often gets <|0.00|>) and between sentences (one shared
+    timestamp in the middle of the pause); the detector knows where the pauses are."""
+    new_start, new_end = start, end
+    for a, b in pauses_s:
+        if a <= start < b:
+            new_start = b
+        if a < end <= b:
+            new_end = a
+    if new_end <= new_start:  # the segment lies inside one pause: nothing better to say
+        return start, end
+    return new_start, new_end
+
+
+def chunk_input(model, source: ArrayAudio, chunk: Chunk, peak: Optional[float]):
+    """The model input of one chunk: for fixed-window Whisper models the whole file's log-mel
+    frames of the chunk padded with 0.0 to the window; otherwise its samples."""
+    if not model.options.fixed_audio_window:
+        return source.window(chunk.start, chunk.stop)
+    n_frames, n_mels = 2 * model.dims.n_audio_ctx, model.dims.n_mels
+    count = min(n_frames, (chunk.stop - chunk.start) // HOP_LENGTH)
+    window = torch.zeros(n_mels, n_frames)
+    window[:, :count] = scale_log_mel(log10_mel_frames(source, chunk.seek, count, n_mels), peak)
+    return window
+
+
+def chunk_segments(state: FileState, chunk: Chunk, result: DecodingResult, tokenizer: Tokenizer,
+                   opts: TranscribeOptions, pauses_s: list[tuple[float, float]]) -> None:
+    """The segments of one decoded chunk, in file time. Pieces are split at timestamp pairs; a
+    last piece without a closing timestamp runs to the chunk's end (there is no next window to
+    decode it again). Times are then moved out of the detector's pauses (snap_to_speech)."""
+    if is_silence(result, opts):
+        return
+    offset = chunk.start / SAMPLE_RATE
+    chunk_end = chunk.stop / SAMPLE_RATE
+    tokens = result.tokens
+    begin = tokenizer.timestamp_begin
+    pieces, start = [], 0
+    for i in range(len(tokens) - 1):
+        if tokens[i] >= begin and tokens[i + 1] >= begin:
+            pieces.append(tokens[start:i + 1])
+            start = i + 1
+    pieces.append(tokens[start:])
+    for piece in pieces:
+        text_tokens = [t for t in piece if t < begin]
+        if not text_tokens:
+            continue
+        times = [tokenizer.timestamp_of(t) for t in piece if t >= begin]
+        seg_start = offset + times[0] if piece[0] >= begin else offset
+        seg_end = offset + times[-1] if piece[-1] >= begin and len(times) > 1 else chunk_end
+        seg_start, seg_end = snap_to_speech(seg_start, min(max(seg_end, seg_start), chunk_end), pauses_s)
+        state.seek = chunk.seek
+        add_segment(state, tokenizer, piece, seg_start, seg_end, result)
+
+
+def transcribe_file_batched(model, tokenizer: Tokenizer, state: FileState, base: DecodingOptions,
+                            opts: TranscribeOptions, english_only: bool,
+                            on_progress: Optional[Callable[[float], None]]) -> None:
+    """Plan the file's chunks and decode them opts.batch_size at a time."""
+    samples = state.audio.window(0, len(state.audio))
+    source = ArrayAudio(samples)
+    window = 2 * model.dims.n_audio_ctx
+    found = find_pauses(samples)
+    chunks = plan_chunks(samples, window * HOP_LENGTH, found)
+    pauses_s = [(a * VAD_HOP_S, b * VAD_HOP_S) for a, b in found[1]]
+    peak = log10_mel_peak(source, model.dims.n_mels) if model.options.fixed_audio_window else None
+    dtype = next(model.parameters()).dtype
+    for first in range(0, len(chunks), max(1, opts.batch_size)):
+        batch = chunks[first:first + max(1, opts.batch_size)]
+        pieces = [chunk_input(model, source, c, peak) for c in batch]
+        if model.options.fixed_audio_window:
+            mels, n_frames = torch.stack(pieces), None
+        else:
+            mels, n_frames = batch_log_mel(pieces, model.dims.n_mels)
+            n_frames = n_frames.to(model.device)
+        with torch.inference_mode():
+            features, mask = model.embed_audio(mels.to(device=model.device, dtype=dtype), n_frames)
+        if state.language is None:  # detected once per file, on its first chunk
+            probs = detect_language(model, tokenizer, features[:1], None if mask is None else mask[:1])[0]
+            state.language, state.language_probability = max(probs.items(), key=lambda kv: kv[1])
+        options = replace(base, prompt=tuple(state.prompt) if first == 0 else (),
+                          language=None if english_only else state.language)
+        results = decode_with_fallback(model, tokenizer, features, mask, options, opts, [c.seek for c in batch])
+        for chunk, result in zip(batch, results):
+            chunk_segments(state, chunk, result, tokenizer, opts, pauses_s)
+        if on_progress:
+            on_progress(sum(c.stop - c.start for c in batch) / SAMPLE_RATE)
+    state.seek = state.total_frames
+
+
+def transcribe_stream_batched(model, tokenizer: Tokenizer, audios: Iterable,
+                              opts: TranscribeOptions = TranscribeOptions(),
+                              on_progress: Optional[Callable[[float], None]] = None,
+                              english_only: bool = False) -> Iterator[tuple[int, Union[dict, AudioError]]]:
+    """As transcribe_stream, with each file's chunks decoded in batches of opts.batch_size
+    (files one after another). Refuses condition_on_previous_text: the chunks would depend on
+    each other again."""
+    if opts.condition_on_previous_text:
+        raise ValueError("batched transcription decodes the windows of a file independently: "
+                         "it cannot condition on previous text")
+    opts = check_language(tokenizer, opts, english_only)
+    initial = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
+    base = DecodingOptions(task=None if english_only else opts.task,
+                           language=None if english_only else opts.language, beam_size=opts.beam_size,
+                           patience=opts.patience, length_penalty=opts.length_penalty,
+                           without_timestamps=opts.without_timestamps, suppress_tokens=tuple(opts.suppress_tokens))
+    for index, audio in enumerate(audios):
+        try:
+            source = open_audio(audio) if isinstance(audio, (str, os.PathLike, np.ndarray)) else audio
+            state = FileState(source, index=index, language=opts.language, prompt=list(initial))
+            transcribe_file_batched(model, tokenizer, state, base, opts, english_only, on_progress)
+        except AudioError as err:
+            yield index, err
+            continue
+        yield index, make_result(state)
