@@ -1,0 +1,75 @@
+"""Compute types: every type this machine runs gives transcripts that agree with float32's on
+the sample audio (word agreement measured with jiwer), the types it cannot run are refused in
+one line, and int8 really quantises the layers. Speed is measured by scripts/bench_transcribe.py,
+never here."""
+from pathlib import Path
+
+import jiwer
+import pytest
+import torch
+
+import asr
+from asr.cli.main import main as cli_main
+from asr.inference.compute import (ComputeTypeError, cpu_has_native_bf16, quantizable_linears,
+                                   resolve_compute_type)
+from asr.text.normalize import basic_normalize
+from test_transcribe import cache  # noqa: F401 (session fixture: the model cache)
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "audio"
+SAMPLES = ["librivox-0870.flac", "librivox-0880.flac", "librivox-0930.flac", "goforward.flac",
+           "espeak-en-us-library.flac"]
+MIN_AGREEMENT = 0.95  # the offline test set's figure is >= 99%; five clips leave less room
+
+RUNNABLE = ["int8"] + (["bfloat16"] if cpu_has_native_bf16() else [])
+
+
+def transcripts(model):
+    return [basic_normalize(model.transcribe(str(DATA / name), temperature=0.0)["text"]) for name in SAMPLES]
+
+
+@pytest.fixture(scope="module")
+def float32_texts(cache):
+    return transcripts(asr.load_model("tiny.en", device="cpu", quiet=True, compute_type="float32"))
+
+
+@pytest.mark.parametrize("compute_type", RUNNABLE)
+def test_compute_type_agrees_with_float32(float32_texts, compute_type):
+    model = asr.load_model("tiny.en", device="cpu", quiet=True, compute_type=compute_type)
+    assert model.compute_type == compute_type
+    texts = transcripts(model)
+    agreement = 1 - jiwer.wer(" ".join(float32_texts), " ".join(texts))
+    assert agreement >= MIN_AGREEMENT, (float32_texts, texts)
+
+
+def test_int8_quantises_every_plain_linear_and_the_output_projection(cache):
+    model = asr.load_model("tiny.en", device="cpu", quiet=True, compute_type="int8").model
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    assert not quantizable_linears(model)  # none left in float32
+    n_int8 = sum(isinstance(m, DynamicLinear) for m in model.modules())
+    dims = model.dims
+    # q/k/v (fused), out and two MLP layers per self-attention block; query, kv, out per cross;
+    # plus the tied output projection
+    assert n_int8 == 4 * dims.n_audio_layer + 7 * dims.n_text_layer + 1
+    assert model.decoder.output_projection.weight().dtype == torch.qint8
+    # the output projection is the int8 copy of the embedding, per output channel
+    w = model.decoder.output_projection.weight().dequantize()
+    e = model.decoder.token_embedding.weight
+    assert (w - e).abs().max() <= e.abs().amax(dim=1).max() / 127 + 1e-6
+
+
+def test_auto_picks_int8_on_cpu_and_refuses_what_the_device_cannot_run():
+    assert resolve_compute_type("auto", "cpu") == "int8"
+    with pytest.raises(ComputeTypeError, match="needs CUDA"):
+        resolve_compute_type("float16", "cpu")
+    with pytest.raises(ComputeTypeError, match="unknown compute type"):
+        resolve_compute_type("int4", "cpu")
+    if not cpu_has_native_bf16():
+        with pytest.raises(ComputeTypeError, match="emulated"):
+            resolve_compute_type("bfloat16", "cpu")
+
+
+def test_cli_refuses_float16_on_cpu_in_one_line(cache, capsys):
+    status = cli_main(["transcribe", str(DATA / "goforward.flac"), "--compute-type", "float16", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and len(err.splitlines()) == 1 and "float16" in err and "CUDA" in err
