@@ -308,9 +308,10 @@ def test_bad_manifest_lines_are_all_reported_and_skipped(tmp_path, capsys):
     manifest = tmp_path / "m.jsonl"
     manifest.write_bytes(b"\n".join(rows) + b"\n")
     assert cli_main(["data", "validate", str(manifest), "--quiet"]) == 1
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
     expected = {"missing file": "gone: ", "empty text": "blank: ", "missing key": "m.jsonl:4: missing key text",
-                "invalid JSON": "m.jsonl:5: invalid JSON", "duplicate id": "duplicate id",
+                "invalid JSON": "m.jsonl:5: invalid JSON", "duplicate id": "m.jsonl:6: duplicate id 'good'",
                 "non-UTF-8": "m.jsonl:7: not UTF-8"}
     assert {case: text in out for case, text in expected.items()} == dict.fromkeys(expected, True)
     assert "Traceback" not in out
@@ -325,4 +326,4 @@ def test_non_utf8_manifest_file_is_reported_per_line(tmp_path, capsys):
     manifest = tmp_path / "latin1.jsonl"
     manifest.write_bytes('{"id": "a", "audio": "a.flac", "text": "déjà vu", "duration": 1}\n'.encode("latin-1"))
     assert cli_main(["data", "validate", str(manifest), "--quiet", "--no-audio"]) == 1
-    assert "latin1.jsonl:1: not UTF-8 text" in capsys.readouterr().out
+    assert "latin1.jsonl:1: not UTF-8 text" in capsys.readouterr().err

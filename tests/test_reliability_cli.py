@@ -194,9 +194,10 @@ def test_validate_and_skip_bad_report_every_bad_line(tmp_path, capsys):
             {"id": "a", "audio": "a.flac", "text": "again", "duration": 2.8}]
     write_manifest_lines(tmp_path / "m.jsonl", rows)
     assert cli_main(["data", "validate", str(tmp_path / "m.jsonl"), "--quiet"]) == 1
-    out = capsys.readouterr().out
-    for number in (2, 3, 4):
-        assert f"m.jsonl:{number}:" in out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    for number in (2, 3, 4, 6):
+        assert f"m.jsonl:{number}:" in captured.err
     assert "at at" not in out and "missing key text" in out and "not UTF-8" in out
     assert "audio file not found" in out and "duplicate id" in out
     status = cli_main(["data", "prepare", str(tmp_path / "m.jsonl"), str(tmp_path / "out.jsonl"), "--skip-bad",

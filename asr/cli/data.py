@@ -37,7 +37,7 @@ def cmd_prepare(args) -> int:
     try:
         source_type = detect_source_type(args.source) if args.source_type == "auto" else args.source_type
         if source_type == "manifest":  # line by line, so every bad line is reported (and skippable)
-            utterances, line_problems = read_manifest_lines(args.source)
+            utterances, line_problems = read_manifest_lines(args.source, duplicates=True)
             utterances = utterances[:args.max_items] if args.max_items else utterances
         else:
             utterances = load_source(
@@ -85,16 +85,15 @@ def cmd_prepare(args) -> int:
 
 
 def print_line_problems(problems: list[str]) -> None:
-    """Manifest lines that could not be read at all (invalid JSON, a missing key, not UTF-8)."""
-    if problems:
-        print(f"{len(problems)} manifest lines cannot be read:")
-        for line in problems:
-            print(f"  {line}")
+    """Manifest lines that cannot be used (invalid JSON, a missing key, not UTF-8, a repeated
+    id): one error line each, "file:line: problem"."""
+    for line in problems:
+        error(line)
 
 
 def cmd_validate(args) -> int:
     try:
-        utterances, line_problems = read_manifest_lines(args.manifest)
+        utterances, line_problems = read_manifest_lines(args.manifest, duplicates=True)
     except ManifestError as err:
         error(str(err))
         return 1
