@@ -210,6 +210,9 @@ def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tens
     tokens = torch.tensor([prefix] * (n_utt * beam_rows), device=audio.device)
     search = BeamSearch(tokenizer, beam, options) if beam else GreedySearch(tokenizer, options.temperature, generators)
 
+    # greedy/sampling: rows that have produced <|endoftext|> leave the batch (their tokens are
+    # padded with it), so the model only computes the rows still running
+    active = None  # row indices still decoded; None = all of them
     no_speech_probs = None
     step_tokens = tokens
     for _ in range(sample_len):
@@ -220,17 +223,34 @@ def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tens
             no_speech_probs = probs[:, tokenizer.no_speech].tolist()
         logits = logits[:, -1]
         for f in filters:
-            f.apply(logits, tokens)
-        tokens, source, done = search.step(tokens, logits)
+            f.apply(logits, tokens if active is None else tokens[active])
+        tokens, source, done = search.step(tokens, logits, active)
         if source is not None:
             cache.reorder(source)
         if done:
             break
-        step_tokens = tokens[:, -1:]
+        if beam is None:
+            active, keep = still_running(tokens, active, tokenizer.eot)
+            if keep is not None:
+                cache.reorder(keep)
+                audio = audio.index_select(0, keep)
+                audio_mask = None if audio_mask is None else audio_mask.index_select(0, keep)
+        step_tokens = tokens[:, -1:] if active is None else tokens[active, -1:]
     return [
         make_result(tokenizer, sequence, logprob, no_speech_probs[i], options)
         for i, (sequence, logprob) in enumerate(search.best(tokens, sample_begin, options.length_penalty))
     ]
+
+
+def still_running(tokens: Tensor, active: Optional[Tensor], eot: int) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """(rows still decoding, or None for all; positions among the previously active rows to
+    keep, or None when none finished this step)."""
+    rows = active if active is not None else torch.arange(tokens.shape[0], device=tokens.device)
+    running = tokens[rows, -1] != eot
+    if bool(running.all()):
+        return active, None
+    keep = running.nonzero().squeeze(1)
+    return rows[keep], keep
 
 
 @torch.inference_mode()
@@ -265,23 +285,29 @@ class GreedySearch:
         self.generators = generators
         self.sum_logprobs = None
 
-    def step(self, tokens: Tensor, logits: Tensor):
+    def step(self, tokens: Tensor, logits: Tensor, active: Optional[Tensor] = None):
+        """Extend every row of tokens by one; `logits` are those of the rows `active` (None:
+        all rows), the others have ended and get <|endoftext|> again."""
         if self.sum_logprobs is None:
             self.sum_logprobs = torch.zeros(tokens.shape[0], dtype=torch.float64, device=tokens.device)
+        rows = active if active is not None else torch.arange(tokens.shape[0], device=tokens.device)
         if self.temperature == 0:
             next_tokens = logits.argmax(dim=-1)
         elif self.generators is not None:  # each row draws from its own seeded stream
             probs = F.softmax(logits.float() / self.temperature, dim=-1).cpu()
-            next_tokens = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators)])
+            generators = [self.generators[r] for r in rows.tolist()]
+            next_tokens = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generators)])
             next_tokens = next_tokens.to(logits.device)
         else:
             next_tokens = torch.distributions.Categorical(logits=logits / self.temperature).sample()
         logprobs = F.log_softmax(logits.float(), dim=-1)
         current = logprobs[torch.arange(logits.shape[0]), next_tokens]
-        finished = tokens[:, -1] == self.eot
-        self.sum_logprobs += current * ~finished
+        finished = tokens[rows, -1] == self.eot
+        self.sum_logprobs[rows] += current * ~finished
         next_tokens[finished] = self.eot
-        tokens = torch.cat([tokens, next_tokens[:, None]], dim=-1)
+        column = torch.full((tokens.shape[0],), self.eot, dtype=tokens.dtype, device=tokens.device)
+        column[rows] = next_tokens
+        tokens = torch.cat([tokens, column[:, None]], dim=-1)
         return tokens, None, bool((tokens[:, -1] == self.eot).all())
 
     def best(self, tokens: Tensor, sample_begin: int, length_penalty):
@@ -305,8 +331,8 @@ class BeamSearch:
         # log-probability (its <|endoftext|> included)
         self.finished: list[dict[tuple, float]] = []
 
-    def step(self, tokens: Tensor, logits: Tensor):
-        rows = tokens.shape[0]
+    def step(self, tokens: Tensor, logits: Tensor, active: Optional[Tensor] = None):
+        rows = tokens.shape[0]  # beam search keeps every row (active is always None)
         n_utt = rows // self.beam
         if self.sum_logprobs is None:
             self.sum_logprobs = [0.0] * rows
