@@ -49,7 +49,11 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SYSTEMS = ("asr", "fw-int8", "fw-float32")
+# asr systems are "asr" (float32) or "asr:<compute type>[:batched]", e.g. asr:auto:batched
+ASR_COMPUTE_TYPES = ("auto", "float32", "int8", "bfloat16")
+SYSTEMS = ("asr", "asr:auto", "asr:auto:batched", "fw-int8", "fw-float32")
+FW_SYSTEMS = ("fw-int8", "fw-float32")
+ASR_REFERENCE_SYSTEM = "asr"  # word agreement of each compute type with asr's float32
 REFERENCE_SYSTEM = "fw-float32"
 BASELINE_SYSTEM = "fw-int8"
 FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -61,17 +65,18 @@ FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 def load_system(spec: dict):
     """Load one system; returns its transcribe(paths, beam) -> texts."""
     threads = spec["threads"]
-    if spec["system"] == "asr":
+    if spec["system"].startswith("asr"):
         import torch
 
         torch.set_num_threads(threads)
         import asr
 
-        model = asr.load_model("tiny.en", device="cpu", quiet=True)
+        compute_type, batched = asr_system(spec["system"])
+        model = asr.load_model("tiny.en", device="cpu", quiet=True, compute_type=compute_type)
 
         def transcribe(paths, beam):
             temperature = tuple(FALLBACK) if spec["fallback"] else 0.0
-            results = model.transcribe_many(paths, beam_size=beam, temperature=temperature,
+            results = model.transcribe_many(paths, beam_size=beam, temperature=temperature, batched=batched,
                                             condition_on_previous_text=False, without_timestamps=False)
             return [r["text"].strip() for r in results]
         return transcribe
@@ -95,6 +100,106 @@ def load_system(spec: dict):
             texts.append("".join(s.text for s in segments).strip())
         return texts
     return transcribe
+
+
+def asr_system(system: str) -> tuple[str, bool]:
+    """(compute type, batched) of an asr system name: asr, asr:int8, asr:auto:batched ..."""
+    parts = system.split(":")
+    compute_type = parts[1] if len(parts) > 1 else "float32"
+    batched = parts[2:] == ["batched"]
+    if parts[0] != "asr" or compute_type not in ASR_COMPUTE_TYPES or parts[2:] not in ([], ["batched"]):
+        raise SystemExit(f"unknown asr system {system!r}: asr[:{'|'.join(ASR_COMPUTE_TYPES)}[:batched]]")
+    return compute_type, batched
+
+
+def known_system(system: str) -> bool:
+    if system in FW_SYSTEMS:
+        return True
+    if not system.startswith("asr"):
+        return False
+    asr_system(system)
+    return True
+
+
+# ---------------------------------------------------------------------------- whole process
+# A user runs `asr transcribe FILES` or a short faster-whisper script: import, load, transcribe,
+# exit. These rows time exactly that, start-up included, and take each process's own peak RSS
+# (os.wait4 gives the child's rusage).
+
+FW_SCRIPT = """
+import sys
+from faster_whisper import WhisperModel
+model_dir, compute_type, beam, threads, *paths = sys.argv[1:]
+model = WhisperModel(model_dir, device="cpu", compute_type=compute_type, cpu_threads=int(threads))
+for path in paths:
+    segments, _ = model.transcribe(path, language="en", beam_size=int(beam), best_of=1, temperature=0.0,
+                                   condition_on_previous_text=False, without_timestamps=False,
+                                   vad_filter=False, word_timestamps=False)
+    print("".join(s.text for s in segments).strip())
+"""
+
+
+def whole_process_command(system: str, paths: list[str], beam: int, threads: int) -> list[str]:
+    if system in FW_SYSTEMS:
+        import asr.convert
+
+        return [sys.executable, "-c", FW_SCRIPT, str(asr.convert.bundled_model_dir()),
+                system.split("-", 1)[1], str(beam), str(threads), *paths]
+    compute_type, batched = asr_system(system)
+    asr_cli = str(Path(sys.executable).with_name("asr"))
+    command = [asr_cli, "transcribe", *paths, "--model", "tiny.en", "--compute-type", compute_type,
+               "--temperature", "0", "--threads", str(threads), "--quiet"]
+    if beam > 1:
+        command += ["--beam-size", str(beam)]
+    return command + (["--batched"] if batched else [])
+
+
+def run_whole_process(command: list[str]) -> dict:
+    """Wall time and peak RSS of one process from start to exit."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(REPO))
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    err = proc.stderr.read().decode(errors="replace").strip()
+    proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command[:3])}...: exit {os.waitstatus_to_exitcode(status)}: {err[-300:]}")
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def whole_process_rows(systems, runs, rounds: int) -> list[dict]:
+    """Every run as a whole process for every system, alternating (order rotating per round),
+    the fastest of `rounds` kept, with the largest peak RSS seen."""
+    best: dict = {}
+    for round_ in range(rounds):
+        for name, paths, beam, threads in runs:
+            order = systems[round_ % len(systems):] + systems[:round_ % len(systems)]
+            for system in order:
+                out = run_whole_process(whole_process_command(system, paths, beam, threads))
+                key = (name, system)
+                if key not in best:
+                    best[key] = out
+                else:
+                    best[key] = {"wall_s": min(best[key]["wall_s"], out["wall_s"]),
+                                 "peak_rss_mb": max(best[key]["peak_rss_mb"], out["peak_rss_mb"])}
+            print(f"whole-process round {round_ + 1}/{rounds} {name}: " + ", ".join(
+                f"{s} {best[(name, s)]['wall_s']:.1f} s" for s in systems), file=sys.stderr)
+    rows = []
+    for name, paths, beam, _ in runs:
+        base = best.get((name, BASELINE_SYSTEM))
+        for system in systems:
+            out = best[(name, system)]
+            rows.append({"workload": name.rsplit("-", 1)[0], "beam": beam, "system": system, "files": len(paths),
+                         "wall_s": round(out["wall_s"], 3), "peak_rss_mb": round(out["peak_rss_mb"], 1),
+                         "ratio_vs_fw_int8": round(out["wall_s"] / base["wall_s"], 3) if base else None})
+    return rows
+
+
+def load_average() -> Optional[list[float]]:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
 
 
 def run_worker(spec: dict) -> None:
@@ -219,6 +324,11 @@ def main(argv=None) -> None:
     ap.add_argument("--save", type=Path, help="write the results as markdown here")
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure every run this many times, keep the fastest (default 1)")
+    ap.add_argument("--whole-process", action="store_true",
+                    help="also time `asr transcribe` and a faster-whisper script as whole processes")
+    ap.add_argument("--whole-process-only", action="store_true", help="only the whole-process rows")
+    ap.add_argument("--whole-systems", default="asr:auto,asr:auto:batched,fw-int8",
+                    help="systems of the whole-process rows (default asr:auto,asr:auto:batched,fw-int8)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -237,8 +347,12 @@ def main(argv=None) -> None:
     long_seconds = args.long_seconds or (90.0 if args.quick else 300.0)
     beams = [int(b) for b in args.beams.split(",") if b]
     systems = [s for s in args.systems.split(",") if s]
-    if unknown := set(systems) - set(SYSTEMS):
-        raise SystemExit(f"unknown system(s) {sorted(unknown)}; known: {SYSTEMS}")
+    whole_systems = [s for s in args.whole_systems.split(",") if s]
+    if unknown := {s for s in systems + whole_systems if not known_system(s)}:
+        raise SystemExit(f"unknown system(s) {sorted(unknown)}; known: {SYSTEMS} and asr:<compute type>[:batched]")
+    if args.whole_process_only:
+        systems = []
+    load_before = load_average()
 
     utts = build_testset(n_synth=8 if args.quick else 24)
     real = [u for u in utts if u.group == "real"]
@@ -274,13 +388,20 @@ def main(argv=None) -> None:
     # Every system is loaded once in its own process; then each run goes to every system in
     # turn (the order rotating from round to round), so a slow spell of this shared machine
     # hits all systems alike instead of whichever happened to be measured then.
+    whole_rows = []
+    if args.whole_process or args.whole_process_only:
+        one_second = tmp / "one-second.wav"
+        sf.write(one_second, short[0].audio[:SAMPLE_RATE], SAMPLE_RATE, subtype="PCM_16")
+        whole_runs = [("one-second-b1", [str(one_second)], 1, args.threads)]
+        whole_runs += [(f"{w}-b{b}", paths, b, args.threads) for w, (paths, _, _) in workloads.items() for b in beams]
+        whole_rows = whole_process_rows(whole_systems, whole_runs, args.rounds)
     workers = {}
     for system in systems:
         spec = {"system": system, "threads": args.threads, "fallback": args.fallback, "warmup": short_paths[:8]}
         workers[system] = Worker(spec)
     results = {system: {"runs": {}} for system in systems}
     cpu_before = cpu_times()
-    for round_ in range(args.rounds):
+    for round_ in range(args.rounds if systems else 0):
         for name, paths, beam in runs:
             order = systems[round_ % len(systems):] + systems[:round_ % len(systems)]
             for system in order:
@@ -305,6 +426,7 @@ def main(argv=None) -> None:
         _, refs, seconds = workloads[workload]
         base = results.get(BASELINE_SYSTEM, {}).get("runs", {}).get(name)
         reference = results.get(REFERENCE_SYSTEM, {}).get("runs", {}).get(name)
+        asr_reference = results.get(ASR_REFERENCE_SYSTEM, {}).get("runs", {}).get(name)
         for system in systems:
             run = results[system]["runs"][name]
             rows.append({
@@ -313,19 +435,26 @@ def main(argv=None) -> None:
                 "ratio_vs_fw_int8": round(run["wall_s"] / base["wall_s"], 3) if base else None,
                 "wer": round(corpus_wer(refs, run["texts"]), 4),
                 "agreement_vs_fw_float32": round(agreement(run["texts"], reference["texts"]), 4) if reference else None,
+                "agreement_vs_asr_float32": (round(agreement(run["texts"], asr_reference["texts"]), 4)
+                                             if asr_reference and system.startswith("asr") else None),
             })
     per_system = {s: {"load_s": round(r["load_s"], 2), "peak_rss_mb": round(r["peak_rss_mb"], 1)}
                   for s, r in results.items()}
     total_s = time.perf_counter() - started
 
-    table = markdown_table(rows, per_system)
+    load_after = load_average()
+    table = markdown_table(rows, per_system) if systems else ""
+    if whole_rows:
+        table += ("\n\n" if table else "") + whole_process_table(whole_rows)
     print(table)
     summary = {"machine": machine(), "versions": versions(), "threads": args.threads,
                "temperature": "fallback" if args.fallback else 0.0, "quick": args.quick,
                "short_clips": len(short), "long_audio_s": round(workloads["long"][2], 2),
                "rounds": args.rounds, "cpu_steal": None if steal is None else round(steal, 3),
                "rows": rows, "systems": per_system, "wall_s": round(total_s, 1),
-               "concurrent_benchmarks": sorted(concurrent)}
+               "concurrent_benchmarks": sorted(concurrent), "whole_process_rows": whole_rows,
+               "load_average_before": load_before, "load_average_after": load_after,
+               "cpu_flags": sorted(f for f in cpu_flag_set() if f.startswith(("avx", "amx")))}
     if concurrent:
         print(f"WARNING: other benchmarks ran during this run, timings are skewed: {sorted(concurrent)}",
               file=sys.stderr)
@@ -340,14 +469,38 @@ def main(argv=None) -> None:
     print(json.dumps(summary))
 
 
+def cpu_flag_set() -> set:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def whole_process_table(rows) -> str:
+    lines = ["Whole process (start-up, model load and transcription; fastest of the rounds, largest peak RSS):", "",
+             "| workload | beam | system | files | wall s | wall / fw-int8 | peak RSS MB |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio = "" if r["ratio_vs_fw_int8"] is None else f"{r['ratio_vs_fw_int8']:.2f}x"
+        lines.append(f"| {r['workload']} | {r['beam']} | {r['system']} | {r['files']} | {r['wall_s']:.2f} | "
+                     f"{ratio} | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
 def markdown_table(rows, per_system) -> str:
-    lines = ["| workload | beam | system | audio s | wall s | RTF | wall / fw-int8 | WER | agreement with fw-float32 |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["Warm process (model loaded once, warmed up):", "",
+             "| workload | beam | system | audio s | wall s | RTF | wall / fw-int8 | WER | agreement with fw-float32 "
+             "| agreement with asr float32 |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = "" if r["ratio_vs_fw_int8"] is None else f"{r['ratio_vs_fw_int8']:.2f}x"
         agree = "" if r["agreement_vs_fw_float32"] is None else f"{r['agreement_vs_fw_float32']:.2%}"
+        own = "" if r.get("agreement_vs_asr_float32") is None else f"{r['agreement_vs_asr_float32']:.2%}"
         lines.append(f"| {r['workload']} | {r['beam']} | {r['system']} | {r['audio_s']:.1f} | {r['wall_s']:.2f} | "
-                     f"{r['rtf']:.3f} | {ratio} | {r['wer']:.2%} | {agree} |")
+                     f"{r['rtf']:.3f} | {ratio} | {r['wer']:.2%} | {agree} | {own} |")
     lines += ["", "| system | load s | peak RSS MB |", "|---|---:|---:|"]
     for s, v in per_system.items():
         lines.append(f"| {s} | {v['load_s']:.2f} | {v['peak_rss_mb']:.0f} |")
@@ -364,6 +517,8 @@ Generated by `scripts/compare_peers.py`; see its docstring for what is measured.
 - Command: `{command}`
 - Date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}
 - Machine: {m['nproc']} CPUs (nproc), {m['cpu']}; Python {m['python']}; {', '.join(f'{k} {v}' for k, v in summary['versions'].items())}
+- CPU flags: {' '.join(summary['cpu_flags'])}
+- Load average (1, 5, 15 min) before / after: {summary['load_average_before']} / {summary['load_average_after']}
 - Threads per system: {summary['threads']}; temperature: {summary['temperature']}
 - Workloads: {summary['short_clips']} short clips; one long file of {summary['long_audio_s']:.1f} s
 - Wall time of the whole run: {summary['wall_s']:.0f} s; rounds (fastest kept): {summary['rounds']}
