@@ -15,7 +15,7 @@ from .inference.transcribe import (TranscribeOptions, check_language, detect_fil
                                    transcribe_stream)
 from .audio.stream import open_audio
 from .inference.batched import transcribe_stream_batched
-from .inference.compute import apply_compute_type, resolve_compute_type
+from .inference.compute import apply_compute_type, loading_converter, resolve_compute_type
 
 OPTION_NAMES = {f.name for f in fields(TranscribeOptions)}
 
@@ -106,6 +106,8 @@ def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     compute_type = resolve_compute_type(compute_type, device)
     path = resolve(name_or_path, quiet=quiet)
-    model, config = load_checkpoint(path, device=device)
-    apply_compute_type(model, compute_type)
+    convert = loading_converter(compute_type)
+    model, config = load_checkpoint(path, device=device, convert=convert)
+    if convert is None:
+        apply_compute_type(model, compute_type)
     return SpeechModel(model, load_tokenizer(path, config), path, config, compute_type)

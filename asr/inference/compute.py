@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Union
+from typing import Callable, Optional, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 COMPUTE_TYPES = ("auto", "float32", "int8", "bfloat16", "float16")
 # CPU flags (as /proc/cpuinfo names them) that mean bfloat16 matmuls run natively
@@ -77,9 +77,17 @@ def apply_compute_type(model: nn.Module, compute_type: str) -> nn.Module:
     if compute_type in ("bfloat16", "float16"):
         return model.to(getattr(torch, compute_type))
     if compute_type == "int8":
-        quantize_int8(model)
+        state = model.state_dict()
+        quantize_int8(model, state.__getitem__)
         return model
     raise ComputeTypeError(f"unknown compute type {compute_type!r}")
+
+
+def loading_converter(compute_type: str) -> Optional[Callable]:
+    """For asr.store.checkpoint.load_checkpoint(convert=...): int8 is built while the weights
+    are read, one tensor at a time, so the float32 weights are never all in memory at once
+    (peak RSS); the other types convert after an ordinary (memory-mapped) load."""
+    return quantize_int8 if compute_type == "int8" else None
 
 
 def quantizable_linears(model: nn.Module) -> list[str]:
@@ -91,21 +99,72 @@ def quantizable_linears(model: nn.Module) -> list[str]:
             if type(module) is nn.Linear and not parametrize.is_parametrized(module)]
 
 
-def quantize_int8(model: nn.Module) -> None:
-    """Dynamic int8 quantisation (per output channel) of the linear layers and of the decoder's
-    tied output projection."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+class Int8Embedding(nn.Module):
+    """Token embedding looked up in the int8 copy of the tied table: row * its scale. The float32
+    table (80 MB for Whisper's vocabulary) is then not needed at all."""
+
+    def __init__(self, table: Tensor, scales: Tensor):
+        super().__init__()
+        self.register_buffer("table", table)  # [n_vocab, n_state] int8
+        self.register_buffer("scales", scales)  # [n_vocab] float32
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.table[tokens].float() * self.scales[tokens].unsqueeze(-1)
+
+
+INT8_LEVELS = 127.5  # symmetric int8: [-128, 127] spans 2 * 127.5 steps, as torch's observer
+
+
+def int8_per_channel(weight: Tensor) -> Tensor:
+    """Symmetric per-output-channel int8 quantisation of a [out, in] weight (torch's
+    per_channel_symmetric MinMax observer: scale = max |w| of the row / 127.5, zero point 0)."""
+    low, high = torch.aminmax(weight, dim=1)  # no |w| temporary of the weight's size
+    scales = (torch.maximum(-low, high).double() / INT8_LEVELS).clamp(min=torch.finfo(torch.float32).eps)
+    zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+    return torch.quantize_per_channel(weight.float(), scales, zero_points, 0, torch.qint8)
+
+
+def quantize_int8(model: nn.Module, read: Callable[[str], Tensor]) -> None:
+    """Fill `model` from `read(name)` (a state-dict name -> float tensor) with dynamic int8
+    quantisation (per output channel) of every plain linear layer and of the tied output
+    projection, which also serves the token embedding; other tensors are taken as they are."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
+    linears = quantizable_linears(model)
+    names = list(model.state_dict())
+    embedding_name = "decoder.token_embedding.weight"
     with warnings.catch_warnings():
         # torch.ao.quantization's eager API is marked deprecated in favour of torchao (not a
         # dependency here); its kernels are what this CPU runs fastest (see the module docstring)
         warnings.simplefilter("ignore")
-        names = quantizable_linears(model)
-        quantize_dynamic(model, {name: per_channel_dynamic_qconfig for name in names}, inplace=True)
+
+        def quantized(weight: Tensor, bias: Optional[Tensor]) -> nn.Module:
+            # built small and then given its weight: the constructor would pack a full-size
+            # placeholder first (a third of the load time at Whisper's vocabulary size)
+            layer = DynamicLinear(1, 1, bias_=bias is not None, dtype=torch.qint8)
+            layer.set_weight_bias(int8_per_channel(weight), bias)
+            layer.in_features, layer.out_features = weight.shape[1], weight.shape[0]
+            return layer
+
+        for name in linears:  # one float32 weight in memory at a time
+            module = model.get_submodule(name)
+            bias = read(f"{name}.bias") if module.bias is not None else None
+            model.set_submodule(name, quantized(read(f"{name}.weight"), bias))
         decoder = model.decoder
-        embedding = decoder.token_embedding.weight  # [n_vocab, n_state]: the tied projection
-        tied = nn.Linear(embedding.shape[1], embedding.shape[0], bias=False)
-        tied.weight = nn.Parameter(embedding.detach(), requires_grad=False)  # shared, not copied
-        tied.qconfig = per_channel_dynamic_qconfig
-        decoder.output_projection = DynamicLinear.from_float(tied)
+        table = int8_per_channel(read(embedding_name))  # [n_vocab, n_state]: the tied table
+        projection = DynamicLinear(1, 1, bias_=False, dtype=torch.qint8)
+        projection.set_weight_bias(table, None)
+        projection.in_features, projection.out_features = table.shape[1], table.shape[0]
+        decoder.output_projection = projection
+        decoder.token_embedding = Int8Embedding(table.int_repr(), table.q_per_channel_scales().float())
+    inside = tuple(f"{name}." for name in linears)
+    for name in names:
+        if name == embedding_name or name.startswith(inside):
+            continue
+        owner, _, attr = name.rpartition(".")
+        module = model.get_submodule(owner)
+        tensor = read(name)
+        if attr in module._parameters:
+            module._parameters[attr] = nn.Parameter(tensor, requires_grad=module._parameters[attr].requires_grad)
+        else:
+            module._buffers[attr] = tensor

@@ -10,10 +10,10 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write, write_text_atomic
@@ -69,8 +69,13 @@ def read_config(directory: Union[str, Path]) -> dict:
     return config
 
 
-def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device] = "cpu"):
-    """Rebuild the model from config.json and load its weights. Returns (model, config)."""
+def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device] = "cpu", *,
+                    convert: Optional[Callable[[ASRModel, Callable[[str], torch.Tensor]], None]] = None):
+    """Rebuild the model from config.json and load its weights. Returns (model, config).
+
+    By default the weights are memory-mapped. ``convert(model, read)`` instead fills the model
+    itself, one tensor at a time (``read(name)`` reads that tensor from the file into memory),
+    so that a conversion (int8 quantisation) never holds the whole float32 weights at once."""
     directory = Path(directory)
     config = read_config(directory)
     try:
@@ -81,19 +86,44 @@ def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{directory}: missing {WEIGHTS_FILE}")
-    try:
-        # memory-mapped: pages are read from the file as they are first used, and the model's
-        # parameters become these tensors (assign=True) instead of copies of them
-        state = load_file(weights, device="cpu")
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{weights}: unreadable weights ({err})") from None
-    try:
-        model.load_state_dict(_match_dtypes(model, state), strict=True, assign=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0] if str(err) else "mismatch"
-        raise CheckpointError(f"{weights}: weights do not match config ({first})") from None
+    if convert is not None:
+        _load_converting(model, weights, convert)
+    else:
+        try:
+            # memory-mapped: pages are read from the file as they are first used, and the
+            # model's parameters become these tensors (assign=True) instead of copies of them
+            state = load_file(weights, device="cpu")
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{weights}: unreadable weights ({err})") from None
+        try:
+            model.load_state_dict(_match_dtypes(model, state), strict=True, assign=True)
+        except RuntimeError as err:
+            first = str(err).splitlines()[0] if str(err) else "mismatch"
+            raise CheckpointError(f"{weights}: weights do not match config ({first})") from None
     _restore_rotary_bases(model)
     return model.to(device).eval(), config
+
+
+def _load_converting(model: ASRModel, weights: Path, convert) -> None:
+    """Check that the file holds exactly the model's tensors, with their shapes, then let
+    `convert` read them one at a time (pread: into memory, not mapped)."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu", backend="pread") as f:
+            names = set(f.keys())
+            missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
+            if missing or unexpected:
+                raise CheckpointError(f"{weights}: weights do not match config (missing {missing[:3]}, "
+                                      f"unexpected {unexpected[:3]})")
+            for name in names:
+                shape = tuple(f.get_slice(name).get_shape())
+                if shape != expected[name]:
+                    raise CheckpointError(f"{weights}: weights do not match config ({name}: shape {shape}, "
+                                          f"expected {expected[name]})")
+            own = model.state_dict()
+            convert(model, lambda name: f.get_tensor(name).to(own[name].dtype))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{weights}: unreadable weights ({err})") from None
 
 
 # torch.nn.init functions whose random draws a checkpoint load overwrites anyway (0.3 s of
