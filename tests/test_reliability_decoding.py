@@ -85,3 +85,23 @@ def test_segments_end_with_the_audio(model):
                             compression_ratio=1.0)
     add_window_result(state, result, tok, 3000, TranscribeOptions())
     assert [(s["start"], s["end"]) for s in state.segments] == [(0.0, 9.0), (9.0, 10.0)]
+
+
+def test_a_window_that_starts_inside_speech_is_not_dropped_on_its_first_verdict(monkeypatch):
+    import torch
+
+    # measured on bench_long's 10-minute file at 483.34 s (a window begun in a sentence's tail):
+    # temperature 0 gave two words (P(no speech) 0.68, avg_logprob -1.87), 0.4 the whole window
+    logprobs = {0.0: -1.87, 0.2: -1.89, 0.4: -0.39, 0.6: -0.35, 0.8: -0.5, 1.0: -0.6}
+
+    def decode(model, tokenizer, audio, mask, options, generators=None):
+        t = options.temperature
+        return [DecodingResult(tokens=[1], text=f"t={t}", avg_logprob=logprobs[t], no_speech_prob=0.68,
+                               temperature=t, compression_ratio=1.0) for _ in range(audio.shape[0])]
+
+    monkeypatch.setattr(transcribe_module, "decode", decode)
+    opts = TranscribeOptions()
+    results = decode_with_fallback(None, None, torch.zeros(2, 3, 4), None, DecodingOptions(), opts, [0, 0],
+                                   in_speech=[False, True])
+    assert transcribe_module.is_silence(results[0], opts)  # a fresh window: Whisper's rule, silent
+    assert results[1].temperature == 0.4 and not transcribe_module.is_silence(results[1], opts)
