@@ -41,6 +41,7 @@ VAD_HOP_S = 0.01  # seconds between energy frames (= one mel frame)
 SPEECH_BELOW_PEAK_DB = 35.0  # a frame quieter than the file's loud frames by more is a pause
 LOUD_PERCENTILE = 95  # "the file's loud frames": this percentile of frame energies
 SILENCE_FLOOR_DBFS = -60.0  # below this a frame is a pause whatever the file's level
+ENCODER_SLICE = 2  # windows per encoder call (see encode_in_slices)
 MIN_PAUSE_S = 0.2  # shorter dips are inside words or between close words: never cut there
 
 
@@ -164,6 +165,25 @@ def chunk_segments(state: FileState, chunk: Chunk, result: DecodingResult, token
         add_segment(state, tokenizer, piece, seg_start, seg_end, result)
 
 
+def encode_in_slices(model, mels: torch.Tensor, n_frames: Optional[torch.Tensor]):
+    """The encoder output of a batch of windows, computed ENCODER_SLICE windows at a time: one
+    30 s window already fills the matrix kernels (1500 rows), while the activations of 8 at once
+    (MLP hidden states of 8 x 1500 x 1536 floats, twice) would add ~300 MB of peak memory."""
+    features, masks = [], []
+    with torch.inference_mode():
+        for i in range(0, mels.shape[0], ENCODER_SLICE):
+            out, mask = model.embed_audio(mels[i:i + ENCODER_SLICE], None if n_frames is None else n_frames[i:i + ENCODER_SLICE])
+            features.append(out)
+            masks.append(mask)
+    if mels.shape[0] > ENCODER_SLICE and features[0].shape[1:] != features[-1].shape[1:]:
+        # variable-length models: slices padded to different lengths, pad to the longest
+        longest = max(f.shape[1] for f in features)
+        features = [torch.nn.functional.pad(f, (0, 0, 0, longest - f.shape[1])) for f in features]
+        masks = [torch.nn.functional.pad(m, (0, longest - m.shape[1])) for m in masks]
+    mask = None if masks[0] is None else torch.cat(masks)
+    return torch.cat(features), mask
+
+
 def transcribe_file_batched(model, tokenizer: Tokenizer, state: FileState, base: DecodingOptions,
                             opts: TranscribeOptions, english_only: bool,
                             on_progress: Optional[Callable[[float], None]]) -> None:
@@ -184,8 +204,7 @@ def transcribe_file_batched(model, tokenizer: Tokenizer, state: FileState, base:
         else:
             mels, n_frames = batch_log_mel(pieces, model.dims.n_mels)
             n_frames = n_frames.to(model.device)
-        with torch.inference_mode():
-            features, mask = model.embed_audio(mels.to(device=model.device, dtype=dtype), n_frames)
+        features, mask = encode_in_slices(model, mels.to(device=model.device, dtype=dtype), n_frames)
         if state.language is None:  # detected once per file, on its first chunk
             probs = detect_language(model, tokenizer, features[:1], None if mask is None else mask[:1])[0]
             state.language, state.language_probability = max(probs.items(), key=lambda kv: kv[1])
