@@ -20,6 +20,10 @@ fallback), so every configuration decodes each window exactly once and timings a
 Times include reading the FLAC files (as transcribe(path) does). The machine may be shared and
 noisy: treat small differences with care.
 
+--compute-type runs every row in that compute type; --batched adds batched long-form rows;
+--kernels only times the int8 candidates (dynamic quantisation, weight-only int8 matmul) against
+float32 and bf16 at Whisper tiny's shapes.
+
 Prints a table, then one JSON line with the figures.
 """
 from __future__ import annotations
@@ -75,14 +79,16 @@ def run_child(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     import asr
 
-    model = asr.load_model(spec["model"], device="cpu", quiet=True)
+    model = asr.load_model(spec["model"], device="cpu", quiet=True, compute_type=spec.get("compute_type", "float32"))
     baseline = vm_hwm_mb()
     files = spec["files"]
     options = dict(temperature=0.0, beam_size=spec["beam_size"])
     batch = spec["batch_size"]
+    if spec.get("batched"):  # batched long-form: batch_size windows of one file at a time
+        options["batched"] = True
 
     def work(paths):
-        if batch == 1:
+        if batch == 1 and not spec.get("batched"):
             return [model.transcribe(p, batch_size=1, **options) for p in paths]
         return model.transcribe_many(paths, batch_size=batch, **options)
 
@@ -94,6 +100,54 @@ def run_child(spec: dict) -> dict:
     cpu = time.process_time() - cpu_start
     return {"seconds": seconds, "cpu_seconds": cpu, "baseline_mb": baseline, "peak_mb": vm_hwm_mb(),
             "threads": torch.get_num_threads(), "texts": [r["text"].strip() for r in results]}
+
+
+# Whisper tiny's matrix shapes (out features, in features) and the rows they see: 1 and 5 (a
+# decoding step, greedy and beam 5) and 1500 (one 30 s window in the encoder)
+KERNEL_SHAPES = [(51864, 384), (1536, 384), (1152, 384), (384, 1536)]
+KERNEL_ROWS = [1, 5, 1500]
+
+
+def bench_kernels(threads) -> None:
+    """Milliseconds per call (fastest of 20) of y = x W^T for each way asr could run it."""
+    import warnings
+
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    from asr.inference.compute import int8_per_channel
+
+    warnings.simplefilter("ignore")
+    if threads:
+        torch.set_num_threads(threads)
+
+    def best_ms(f, n=20):
+        f()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return min(times) * 1e3
+
+    print(f"torch threads {torch.get_num_threads()}, CPU {cpu_model()}; ms per call, fastest of 20")
+    print(f"{'out x in':>12} {'rows':>5} {'float32':>9} {'int8 dynamic':>13} {'int8 weight-only':>17} {'bf16':>8}")
+    for out_features, in_features in KERNEL_SHAPES:
+        for rows in KERNEL_ROWS:
+            if rows == 1500 and out_features > 10000:
+                continue  # the output projection only runs in decoding steps
+            w, x = torch.randn(out_features, in_features), torch.randn(rows, in_features)
+            dynamic = DynamicLinear(1, 1, bias_=False, dtype=torch.qint8)
+            dynamic.set_weight_bias(int8_per_channel(w), None)
+            scales = w.abs().amax(dim=1) / 127.5
+            w8 = (w / scales[:, None]).round().to(torch.int8)
+            wb, xb = w.bfloat16(), x.bfloat16()
+            with torch.inference_mode():
+                row = [best_ms(lambda: torch.nn.functional.linear(x, w)), best_ms(lambda: dynamic(x)),
+                       best_ms(lambda: torch._weight_int8pack_mm(x, w8, scales)),
+                       best_ms(lambda: torch.nn.functional.linear(xb, wb))]
+            print(f"{out_features:>6} x {in_features:<4} {rows:>5} {row[0]:>9.3f} {row[1]:>13.3f} {row[2]:>17.3f} "
+                  f"{row[3]:>8.3f}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,11 +254,21 @@ def main() -> None:
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--batch-size", type=int, default=8, help="batch size of the batched short run")
     parser.add_argument("--long-minutes", type=float, default=None, help="length of the long file (10; --quick 2)")
+    parser.add_argument("--compute-type", default="float32",
+                        help="auto, float32, int8, bfloat16 (default float32)")
+    parser.add_argument("--batched", action="store_true",
+                        help="the long rows also with batched long-form (batch-size windows of the file at once)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="only time the int8 candidates against float32/bf16 at Whisper tiny's shapes "
+                             "(how asr.inference.compute chose dynamic quantisation)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
         print(json.dumps(run_child(json.loads(args.child))))
+        return
+    if args.kernels:
+        bench_kernels(args.threads)
         return
 
     wall_start = time.perf_counter()
@@ -229,11 +293,15 @@ def main() -> None:
                 configs.append((f"short_{decoding}_b{batch}", "short", decoding, batch, beam, short, short_seconds))
         for decoding, beam in (("greedy", None), ("beam5", 5)):
             configs.append((f"long_{decoding}", "long", decoding, 1, beam, [long_path], long_seconds))
+            if args.batched:
+                configs.append((f"long_{decoding}_batched", "long", decoding, args.batch_size, beam, [long_path],
+                                long_seconds))
 
         rows, figures = [], {}
         for name, workload, decoding, batch, beam, files, audio_seconds in configs:
             spec = {"name": name, "model": args.model, "threads": args.threads, "beam_size": beam,
-                    "batch_size": batch, "files": [str(p) for p in files], "warmup": str(short[0])}
+                    "batch_size": batch, "files": [str(p) for p in files], "warmup": str(short[0]),
+                    "compute_type": args.compute_type, "batched": name.endswith("_batched")}
             print(f"running {name} ...", file=sys.stderr, flush=True)
             r = spawn_measuring_others(spec, args.threads)
             rtf = r["seconds"] / audio_seconds

@@ -5,7 +5,9 @@ Systems (each loaded once in its own worker process, so peak RSS is its own; eve
 the systems in turn, so the shared machine's slow spells fall on all of them alike; --rounds N
 repeats everything and keeps each system's fastest time):
 - ``asr``: asr.load_model("tiny.en") as users get it (float32 on CPU, transcribe_many with its
-  default batch of 8 files);
+  default batch of 8 files); ``asr:<compute type>`` (auto, float32, int8, bfloat16) loads it in
+  that compute type, ``asr:<compute type>:batched`` also decodes each file's windows in batches
+  (batched long-form);
 - ``fw-int8``: faster_whisper.WhisperModel(compute_type="int8"), its usual CPU setting;
 - ``fw-float32``: faster-whisper in float32: the numerical reference for word agreement.
 
@@ -24,7 +26,15 @@ references (asr.text.normalize.basic_normalize on both), and word agreement with
 (1 - WER of the system's output measured against fw-float32's output). Per system: load time
 and peak RSS.
 
-Usage: python scripts/compare_peers.py [--quick] [--rounds N] [--save scripts/RESULTS-peers.md]
+Whole-process rows (--whole-process, or --whole-process-only): what a user runs, start-up
+included: `asr transcribe FILES --compute-type T --temperature 0 --threads N` against a short
+faster-whisper script that imports, loads the same tiny.en weights and transcribes the same files
+(same beam, temperature 0, no VAD, cpu_threads N), on a one-second file, the short clips (one
+call) and the long file, alternating between systems, fastest of --rounds kept, each process's own
+peak RSS (os.wait4). Systems: --whole-systems (default asr:auto, asr:auto:batched, fw-int8).
+The load average before and after and the CPU's avx/amx flags are reported beside the figures.
+
+Usage: python scripts/compare_peers.py [--quick] [--rounds N] [--whole-process] [--save scripts/RESULTS-peers.md]
 Prints a table and, as its last line, one JSON object with the figures.
 """
 from __future__ import annotations
