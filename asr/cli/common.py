@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import glob
 import math
-import os
 import sys
 import tempfile
 from pathlib import Path
