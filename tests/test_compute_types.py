@@ -79,3 +79,46 @@ def test_cli_refuses_float16_on_cpu_in_one_line(cache, capsys):
     status = cli_main(["transcribe", str(DATA / "goforward.flac"), "--compute-type", "float16", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert status == 1 and len(err.splitlines()) == 1 and "float16" in err and "CUDA" in err
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def mapped_ranges(path) -> list[tuple[int, int]]:
+    """Address ranges of this process mapped from `path` (/proc/self/maps)."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == str(path):
+            lo, hi = (int(v, 16) for v in fields[0].split("-"))
+            ranges.append((lo, hi))
+    return ranges
+
+
+def test_float32_weights_are_memory_mapped_from_the_checkpoint(cache):
+    model = asr.load_model("tiny.en", device="cpu", quiet=True, compute_type="float32")
+    weights = (model.path / "model.safetensors").resolve()
+    ranges = mapped_ranges(weights)
+    assert ranges, "model.safetensors is not mapped"
+    params = dict(model.model.named_parameters())
+    for name in ("decoder.token_embedding.weight", "encoder.blocks.0.attn.qkv.weight", "encoder.conv1.weight"):
+        ptr = params[name].data_ptr()
+        assert any(lo <= ptr < hi for lo, hi in ranges), name
+
+
+def test_int8_load_refuses_a_checkpoint_that_does_not_match_in_one_line(cache, tmp_path):
+    import shutil
+
+    from asr.store.checkpoint import CheckpointError, load_checkpoint
+    from asr.inference.compute import loading_converter
+    from safetensors.torch import load_file, save_file
+
+    source = asr.load_model("tiny.en", device="cpu", quiet=True).path
+    broken = tmp_path / "broken"
+    shutil.copytree(source, broken)
+    state = load_file(broken / "model.safetensors")
+    del state["decoder.ln.bias"]
+    save_file(state, broken / "model.safetensors")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(broken, convert=loading_converter("int8"))
+    assert "decoder.ln.bias" in str(err.value) and len(str(err.value).splitlines()) == 1
