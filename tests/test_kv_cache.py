@@ -121,3 +121,38 @@ def test_finished_rows_leave_the_batch_and_results_equal_decoding_alone():
     # hypothesis has n tokens (plus <|endoftext|>) is computed at steps 0 .. n
     expected = [sum(1 for n in lengths if n >= step) for step in range(len(counting.rows))]
     assert counting.rows == expected, (counting.rows, lengths)
+
+
+@pytest.mark.parametrize("beam_size", [2, 3])
+def test_beam_search_drops_finished_utterances_and_equals_decoding_alone(beam_size):
+    tokenizer = Tokenizer.train(TEXTS, vocab_size=300)
+    torch.manual_seed(1)
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=32, n_audio_state=32, n_audio_head=4, n_audio_layer=2,
+                           n_vocab=tokenizer.n_vocab, n_text_ctx=64, n_text_state=32, n_text_head=4,
+                           n_text_layer=2)
+    model = ASRModel(dims, ModelOptions()).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        model.decoder.token_embedding.weight[tokenizer.eot] *= EOT_BOOST
+    options = DecodingOptions(task=None, language=None, without_timestamps=True, sample_len=40, beam_size=beam_size)
+    for seed in range(20):  # audio whose utterances finish their search at different steps
+        mels = torch.randn(3, 80, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            audio, mask = model.embed_audio(mels)
+        steps_alone = []
+        alone = []
+        for i in range(3):
+            counting = Counting(model)
+            alone.append(decode(counting, tokenizer, audio[i:i + 1], None, options)[0])
+            steps_alone.append(len(counting.rows))
+        if len(set(steps_alone)) > 1:
+            break
+    assert len(set(steps_alone)) > 1  # the test only means something if searches end apart
+    counting = Counting(model)
+    together = decode(counting, tokenizer, audio, mask, options)
+    assert [r.tokens for r in together] == [r.tokens for r in alone]
+    assert [r.avg_logprob for r in together] == pytest.approx([r.avg_logprob for r in alone], abs=1e-9)
+    # each step computes the beam rows of exactly the utterances whose search goes on
+    expected = [beam_size * sum(1 for n in steps_alone if n > step) for step in range(max(steps_alone))]
+    assert counting.rows == expected, (counting.rows, steps_alone)

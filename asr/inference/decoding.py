@@ -210,8 +210,9 @@ def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tens
     tokens = torch.tensor([prefix] * (n_utt * beam_rows), device=audio.device)
     search = BeamSearch(tokenizer, beam, options) if beam else GreedySearch(tokenizer, options.temperature, generators)
 
-    # greedy/sampling: rows that have produced <|endoftext|> leave the batch (their tokens are
-    # padded with it), so the model only computes the rows still running
+    # Rows that are done leave the batch, so the model only computes the rest: greedy/sampling
+    # rows that produced <|endoftext|> (their tokens are padded with it), beam search
+    # utterances with enough finished hypotheses (their rows are frozen, padded likewise).
     active = None  # row indices still decoded; None = all of them
     no_speech_probs = None
     step_tokens = tokens
@@ -231,10 +232,16 @@ def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tens
             break
         if beam is None:
             active, keep = still_running(tokens, active, tokenizer.eot)
-            if keep is not None:
+        else:
+            active, keep = search.still_running(active)
+        if keep is not None:  # keep: positions among the previously active utterances
+            keep = keep.to(audio.device)
+            if beam is None:
                 cache.reorder(keep)
-                audio = audio.index_select(0, keep)
-                audio_mask = None if audio_mask is None else audio_mask.index_select(0, keep)
+            else:
+                cache.keep_utterances(keep)
+            audio = audio.index_select(0, keep)
+            audio_mask = None if audio_mask is None else audio_mask.index_select(0, keep)
         step_tokens = tokens[:, -1:] if active is None else tokens[active, -1:]
     return [
         make_result(tokenizer, sequence, logprob, no_speech_probs[i], options)
@@ -332,47 +339,66 @@ class BeamSearch:
         self.finished: list[dict[tuple, float]] = []
 
     def step(self, tokens: Tensor, logits: Tensor, active: Optional[Tensor] = None):
-        rows = tokens.shape[0]  # beam search keeps every row (active is always None)
+        """Extend every row of tokens by one. `logits` are those of the rows `active` (None: all
+        rows), the beam rows of the utterances still searching; the rows of the others stay as
+        they are, padded with <|endoftext|>. Returns (tokens, the source of each active row as a
+        position among the active rows or None when unchanged, done)."""
+        rows = tokens.shape[0]
         n_utt = rows // self.beam
         if self.sum_logprobs is None:
             self.sum_logprobs = [0.0] * rows
             self.finished = [{} for _ in range(n_utt)]
+        live_rows = list(range(rows)) if active is None else active.tolist()
         logprobs = F.log_softmax(logits.float(), dim=-1)
         top_logprobs, top_tokens = logprobs.topk(self.beam + 1, dim=-1)
         top_logprobs, top_tokens = top_logprobs.tolist(), top_tokens.tolist()
         prefixes = tokens.tolist()
-        next_rows, source, sums = [], [], []
-        for utt in range(n_utt):
+        next_rows = [row + [self.eot] for row in prefixes]  # frozen rows: padded
+        sums = list(self.sum_logprobs)
+        source = []  # per active row: the position (among active rows) it continues
+        for start in range(0, len(live_rows), self.beam):
+            utt = live_rows[start] // self.beam
             candidates = {}
-            for row in range(utt * self.beam, (utt + 1) * self.beam):
-                for logprob, token in zip(top_logprobs[row], top_tokens[row]):
+            for position in range(start, start + self.beam):
+                row = live_rows[position]
+                for logprob, token in zip(top_logprobs[position], top_tokens[position]):
                     sequence = tuple(prefixes[row] + [token])
                     score = self.sum_logprobs[row] + logprob
                     if sequence not in candidates or candidates[sequence][0] < score:
-                        candidates[sequence] = (score, row)
-            kept = 0
-            for sequence, (score, row) in sorted(candidates.items(), key=lambda kv: -kv[1][0]):
+                        candidates[sequence] = (score, position)
+            kept = []
+            for sequence, (score, position) in sorted(candidates.items(), key=lambda kv: -kv[1][0]):
                 if sequence[-1] == self.eot:
                     if len(self.finished[utt]) < self.max_finished:
                         self.finished[utt][sequence[:-1]] = score
                     continue
-                next_rows.append(list(sequence))
-                source.append(row)
-                sums.append(score)
-                kept += 1
-                if kept == self.beam:
+                kept.append((list(sequence), position, score))
+                if len(kept) == self.beam:
                     break
-            while kept < self.beam:  # fewer live candidates than beams: repeat the last one
-                next_rows.append(next_rows[-1])
-                source.append(source[-1])
-                sums.append(float("-inf"))
-                kept += 1
+            while len(kept) < self.beam:  # fewer live candidates than beams: repeat the last one
+                kept.append((kept[-1][0], kept[-1][1], float("-inf")))
+            for k, (sequence, position, score) in enumerate(kept):
+                next_rows[live_rows[start + k]] = sequence
+                sums[live_rows[start + k]] = score
+                source.append(position)
         self.sum_logprobs = sums
         done = all(len(finished) >= self.max_finished for finished in self.finished)
         new_tokens = torch.tensor(next_rows, device=tokens.device)
-        if source == list(range(rows)):  # every row extends itself (always so at beam 1)
+        if source == list(range(len(live_rows))):  # every row extends itself (always so at beam 1)
             return new_tokens, None, done
         return new_tokens, torch.tensor(source, device=tokens.device), done
+
+    def still_running(self, active: Optional[Tensor]) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """(rows of the utterances still searching, or None for all; positions among the
+        previously active utterances to keep, or None when none finished this step)."""
+        n_utt = len(self.finished)
+        live = list(range(n_utt)) if active is None else active.tolist()[::self.beam]
+        live = [row // self.beam for row in live] if active is not None else live
+        keep = [i for i, utt in enumerate(live) if len(self.finished[utt]) < self.max_finished]
+        if len(keep) == len(live):
+            return active, None
+        rows = [live[i] * self.beam + b for i in keep for b in range(self.beam)]
+        return torch.tensor(rows), torch.tensor(keep)
 
     def best(self, tokens: Tensor, sample_begin: int, length_penalty):
         rows = tokens.tolist()
@@ -381,7 +407,10 @@ class BeamSearch:
             if len(finished) < self.beam:  # ran out of length: take the live ones as they are
                 for row in range(utt * self.beam, (utt + 1) * self.beam):
                     if self.sum_logprobs[row] > float("-inf"):
-                        finished.setdefault(tuple(rows[row]), self.sum_logprobs[row])
+                        sequence = rows[row]
+                        while sequence and sequence[-1] == self.eot:  # a frozen row's padding
+                            sequence = sequence[:-1]
+                        finished.setdefault(tuple(sequence), self.sum_logprobs[row])
             if not finished:
                 yield [], float("-inf")
                 continue
