@@ -87,3 +87,16 @@ def test_batched_refuses_conditioning_on_previous_text(model, long_recording, ca
     status = cli_main(["transcribe", str(path), "--batched", "--condition-on-previous-text", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert status == 1 and len(err.splitlines()) == 1 and "previous text" in err
+
+
+def test_short_files_are_batched_side_by_side_and_decode_as_alone(model):
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parent.parent / "data" / "audio"
+    paths = [str(data / "librivox-0880.flac"), str(data / "goforward.flac"), str(data / "alsa-rear-left.flac")]
+    silence = np.zeros(3 * SAMPLE_RATE, np.float32)
+    batched = model.transcribe_many(paths + [silence], batched=True, batch_size=3, temperature=0.0)
+    for path, result in zip(paths, batched):
+        alone = model.transcribe(path, temperature=0.0)  # sequential path, one window each
+        assert [s["tokens"] for s in result["segments"]] == [s["tokens"] for s in alone["segments"]]
+    assert batched[3]["text"] == "" and batched[3]["segments"] == []

@@ -184,47 +184,74 @@ def encode_in_slices(model, mels: torch.Tensor, n_frames: Optional[torch.Tensor]
     return torch.cat(features), mask
 
 
-def transcribe_file_batched(model, tokenizer: Tokenizer, state: FileState, base: DecodingOptions,
-                            opts: TranscribeOptions, english_only: bool,
-                            on_progress: Optional[Callable[[float], None]]) -> None:
-    """Plan the file's chunks and decode them opts.batch_size at a time."""
+@dataclass
+class PlannedFile:
+    """A file read whole and cut into chunks, waiting for its chunks to be decoded."""
+
+    state: FileState
+    source: ArrayAudio
+    chunks: list[Chunk]
+    peak: Optional[float]  # whole-file log10 mel peak (fixed-window Whisper models)
+    pauses_s: list[tuple[float, float]]
+    left: int = 0  # chunks not decoded yet
+
+
+def plan_file(model, state: FileState) -> PlannedFile:
     samples = state.audio.window(0, len(state.audio))
     source = ArrayAudio(samples)
-    window = 2 * model.dims.n_audio_ctx
     found = find_pauses(samples)
-    chunks = plan_chunks(samples, window * HOP_LENGTH, found)
+    chunks = plan_chunks(samples, 2 * model.dims.n_audio_ctx * HOP_LENGTH, found)
+    peak = log10_mel_peak(source, model.dims.n_mels) if model.options.fixed_audio_window and chunks else None
     pauses_s = [(a * VAD_HOP_S, b * VAD_HOP_S) for a, b in found[1]]
-    peak = log10_mel_peak(source, model.dims.n_mels) if model.options.fixed_audio_window else None
-    dtype = next(model.parameters()).dtype
-    for first in range(0, len(chunks), max(1, opts.batch_size)):
-        batch = chunks[first:first + max(1, opts.batch_size)]
-        pieces = [chunk_input(model, source, c, peak) for c in batch]
-        if model.options.fixed_audio_window:
-            mels, n_frames = torch.stack(pieces), None
-        else:
-            mels, n_frames = batch_log_mel(pieces, model.dims.n_mels)
-            n_frames = n_frames.to(model.device)
-        features, mask = encode_in_slices(model, mels.to(device=model.device, dtype=dtype), n_frames)
-        if state.language is None:  # detected once per file, on its first chunk
-            probs = detect_language(model, tokenizer, features[:1], None if mask is None else mask[:1])[0]
-            state.language, state.language_probability = max(probs.items(), key=lambda kv: kv[1])
-        options = replace(base, prompt=tuple(state.prompt) if first == 0 else (),
-                          language=None if english_only else state.language)
-        results = decode_with_fallback(model, tokenizer, features, mask, options, opts, [c.seek for c in batch])
-        for chunk, result in zip(batch, results):
-            chunk_segments(state, chunk, result, tokenizer, opts, pauses_s)
-        if on_progress:
-            on_progress(sum(c.stop - c.start for c in batch) / SAMPLE_RATE)
-    state.seek = state.total_frames
+    return PlannedFile(state, source, chunks, peak, pauses_s, left=len(chunks))
+
+
+def decode_chunks(model, tokenizer: Tokenizer, batch: list[tuple[PlannedFile, Chunk]], base: DecodingOptions,
+                  opts: TranscribeOptions, english_only: bool,
+                  on_progress: Optional[Callable[[float], None]]) -> None:
+    """Encode a batch of chunks (of one or several files) and decode them, one decode per
+    (prompt, language): a file's initial prompt conditions its first chunk only, as in Whisper."""
+    pieces = [chunk_input(model, f.source, c, f.peak) for f, c in batch]
+    if model.options.fixed_audio_window:
+        mels, n_frames = torch.stack(pieces), None
+    else:
+        mels, n_frames = batch_log_mel(pieces, model.dims.n_mels)
+        n_frames = n_frames.to(model.device)
+    features, mask = encode_in_slices(model, mels.to(device=model.device, dtype=next(model.parameters()).dtype),
+                                      n_frames)
+    for i, (f, _) in enumerate(batch):
+        if f.state.language is None:  # detected once per file, on its first chunk
+            probs = detect_language(model, tokenizer, features[i:i + 1], None if mask is None else mask[i:i + 1])[0]
+            f.state.language, f.state.language_probability = max(probs.items(), key=lambda kv: kv[1])
+    groups: dict = {}
+    for i, (f, c) in enumerate(batch):
+        prompt = tuple(f.state.prompt) if c is f.chunks[0] else ()
+        groups.setdefault((prompt, f.state.language), []).append(i)
+    results: list = [None] * len(batch)
+    for (prompt, language), rows in groups.items():
+        options = replace(base, prompt=prompt, language=None if english_only else language)
+        index = torch.tensor(rows, device=features.device)
+        sub_features = features if len(rows) == len(batch) else features[index]
+        sub_mask = None if mask is None else (mask if len(rows) == len(batch) else mask[index])
+        decoded = decode_with_fallback(model, tokenizer, sub_features, sub_mask, options, opts,
+                                       [batch[i][1].seek for i in rows])
+        for i, result in zip(rows, decoded):
+            results[i] = result
+    for (f, chunk), result in zip(batch, results):
+        chunk_segments(f.state, chunk, result, tokenizer, opts, f.pauses_s)
+        f.left -= 1
+    if on_progress:
+        on_progress(sum(c.stop - c.start for _, c in batch) / SAMPLE_RATE)
 
 
 def transcribe_stream_batched(model, tokenizer: Tokenizer, audios: Iterable,
                               opts: TranscribeOptions = TranscribeOptions(),
                               on_progress: Optional[Callable[[float], None]] = None,
                               english_only: bool = False) -> Iterator[tuple[int, Union[dict, AudioError]]]:
-    """As transcribe_stream, with each file's chunks decoded in batches of opts.batch_size
-    (files one after another). Refuses condition_on_previous_text: the chunks would depend on
-    each other again."""
+    """As transcribe_stream, with every file cut into chunks at pauses and the chunks decoded
+    opts.batch_size at a time: the windows of one long file together, short files side by side.
+    A file's result is yielded once its last chunk is decoded. Refuses
+    condition_on_previous_text: the chunks would depend on each other again."""
     if opts.condition_on_previous_text:
         raise ValueError("batched transcription decodes the windows of a file independently: "
                          "it cannot condition on previous text")
@@ -234,12 +261,35 @@ def transcribe_stream_batched(model, tokenizer: Tokenizer, audios: Iterable,
                            language=None if english_only else opts.language, beam_size=opts.beam_size,
                            patience=opts.patience, length_penalty=opts.length_penalty,
                            without_timestamps=opts.without_timestamps, suppress_tokens=tuple(opts.suppress_tokens))
-    for index, audio in enumerate(audios):
-        try:
-            source = open_audio(audio) if isinstance(audio, (str, os.PathLike, np.ndarray)) else audio
-            state = FileState(source, index=index, language=opts.language, prompt=list(initial))
-            transcribe_file_batched(model, tokenizer, state, base, opts, english_only, on_progress)
-        except AudioError as err:
-            yield index, err
-            continue
-        yield index, make_result(state)
+    batch_size = max(1, opts.batch_size)
+    queue: list[tuple[PlannedFile, Chunk]] = []  # chunks waiting, in file order
+    waiting: list[PlannedFile] = []  # files with chunks not decoded yet, in input order
+
+    def finished_files():
+        for f in [f for f in waiting if f.left == 0]:
+            waiting.remove(f)
+            f.state.seek = f.state.total_frames
+            yield f.state.index, make_result(f.state)
+
+    inputs = enumerate(audios)
+    while True:
+        index, audio = next(inputs, (None, None))
+        if index is not None:
+            try:
+                source = open_audio(audio) if isinstance(audio, (str, os.PathLike, np.ndarray)) else audio
+                planned = plan_file(model, FileState(source, index=index, language=opts.language,
+                                                     prompt=list(initial)))
+            except AudioError as err:
+                yield index, err
+                continue
+            waiting.append(planned)
+            queue += [(planned, c) for c in planned.chunks]
+            if len(queue) < batch_size:
+                yield from finished_files()  # files without speech are done at once
+                continue
+        if not queue:
+            yield from finished_files()
+            return
+        batch, queue = queue[:batch_size], queue[batch_size:]
+        decode_chunks(model, tokenizer, batch, base, opts, english_only, on_progress)
+        yield from finished_files()
