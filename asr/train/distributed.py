@@ -134,3 +134,19 @@ def reshard_sampler_state(state: dict, sampler) -> dict:
                          f"evenly between both")
     return {**state, "world_size": sampler.world_size, "rank": sampler.rank,
             "batches_consumed": consumed // sampler.world_size}
+
+
+@torch.no_grad()
+def replica_difference(module: torch.nn.Module, ctx: Context) -> float:
+    """Largest absolute difference between this rank's weights and rank 0's (0.0 when the
+    replicas are identical, as DDP must keep them), maximised over ranks."""
+    if not ctx.distributed:
+        return 0.0
+    worst = torch.zeros(1, dtype=torch.float64)
+    for tensor in module.state_dict().values():
+        theirs = tensor.detach().clone()
+        td.broadcast(theirs, src=0)
+        if tensor.is_floating_point():
+            worst = torch.maximum(worst, (tensor.double() - theirs.double()).abs().max().reshape(1))
+    td.all_reduce(worst, op=td.ReduceOp.MAX)
+    return float(worst)
