@@ -93,3 +93,18 @@ def test_precision_auto_follows_the_cpu_flags():
     assert choose_precision("float32", torch.device("cpu"))[0] is None
     with pytest.raises(ValueError, match="CUDA"):
         choose_precision("float16", torch.device("cpu"))
+
+
+def test_init_from_with_extras_that_cannot_start_as_identity_is_one_line(tmp_path):
+    # a hybrid encoder whose window does not cover Whisper's 1500 positions cannot reproduce
+    # tiny.en at step 0: refused before any training, in one line naming the recipe
+    path = write(tmp_path, f"data: {{train: {REPO / 'data' / 'samples.jsonl'}}}\n"
+                           "model: {audio: {attention: hybrid, window: 16}}\n")
+    env = {**__import__("os").environ, "ASR_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "asr", "train", str(path), "--run-dir", str(tmp_path / "run"),
+                             "--init-from", "tiny.en"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert str(path) in line and "cannot add these extras to tiny.en" in line

@@ -81,7 +81,10 @@ def load_pretrained(name_or_path: str, config: TrainConfig, where: str) -> tuple
         return pretrained.train(), tokenizer
     d = _options_dict(pretrained.options, config, where)
     d["function_preserving_init"] = True
-    model = ASRModel(pretrained.dims, options_from_dict(d))
+    try:
+        model = ASRModel(pretrained.dims, options_from_dict(d))
+    except ValueError as err:  # e.g. a hybrid window that could not start as plain attention
+        raise ConfigError(where, f"model: cannot add these extras to {name_or_path} ({err})") from None
     load_vanilla_weights(model, pretrained.state_dict())
     return model, tokenizer
 
