@@ -64,8 +64,10 @@ def test_int8_quantises_every_plain_linear_and_the_output_projection(cache):
     assert ((looked_up - e[tokens]).abs() <= step[tokens] / 2 + 1e-7).all()
 
 
-def test_auto_picks_int8_on_cpu_and_refuses_what_the_device_cannot_run():
-    assert resolve_compute_type("auto", "cpu") == "int8"
+def test_auto_picks_float32_on_cpu_and_refuses_what_the_device_cannot_run():
+    # int8 and bfloat16 agree with float32 on 90.6% and 96.5% of the offline test set's words,
+    # short of the 99% auto requires (asr/inference/compute.py)
+    assert resolve_compute_type("auto", "cpu") == "float32"
     with pytest.raises(ComputeTypeError, match="needs CUDA"):
         resolve_compute_type("float16", "cpu")
     with pytest.raises(ComputeTypeError, match="unknown compute type"):
