@@ -31,7 +31,8 @@ included: `asr transcribe FILES --compute-type T --temperature 0 --threads N` ag
 faster-whisper script that imports, loads the same tiny.en weights and transcribes the same files
 (same beam, temperature 0, no VAD, cpu_threads N), on a one-second file, the short clips (one
 call) and the long file, alternating between systems, fastest of --rounds kept, each process's own
-peak RSS (os.wait4). Systems: --whole-systems (default asr:auto, asr:auto:batched, fw-int8).
+peak RSS (os.wait4). Systems: --whole-systems (default asr:auto, asr:int8, asr:int8:batched,
+fw-int8).
 The load average before and after and the CPU's avx/amx flags are reported beside the figures.
 
 Usage: python scripts/compare_peers.py [--quick] [--rounds N] [--whole-process] [--save scripts/RESULTS-peers.md]
@@ -61,7 +62,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # asr systems are "asr" (float32) or "asr:<compute type>[:batched]", e.g. asr:auto:batched
 ASR_COMPUTE_TYPES = ("auto", "float32", "int8", "bfloat16")
-SYSTEMS = ("asr", "asr:auto", "asr:auto:batched", "fw-int8", "fw-float32")
+SYSTEMS = ("asr", "asr:int8", "asr:int8:batched", "fw-int8", "fw-float32")
 FW_SYSTEMS = ("fw-int8", "fw-float32")
 ASR_REFERENCE_SYSTEM = "asr"  # word agreement of each compute type with asr's float32
 REFERENCE_SYSTEM = "fw-float32"
@@ -337,8 +338,8 @@ def main(argv=None) -> None:
     ap.add_argument("--whole-process", action="store_true",
                     help="also time `asr transcribe` and a faster-whisper script as whole processes")
     ap.add_argument("--whole-process-only", action="store_true", help="only the whole-process rows")
-    ap.add_argument("--whole-systems", default="asr:auto,asr:auto:batched,fw-int8",
-                    help="systems of the whole-process rows (default asr:auto,asr:auto:batched,fw-int8)")
+    ap.add_argument("--whole-systems", default="asr:auto,asr:int8,asr:int8:batched,fw-int8",
+                    help="systems of the whole-process rows (default asr:auto,asr:int8,asr:int8:batched,fw-int8)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
