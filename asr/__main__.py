@@ -1,6 +1,4 @@
 """``python -m asr ...`` (and ``torchrun -m asr ...``): the same as the ``asr`` command."""
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

@@ -3,6 +3,6 @@
 The CLI only parses, calls the library (``asr.api`` and the sub-packages) and prints; user
 errors are one line naming the input, and a batch goes on past a bad file.
 """
-from .main import main
+from .main import entry, main
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]

@@ -83,5 +83,18 @@ def main(argv=None) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
+def entry() -> None:
+    """The console script and ``python -m asr``: main(), then out. After a Ctrl-C the process
+    leaves at once (outputs are flushed; finished files are complete already): interpreter
+    shutdown puts SIGINT back to its default action, so a second Ctrl-C during it would kill the
+    process by signal instead of exiting 130 with its one line."""
+    status = main()
+    if status == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
