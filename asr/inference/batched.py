@@ -8,9 +8,9 @@ is split, and decode all the chunks of a file in batches, as faster-whisper's
 BatchedInferencePipeline does.
 
 Pauses come from an energy detector (`find_pauses`): frame RMS against a threshold set by the
-file's own loudness. Measured against Silero VAD (onnxruntime) it needs no model file and no
-dependency and takes ~5 ms per minute of audio; the cuts only need to fall between words, not to
-label speech precisely (see the README's batched long-form rows for the measured WER).
+file's own loudness. It needs no model file and no dependency and takes ~5 ms per minute of
+audio; the cuts only need to fall between words, not to label speech precisely. (It has not yet
+been compared with a trained detector such as Silero VAD or webrtcvad.)
 
 Each chunk is a contiguous span of the recording (nothing is spliced out), so a timestamp t in
 chunk c is at c.start + t in the file and segment times stay exact. For pretrained Whisper models
