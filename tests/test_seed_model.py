@@ -224,6 +224,27 @@ def test_checkpoint_with_one_model_level_base_still_loads(tmp_path):
     assert loaded.rotary_bases() == {} and loaded.options.audio.rotary_base == 20000.0
 
 
+def test_checkpoint_with_scalar_scales_and_gains_still_loads(tmp_path):
+    """Before FSDP support the rotary scales and sinusoid gains were 0-d tensors; such files
+    load into today's 1-element parameters and compute the same logits."""
+    from safetensors.torch import load_file, save_file
+
+    model = seed_model(torch.float32)
+    assert model.encoder.positions.absolute is not None  # the gain is in this model
+    save_checkpoint(model, tmp_path / "c")
+    weights = load_file(tmp_path / "c" / "model.safetensors")
+    names = [name for name in weights if name.endswith((".rotary.scale", ".absolute.gain"))]
+    assert len(names) >= 4 and all(weights[name].shape == (1,) for name in names)
+    old = {name: t.reshape(()) if name in names else t for name, t in weights.items()}
+    save_file(old, str(tmp_path / "c" / "model.safetensors"))
+    loaded, _ = load_checkpoint(tmp_path / "c")
+    assert loaded.encoder.blocks[0].attn.rotary.scale.shape == (1,)
+    mels = torch.randn(1, DIMS.n_mels, 2 * DIMS.n_audio_ctx)
+    tokens = torch.randint(0, DIMS.n_vocab, (1, 5))
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(mels, tokens), model(mels, tokens))
+
+
 @pytest.mark.parametrize("kind", sorted(ATTENTION_LAYERS))
 def test_every_attention_kind_is_built_from_the_registry_with_whisper_names(kind):
     options = ModelOptions(audio=StackOptions(attention=kind, window=DIMS.n_audio_ctx - 1),

@@ -41,7 +41,8 @@ class LearnedSinusoidalEmbeddings(nn.Module):
         # Every sinusoid row has norm sqrt(n_state / 2) (sin^2 + cos^2 = 1 per frequency), so this
         # gain makes the output at init exactly the plain sinusoid table; unit rows alone would be
         # tiny next to the token embeddings. Learning it lets the model choose the scale.
-        self.gain = nn.Parameter(torch.tensor(math.sqrt(n_state / 2)))
+        # (a 1-element vector, not a 0-d scalar: FSDP cannot shard 0-d parameters)
+        self.gain = nn.Parameter(torch.full((1,), math.sqrt(n_state / 2)))
 
     def _unit_rows(self, positions: Tensor) -> Tensor:
         return F.normalize(self.table[positions], dim=-1)

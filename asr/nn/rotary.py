@@ -135,8 +135,9 @@ class RotaryEmbeddingWithRotation(nn.Module):
                 self.basis.weight.copy_(torch.eye(head_dim))
             parametrizations.orthogonal(self.basis, "weight", orthogonal_map=ORTHOGONAL_MAP)
 
-        # multiplies every position angle; 1 = plain rotary (see extras_init for the model's policy)
-        self.scale = nn.Parameter(torch.tensor(1.0))
+        # multiplies every position angle; 1 = plain rotary (see extras_init for the model's policy);
+        # a 1-element vector, not a 0-d scalar: FSDP cannot shard 0-d parameters
+        self.scale = nn.Parameter(torch.ones(1))
 
     def basis_change(self) -> Optional[Tensor]:
         """Q = (product of Givens rotations) @ R as one [h, h] float32 matrix, or None.

@@ -117,11 +117,11 @@ def _load_converting(model: ASRModel, weights: Path, convert) -> None:
                                       f"unexpected {unexpected[:3]})")
             for name in names:
                 shape = tuple(f.get_slice(name).get_shape())
-                if shape != expected[name]:
+                if shape != expected[name] and not (shape == () and expected[name] == (1,)):
                     raise CheckpointError(f"{weights}: weights do not match config ({name}: shape {shape}, "
                                           f"expected {expected[name]})")
             own = model.state_dict()
-            convert(model, lambda name: f.get_tensor(name).to(own[name].dtype))
+            convert(model, lambda name: f.get_tensor(name).reshape(own[name].shape).to(own[name].dtype))
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights}: unreadable weights ({err})") from None
 
@@ -156,7 +156,16 @@ def _match_dtypes(model: ASRModel, state: dict) -> dict:
     """With assign=True the loaded tensors replace the parameters as they are; a tensor saved in
     another dtype than the model's (a float16 checkpoint) is converted first, as copy_ would."""
     own = model.state_dict()
+    state = upgrade_scalars(state, own)
     return {name: tensor.to(own[name].dtype) if name in own and tensor.dtype != own[name].dtype else tensor
+            for name, tensor in state.items()}
+
+
+def upgrade_scalars(state: dict, own: dict) -> dict:
+    """Checkpoints written before the rotary scales and sinusoid gains became 1-element vectors
+    hold them as 0-d scalars: reshape those (and only those) to the model's shape."""
+    return {name: tensor.reshape(own[name].shape)
+            if name in own and tensor.dim() == 0 and tuple(own[name].shape) == (1,) else tensor
             for name, tensor in state.items()}
 
 

@@ -25,6 +25,7 @@ from ..data.augment import AugmentConfig
 from ..errors import InputError
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+DISTRIBUTED_STRATEGIES = ("ddp", "fsdp")
 SCHEDULES = ("cosine", "inverse_sqrt", "constant")
 STACKS = ("audio", "text")
 NORMALIZERS = ("whisper-english", "basic", "none")
@@ -144,10 +145,10 @@ class CheckpointConfig:
 
 @dataclass
 class DistributedConfig:
-    """DDP under torchrun (FSDP is not implemented: sharded checkpoints would need
-    torch.distributed.checkpoint's full-state gathering on every rank)."""
+    """Under torchrun (ignored in a single process)."""
 
     backend: str = "auto"  # auto: nccl on CUDA, gloo on CPU
+    strategy: str = "ddp"  # ddp: a whole replica per rank | fsdp: weights, gradients, optimiser state sharded
 
 
 @dataclass
@@ -309,6 +310,10 @@ def check_values(config: TrainConfig, where: str) -> None:
     need(config.checkpoint.average_every >= 1, "checkpoint.average_every", "must be >= 1")
     need(config.data.max_batch_seconds > 0, "data.max_batch_seconds", "must be > 0")
     need(bool(config.data.train), "data.train", "no training manifest given")
+    need(config.distributed.strategy in DISTRIBUTED_STRATEGIES, "distributed.strategy",
+         f"{config.distributed.strategy!r} is not one of {DISTRIBUTED_STRATEGIES}")
+    need(config.distributed.backend in ("auto", "gloo", "nccl"), "distributed.backend",
+         f"{config.distributed.backend!r} is not auto, gloo or nccl")
 
 
 def _plain(obj):

@@ -1,20 +1,34 @@
-"""torchrun integration: process group, device per rank, DDP wrapping, the few
+"""torchrun integration: process group, device per rank, DDP or FSDP wrapping, the few
 collectives the loop needs, and rank-0-only printing.
 
 Launched without torchrun (no WORLD_SIZE in the environment) everything here is a no-op for a
 single process. Every rank computes the same batch list and takes its own shard of it
 (DurationBucketSampler), so the data is disjoint across ranks.
+
+Two strategies (``distributed.strategy``):
+- ``ddp``: every rank holds the whole model; gradients are averaged in backward.
+- ``fsdp``: torch.distributed.fsdp's fully_shard (FSDP2) on every residual block and on the
+  whole: parameters, gradients and AdamW's moments are split between the ranks (about 1/N of
+  the 16 bytes per parameter each), gathered block by block for forward and backward. Rank 0
+  keeps an unsharded copy for validation and checkpoints, refreshed from the shards when one is
+  due: a model too big to *train* on one device (weights, gradients and two moments) still fits
+  for inference. Checkpoints hold full (unsharded) tensors, so a run resumes on any world size.
 """
 from __future__ import annotations
 
+import copy
 import os
 import sys
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.distributed as td
 
 from .config import TrainConfig
+
+FULL_OPTIMIZER_STATE = "full_optimizer_state"  # the key of FSDP's gathered optimiser state
 
 
 @dataclass
@@ -102,15 +116,110 @@ def any_flag(flag: bool, ctx: Context) -> bool:
     return bool(value.item() > 0)
 
 
-def wrap(module: torch.nn.Module, ctx: Context, config: TrainConfig) -> torch.nn.Module:
-    """DDP under torchrun: gradients averaged over ranks in backward, buffers (the rotary
-    bases among them) broadcast from rank 0 at every forward."""
-    if not ctx.distributed:
-        return module
-    from torch.nn.parallel import DistributedDataParallel
+def sharded(ctx: Context, config: TrainConfig) -> bool:
+    return ctx.distributed and config.distributed.strategy == "fsdp"
 
-    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids)
+
+def wrap(module: torch.nn.Module, ctx: Context, config: TrainConfig) -> tuple[torch.nn.Module, Optional[torch.nn.Module]]:
+    """(the module to run forward and backward on, rank 0's unsharded copy under FSDP or None).
+
+    DDP: gradients averaged over ranks in backward, buffers (the rotary bases among them)
+    broadcast from rank 0 at every forward. FSDP: ``module`` itself is sharded in place; create
+    the optimiser after this call, on the sharded parameters."""
+    if not ctx.distributed:
+        return module, None
+    if not sharded(ctx, config):
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids), None
+    from torch.distributed.fsdp import fully_shard
+
+    copy_for_rank0 = copy.deepcopy(module) if ctx.is_main else None
+    for stack in (module.model.encoder, module.model.decoder):
+        for block in stack.blocks:
+            fully_shard(block)
+    fully_shard(module)
+    return module, copy_for_rank0
+
+
+def _full_state_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_model(module: torch.nn.Module, copy_for_rank0: Optional[torch.nn.Module], ctx: Context,
+               config: TrainConfig) -> Optional[torch.nn.Module]:
+    """The whole (unsharded) training model, for validation, averaging and checkpoints: the
+    module itself, or under FSDP rank 0's copy refreshed from the shards (a collective: every
+    rank calls it; the others get None)."""
+    if not sharded(ctx, config):
+        return module
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    from .dynamic_base import rotary_bases, set_rotary_base
+
+    state = get_model_state_dict(module, options=_full_state_options())
+    if not ctx.is_main:
+        return None
+    copy_for_rank0.load_state_dict(state, strict=True)
+    for stack, base in rotary_bases(module.model).items():  # the options follow the buffers
+        set_rotary_base(copy_for_rank0.model, base, stack)
+    return copy_for_rank0
+
+
+def optimizer_state(module: torch.nn.Module, optimizer, ctx: Context, config: TrainConfig) -> dict:
+    """The optimiser's state for a checkpoint: its own state_dict, or under FSDP the full
+    (gathered, parameter-name keyed) state on rank 0 (a collective)."""
+    if not sharded(ctx, config):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return {FULL_OPTIMIZER_STATE: get_optimizer_state_dict(module, optimizer, options=_full_state_options())}
+
+
+def load_optimizer_state(module: torch.nn.Module, optimizer, state: dict, ctx: Context, config: TrainConfig) -> None:
+    """The inverse of optimizer_state. An FSDP checkpoint's full state loads on any world size
+    and strategy; a DDP or single-process one (keyed by parameter position) only without FSDP."""
+    if FULL_OPTIMIZER_STATE not in state:
+        if sharded(ctx, config):
+            raise ValueError("cannot resume with distributed.strategy=fsdp from a checkpoint written without it")
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(module, optimizer, state[FULL_OPTIMIZER_STATE],
+                             options=StateDictOptions(full_state_dict=True))
+
+
+def gradient_sync(module: torch.nn.Module, enabled: bool):
+    """A context in which backward does (or, between accumulated micro-batches, does not)
+    reduce gradients across ranks."""
+    if enabled:
+        return nullcontext()
+    if hasattr(module, "no_sync"):  # DDP
+        return module.no_sync()
+    if hasattr(module, "set_requires_gradient_sync"):  # FSDP2
+        module.set_requires_gradient_sync(False)
+        return _restore_gradient_sync(module)
+    return nullcontext()
+
+
+@contextmanager
+def _restore_gradient_sync(module):
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
+
+
+def clip_grad_norm(parameters, max_norm: float) -> float:
+    """Clip and return the total gradient norm (under FSDP a DTensor over all shards)."""
+    norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return float(norm)
 
 
 def reshard_sampler_state(state: dict, sampler) -> dict:
@@ -122,8 +231,6 @@ def reshard_sampler_state(state: dict, sampler) -> dict:
     batches split to share them out)."""
     if state["world_size"] == sampler.world_size:
         return {**state, "rank": sampler.rank}
-    import copy
-
     single = copy.copy(sampler)
     single.world_size, single.rank, single._cache = 1, 0, None  # noqa: SLF001 - the unsharded list
     n_batches = len(single._sharded_batches(state["epoch"]))  # noqa: SLF001

@@ -18,7 +18,6 @@ import os
 import random
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -155,6 +154,29 @@ class MetricsLog:
 # the run
 
 
+@dataclass
+class Run:
+    """The objects a checkpoint saves and a resume restores (besides the config)."""
+
+    config: TrainConfig
+    run_dir: Path
+    ctx: dist.Context
+    training_model: TrainingModel  # under FSDP: this rank's shards
+    rank0_copy: Optional[TrainingModel]  # under FSDP: rank 0's unsharded copy; else None
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    scaler: Optional[torch.amp.GradScaler]
+    controller: Optional[DynamicBaseController]
+    average: Optional[RunningAverage]
+    sampler: object
+    checkpoints: Checkpoints
+    progress: Progress
+
+    def full_model(self) -> Optional[TrainingModel]:
+        """The whole training model (a collective under FSDP; None on ranks other than 0)."""
+        return dist.full_model(self.training_model, self.rank0_copy, self.ctx, self.config)
+
+
 def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: str = "config",
           write_checkpoint_files=None) -> dict:
     """Train (or continue) a run; returns the final metrics. Raises InputError for bad input and
@@ -210,37 +232,42 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
                                    dropout=config.model.dropout).to(ctx.device)
     say(f"model: {model.num_parameters() / 1e6:.2f} M parameters ({config.model.preset}), "
         f"n_vocab {model.dims.n_vocab}, from {config.model.init_from or 'scratch'}, rotary bases {rotary_bases(model) or 'none'}")
-    optimizer = make_optimizer(training_model, config, ctx.device)
-    scaler = torch.amp.GradScaler(ctx.device.type) if autocast_dtype == torch.float16 else None
     controller = None
     if config.dynamic_base.enabled and rotary_bases(model):
         controller = DynamicBaseController(config.dynamic_base, config.model.rotary_base)
-    average = RunningAverage(model) if config.checkpoint.average else None
-    sampler = make_sampler(train_utts, config, ctx.rank, ctx.world_size)
-    augmenter = make_augmenter(config.augment, config.run.seed)
     fixed_frames = 2 * model.dims.n_audio_ctx if model.options.fixed_audio_window else None
-    checkpoints = Checkpoints(run_dir, config.checkpoint.keep_last)
-    metrics = MetricsLog(run_dir / METRICS_FILE, ctx.is_main)
-    progress = Progress()
+    augmenter = make_augmenter(config.augment, config.run.seed)
 
-    # ---- resume ----
+    # ---- resume the weights, distribute, then the optimiser (under FSDP it needs the shards) ----
+    checkpoints = Checkpoints(run_dir, config.checkpoint.keep_last)
+    latest = None
     if resume:
         if ctx.is_main:
             checkpoints.remove_partial()
         latest = checkpoints.latest_valid()
-        if latest is None:
-            say(f"{run_dir}: no usable checkpoint; starting from step 0")
-            metrics.truncate_after(0)
-        else:
-            progress = restore(latest, training_model, optimizer, scaler, controller, average, sampler, ctx)
-            metrics.truncate_after(progress.step)
-            say(f"resumed from {latest} (step {progress.step}, epoch {progress.epoch}, "
-                f"batch {progress.batches_in_epoch})")
-    elif ctx.is_main:
-        metrics.truncate_after(0)
+        if latest is not None:
+            restore_weights(latest, training_model)
+    average = RunningAverage(model) if config.checkpoint.average and ctx.is_main else None
+    wrapped, rank0_copy = dist.wrap(training_model, ctx, config)
+    if dist.sharded(ctx, config):
+        say(f"fsdp: parameters, gradients and optimiser state sharded over {ctx.world_size} ranks")
+    optimizer = make_optimizer(training_model, config, ctx.device)
+    scaler = torch.amp.GradScaler(ctx.device.type) if autocast_dtype == torch.float16 else None
+    run = Run(config, run_dir, ctx, training_model, rank0_copy, tokenizer, optimizer, scaler, controller, average,
+              make_sampler(train_utts, config, ctx.rank, ctx.world_size), checkpoints, Progress())
+    metrics = MetricsLog(run_dir / METRICS_FILE, ctx.is_main)
+    if resume and latest is None:
+        say(f"{run_dir}: no usable checkpoint; starting from step 0")
+    if latest is not None:
+        run.progress = restore_state(latest, run)
+        say(f"resumed from {latest} (step {run.progress.step}, epoch {run.progress.epoch}, "
+            f"batch {run.progress.batches_in_epoch})")
+    metrics.truncate_after(run.progress.step)
 
-    wrapped = dist.wrap(training_model, ctx, config)
     forward = torch.compile(wrapped) if config.run.compile else wrapped
+    stream = epoch_batches(run, lambda sampler, generator: make_loader(
+        train_utts, sampler, tokenizer, model.dims.n_mels, config.data.num_workers, augmenter, fixed_frames,
+        generator=generator), augmenter)
     rate = config.validation.tokens_per_second or tokens_per_second(train_utts, tokenizer)
     dev_loader = None
     if dev_utts and ctx.is_main:
@@ -248,87 +275,26 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
                                    max_batch_seconds=config.validation.batch_seconds)
         dev_loader = make_loader(dev_utts, dev_sampler, tokenizer, model.dims.n_mels, 0, None, fixed_frames)
 
-    def batches():
-        """This rank's batches, epoch after epoch, from where the run stands."""
-        while True:
-            sampler.set_epoch(progress.epoch)
-            augmenter.set_epoch(progress.epoch)
-            # the loader's own generator: creating an iterator must not draw from the global
-            # RNG (dropout's), or a resumed run would see different masks
-            generator = torch.Generator().manual_seed(config.run.seed * 1000003 + progress.epoch)
-            loader = make_loader(train_utts, sampler, tokenizer, model.dims.n_mels, config.data.num_workers,
-                                 augmenter, fixed_frames, generator=generator)
-            for batch in loader:
-                progress.batches_in_epoch += 1
-                yield batch
-            progress.epoch += 1
-            progress.batches_in_epoch = 0
-
-    def save(step: int, validation: Optional[dict]) -> None:
-        state = {
-            "step": step, "progress": progress.__dict__.copy(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler else None, "rng": rng_state(),
-            "sampler": sampler.state_dict(batches_consumed=progress.batches_in_epoch),
-            "controller": controller.state_dict() if controller else None,
-            "average_count": average.count if average else 0,
-        }
-        tensors = {f"ctc_head.{k}": v for k, v in
-                   (training_model.ctc_head.state_dict().items() if training_model.ctc_head else [])}
-        if average:
-            tensors.update(average.state_tensors())
-        extra = {"train_config": config.to_dict(), "step": step, "validation": validation}
-        checkpoints.save(step, model, tokenizer, extra, state, tensors,
-                         {"step": step, "validation": validation}, write_files=write_checkpoint_files)
-
     # ---- the loop ----
     from tqdm import tqdm
 
-    stream = batches()
+    progress = run.progress
     bar = tqdm(total=config.run.max_steps, initial=progress.step, disable=not (ctx.is_main and config.run.progress),
                unit="step", dynamic_ncols=True, file=sys.stderr)
     training_model.train()
-    accumulate = config.optim.accumulate
     started = time.perf_counter()
-    seconds_this_run = 0.0
     while progress.step < config.run.max_steps:
         step_start = time.perf_counter()
         lr = config.optim.lr * lr_factor(progress.step, config.schedule, config.run.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        result = optimizer_step(run, wrapped, forward, stream, autocast_dtype)
+        progress.audio_seconds += result.audio_seconds
 
-        sums = torch.zeros(4, dtype=torch.float64)  # loss, attention, ctc, audio seconds
-        for micro in range(accumulate):
-            batch = next(stream).to(ctx.device)
-            last = micro == accumulate - 1
-            with (nullcontext() if last or not hasattr(wrapped, "no_sync") else wrapped.no_sync()):
-                with torch.autocast(device_type=ctx.device.type, dtype=autocast_dtype or torch.float32,
-                                    enabled=autocast_dtype is not None):
-                    loss, attention, ctc = forward(batch.mels, batch.n_frames, batch.tokens, batch.targets)
-                scaled = loss / accumulate
-                (scaler.scale(scaled) if scaler else scaled).backward()
-                loss, attention, ctc = loss.detach(), attention.detach(), ctc.detach()
-            sums += torch.tensor([loss.item(), attention.item(), ctc.item(),
-                                  float(batch.n_frames.sum()) / 100.0], dtype=torch.float64)
-        sums[:3] /= accumulate
-        sums = dist.all_reduce_mean(sums, ctx, sum_last=True)
-        step_loss, step_attention, step_ctc, step_audio = sums.tolist()
-
-        if scaler:
-            scaler.unscale_(optimizer)
-        clip = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(training_model.parameters(), clip))
-        finite = math.isfinite(step_loss) and math.isfinite(grad_norm)
-        if finite:
-            (scaler.step(optimizer) if scaler else optimizer.step())
-        if scaler:
-            scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        progress.audio_seconds += step_audio
-
-        if not finite:
+        if not result.finite:
             progress.bad_in_row += 1
             progress.skipped += 1
-            say(f"step {progress.step + 1}: loss {step_loss}, gradient norm {grad_norm}: skipped "
+            say(f"step {progress.step + 1}: loss {result.loss}, gradient norm {result.grad_norm}: skipped "
                 f"({progress.bad_in_row} in a row)")
             metrics.write({"step": progress.step + 1, "skipped": True, "loss": None, "lr": lr})
             if progress.bad_in_row >= config.optim.max_bad_steps:
@@ -344,52 +310,46 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         # dynamic base: after the optimiser step, driven by the smoothed training loss
         action = None
         if controller:
-            action = controller.update(step, step_loss).action
+            action = controller.update(step, result.loss).action
             controller.apply(model)
-        if average and step >= config.checkpoint.average_start and step % config.checkpoint.average_every == 0:
-            average.update(model)
+        if config.checkpoint.average and step >= config.checkpoint.average_start \
+                and step % config.checkpoint.average_every == 0:
+            full = run.full_model()
+            if average:
+                average.update(full.model)
 
         elapsed = time.perf_counter() - step_start
-        seconds_this_run += elapsed
         bases = rotary_bases(model)
-        row = {"step": step, "loss": step_loss, "attention_loss": step_attention, "ctc_loss": step_ctc,
-               "lr": lr, "rotary_base": next(iter(bases.values()), None),
+        row = {"step": step, "loss": result.loss, "attention_loss": result.attention_loss,
+               "ctc_loss": result.ctc_loss, "lr": lr, "rotary_base": next(iter(bases.values()), None),
                **{f"rotary_base_{k}": v for k, v in bases.items()}, "base_action": action,
-               "grad_norm": grad_norm, "epoch": progress.epoch, "audio_seconds": step_audio,
-               "audio_s_per_s": step_audio / elapsed if elapsed > 0 else None, "time": time.time()}
+               "grad_norm": result.grad_norm, "epoch": progress.epoch, "audio_seconds": result.audio_seconds,
+               "audio_s_per_s": result.audio_seconds / elapsed if elapsed > 0 else None, "time": time.time()}
 
         out_of_time = (config.run.max_minutes is not None
                        and dist.any_flag(time.perf_counter() - started > 60.0 * config.run.max_minutes, ctx))
         final = step == config.run.max_steps or out_of_time
+        validate_now = dev_utts and (step % config.validation.every_steps == 0 or final)
+        full = run.full_model() if validate_now else None
         validation = None
-        if dev_loader is not None and (step % config.validation.every_steps == 0 or final):
-            result = run_validation(training_model, dev_loader, tokenizer, ctx.device, autocast_dtype, rate,
-                                    config.validation.extra_tokens, config.validation.normalizer)
-            validation = {"dev_wer": result.wer, "dev_cer": result.cer, "dev_loss": result.loss}
+        if validate_now and dev_loader is not None:
+            outcome = run_validation(full, dev_loader, tokenizer, ctx.device, autocast_dtype, rate,
+                                     config.validation.extra_tokens, config.validation.normalizer)
+            validation = {"dev_wer": outcome.wer, "dev_cer": outcome.cer, "dev_loss": outcome.loss}
             row.update(validation)
-            ref, hyp = result.examples[0] if result.examples else ("", "")
-            say(f"step {step}: dev WER {100 * result.wer:.2f}%, CER {100 * result.cer:.2f}%, "
-                f"loss {result.loss:.3f} ({result.utterances} utt) | ref: {ref!r} | hyp: {hyp!r}")
+            ref, hyp = outcome.examples[0] if outcome.examples else ("", "")
+            say(f"step {step}: dev WER {100 * outcome.wer:.2f}%, CER {100 * outcome.cer:.2f}%, "
+                f"loss {outcome.loss:.3f} ({outcome.utterances} utt) | ref: {ref!r} | hyp: {hyp!r}")
             progress.last_validation = {"step": step, **validation}
         new_best = validation is not None and (progress.best_wer is None or validation["dev_wer"] < progress.best_wer)
         if new_best:
             progress.best_wer = validation["dev_wer"]
         # the best by dev WER always gets a checkpoint (rank 0 alone validates: tell the others)
         if dist.any_flag(new_best, ctx) or step % config.checkpoint.every_steps == 0 or final:
-            failure = None
-            if ctx.is_main:
-                try:
-                    save(step, validation)
-                    if new_best:
-                        checkpoints.set_best(step, validation["dev_wer"])
-                        checkpoints.prune()
-                except CheckpointWriteError as err:
-                    failure = str(err)
-            if dist.any_flag(failure is not None, ctx):
-                raise TrainingStopped(failure or "rank 0 could not write a checkpoint")
+            save(run, validation, new_best, write_checkpoint_files)
         metrics.write(row)
         bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", base=f"{row['rotary_base'] or 0:.0f}",
+        bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{lr:.2e}", base=f"{row['rotary_base'] or 0:.0f}",
                         audio_s_per_s=f"{row['audio_s_per_s'] or 0:.0f}")
         if out_of_time:
             say(f"step {step}: run.max_minutes={config.run.max_minutes:g} reached; stopping "
@@ -397,39 +357,141 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
             break
     bar.close()
 
-    if ctx.distributed:
+    if ctx.distributed and not dist.sharded(ctx, config):
         say(f"replicas: largest weight difference from rank 0: {dist.replica_difference(model, ctx):g}")
+    full = run.full_model()
     if ctx.is_main:
-        finish(run_dir, model, tokenizer, average, config)
+        finish(run_dir, full.model, tokenizer, average, config)
     dist.cleanup(ctx)
     wall = time.perf_counter() - started
     return {"step": progress.step, "best_wer": progress.best_wer, "last_validation": progress.last_validation,
             "wall_seconds": wall, "skipped": progress.skipped}
 
 
-def restore(path: Path, training_model, optimizer, scaler, controller, average, sampler, ctx) -> Progress:
+def epoch_batches(run: Run, make_train_loader, augmenter):
+    """This rank's batches, epoch after epoch, from where the run stands (counted in its
+    progress, which a checkpoint saves)."""
+    progress = run.progress
+    while True:
+        run.sampler.set_epoch(progress.epoch)
+        augmenter.set_epoch(progress.epoch)
+        # the loader's own generator: creating an iterator must not draw from the global RNG
+        # (dropout's), or a resumed run would see different masks
+        generator = torch.Generator().manual_seed(run.config.run.seed * 1000003 + progress.epoch)
+        for batch in make_train_loader(run.sampler, generator):
+            progress.batches_in_epoch += 1
+            yield batch
+        progress.epoch += 1
+        progress.batches_in_epoch = 0
+
+
+@dataclass
+class StepResult:
+    loss: float  # joint loss, mean over micro-batches and ranks
+    attention_loss: float
+    ctc_loss: float
+    audio_seconds: float  # all ranks
+    grad_norm: float
+    finite: bool  # False: the step was skipped
+
+
+def optimizer_step(run: Run, wrapped, forward, stream, autocast_dtype) -> StepResult:
+    """Accumulate optim.accumulate micro-batches, clip, and step (unless the loss or the
+    gradient is not finite)."""
+    config, ctx, optimizer, scaler = run.config, run.ctx, run.optimizer, run.scaler
+    accumulate = config.optim.accumulate
+    sums = torch.zeros(4, dtype=torch.float64)  # loss, attention, ctc, audio seconds
+    for micro in range(accumulate):
+        batch = next(stream).to(ctx.device)
+        with dist.gradient_sync(wrapped, enabled=micro == accumulate - 1):
+            with torch.autocast(device_type=ctx.device.type, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None):
+                loss, attention, ctc = forward(batch.mels, batch.n_frames, batch.tokens, batch.targets)
+            scaled = loss / accumulate
+            (scaler.scale(scaled) if scaler else scaled).backward()
+        sums += torch.tensor([loss.item(), attention.item(), ctc.item(),
+                              float(batch.n_frames.sum()) / 100.0], dtype=torch.float64)
+    sums[:3] /= accumulate
+    loss, attention, ctc, audio = dist.all_reduce_mean(sums, ctx, sum_last=True).tolist()
+
+    if scaler:
+        scaler.unscale_(optimizer)
+    clip = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
+    grad_norm = dist.clip_grad_norm(run.training_model.parameters(), clip)
+    finite = math.isfinite(loss) and math.isfinite(grad_norm)
+    if finite:
+        (scaler.step(optimizer) if scaler else optimizer.step())
+    if scaler:
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss, attention, ctc, audio, grad_norm, finite)
+
+
+def save(run: Run, validation: Optional[dict], new_best: bool, write_checkpoint_files=None) -> None:
+    """Checkpoint the run at its current step (every rank calls this: under FSDP gathering the
+    weights and optimiser state is a collective; rank 0 writes). Stops the run if the write
+    fails (the previous checkpoint is intact)."""
+    ctx, progress = run.ctx, run.progress
+    step = progress.step
+    full = run.full_model()
+    optimizer_state = dist.optimizer_state(run.training_model, run.optimizer, ctx, run.config)
+    failure = None
+    if ctx.is_main:
+        state = {
+            "step": step, "progress": progress.__dict__.copy(), "optimizer": optimizer_state,
+            "scaler": run.scaler.state_dict() if run.scaler else None, "rng": rng_state(),
+            "sampler": run.sampler.state_dict(batches_consumed=progress.batches_in_epoch),
+            "controller": run.controller.state_dict() if run.controller else None,
+            "average_count": run.average.count if run.average else 0,
+        }
+        tensors = {f"ctc_head.{k}": v for k, v in (full.ctc_head.state_dict().items() if full.ctc_head else [])}
+        if run.average:
+            tensors.update(run.average.state_tensors())
+        extra = {"train_config": run.config.to_dict(), "step": step, "validation": validation}
+        try:
+            run.checkpoints.save(step, full.model, run.tokenizer, extra, state, tensors,
+                                 {"step": step, "validation": validation}, write_files=write_checkpoint_files)
+            if new_best:
+                run.checkpoints.set_best(step, validation["dev_wer"])
+                run.checkpoints.prune()
+        except CheckpointWriteError as err:
+            failure = str(err)
+    if dist.any_flag(failure is not None, ctx):
+        raise TrainingStopped(failure or "rank 0 could not write a checkpoint")
+
+
+def restore_weights(path: Path, training_model: TrainingModel) -> None:
+    """The model's and the CTC head's weights from a checkpoint (before any wrapping)."""
     from safetensors.torch import load_file
 
-    state, tensors, _ = read_state(path)
+    from ..store.checkpoint import upgrade_scalars
+
+    _, tensors, _ = read_state(path)
     model = training_model.model
-    weights = load_file(path / MODEL_DIR / "model.safetensors", device="cpu")
+    weights = upgrade_scalars(load_file(path / MODEL_DIR / "model.safetensors", device="cpu"), model.state_dict())
     model.load_state_dict(weights, strict=True)
     for stack, base in rotary_bases(model).items():  # keep the options in step with the buffers
         set_rotary_base(model, base, stack)
     if training_model.ctc_head is not None:
         training_model.ctc_head.load_state_dict({k.removeprefix("ctc_head."): v for k, v in tensors.items()
                                                  if k.startswith("ctc_head.")})
-    optimizer.load_state_dict(state["optimizer"])
-    if scaler and state["scaler"]:
-        scaler.load_state_dict(state["scaler"])
-    if controller and state["controller"]:
-        controller.load_state_dict(state["controller"])
-    if average:
-        average.load_state_tensors(tensors, state["average_count"])
-    sampler.load_state_dict(dist.reshard_sampler_state(state["sampler"], sampler))
+
+
+def restore_state(path: Path, run: Run) -> Progress:
+    """Everything else a checkpoint holds: optimiser, scaler, controller, average, sampler
+    position and, last, every RNG state."""
+    state, tensors, _ = read_state(path)
+    dist.load_optimizer_state(run.training_model, run.optimizer, state["optimizer"], run.ctx, run.config)
+    if run.scaler and state["scaler"]:
+        run.scaler.load_state_dict(state["scaler"])
+    if run.controller and state["controller"]:
+        run.controller.load_state_dict(state["controller"])
+    if run.average:
+        run.average.load_state_tensors(tensors, state["average_count"])
+    run.sampler.load_state_dict(dist.reshard_sampler_state(state["sampler"], run.sampler))
     set_rng_state(state["rng"])
     progress = Progress(**state["progress"])
-    progress.batches_in_epoch = sampler.state_dict()["batches_consumed"]
+    progress.batches_in_epoch = run.sampler.state_dict()["batches_consumed"]
     return progress
 
 
