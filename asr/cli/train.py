@@ -3,7 +3,7 @@
     asr train CONFIG.yaml --run-dir DIR [--set section.key=value ...] [--max-steps N]
               [--init-from MODEL] [--skip-bad]
     asr train --resume DIR [--max-steps N]          continue a run from its own saved config
-    torchrun --nproc_per_node N -m asr train ...    data-parallel (DDP)
+    torchrun --nproc_per_node N -m asr train ...    data-parallel (DDP; --set distributed.strategy=fsdp to shard)
     asr average CKPT... -o OUT                      average the weights of checkpoints
     asr plot RUN_DIR [-o PNG]                       loss, dev WER, lr and rotary base by step
 
@@ -16,9 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def error(message: str) -> None:
-    print(f"asr: error: {message}", file=sys.stderr)
+from .common import error
 
 
 def cmd_train(args) -> int:

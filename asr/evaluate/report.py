@@ -28,7 +28,7 @@ from typing import Iterable, Optional, Sequence
 
 from ..store.atomic import atomic_write, write_text_atomic
 from ..text.normalize import no_normalize
-from .metrics import ErrorCounts, align_words, char_counts, error_rate, word_counts
+from .metrics import CorpusScore, ErrorCounts, align_words, char_counts, error_rate, word_counts
 from .stats import BOOTSTRAP_SAMPLES, CONFIDENCE, Interval, bootstrap_interval
 
 ROWS_FILE = "utterances.jsonl"
@@ -82,33 +82,18 @@ def write_rows(path: Path, rows: Iterable[dict]) -> None:
 # ---------------------------------------------------------------------------- scoring
 
 
-@dataclass
-class Summary:
-    """Scores of one set of rows (a dataset, or a group or speaker within one)."""
+@dataclass(frozen=True, kw_only=True)
+class Summary(CorpusScore):
+    """Scores of one set of rows (a dataset, or a group or speaker within one): the corpus
+    counts (wer, cer, ser) plus what a report adds to them."""
 
     name: str
-    words: ErrorCounts
-    chars: ErrorCounts
-    utterances: int
-    sentence_errors: int
     raw_wer: float
     interval: Interval
     audio_seconds: float
     decode_seconds: float
     bad: list = field(default_factory=list)  # rows whose audio could not be read
     capped: int = 0
-
-    @property
-    def wer(self) -> float:
-        return self.words.rate
-
-    @property
-    def cer(self) -> float:
-        return self.chars.rate
-
-    @property
-    def ser(self) -> float:
-        return self.sentence_errors / self.utterances if self.utterances else 0.0
 
     @property
     def rtfx(self) -> float:
@@ -135,9 +120,11 @@ def summarize(name: str, rows: Sequence[dict], samples: int = BOOTSTRAP_SAMPLES)
         raw_errors, raw_words = raw_errors + raw.errors, raw_words + raw.reference_length
     interval = bootstrap_interval([row_counts(r).errors for r in scored],
                                   [row_counts(r).reference_length for r in scored], samples)
-    return Summary(name, words, chars, len(scored), wrong, error_rate(raw_errors, raw_words), interval,
-                   sum(r["duration"] or 0.0 for r in scored), sum(r["decode_seconds"] for r in scored),
-                   [r for r in rows if r["error"] is not None], sum(bool(r["capped"]) for r in scored))
+    return Summary(words=words, chars=chars, utterances=len(scored), sentence_errors=wrong, name=name,
+                   raw_wer=error_rate(raw_errors, raw_words), interval=interval,
+                   audio_seconds=sum(r["duration"] or 0.0 for r in scored),
+                   decode_seconds=sum(r["decode_seconds"] for r in scored),
+                   bad=[r for r in rows if r["error"] is not None], capped=sum(bool(r["capped"]) for r in scored))
 
 
 def by_key(rows: Sequence[dict], key: str) -> dict[str, list[dict]]:
