@@ -255,6 +255,42 @@ def test_collate_with_the_real_tokenizer_round_trips_text():
         assert tuple(batch.tokens[b, : len(prompt)].tolist()) == prompt
 
 
+def test_collate_timestamp_format_share_and_layout():
+    """Whisper's timestamp format for a share of the clips: <|0.00|> text <|END|> <|eot|>
+    after the prompt without <|notimestamps|>, END the clip length on the 20 ms grid."""
+    from asr.text.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(["hello world", "speech recognition is fun", "ok then", "a"] * 20, vocab_size=300)
+    lengths = [1.0, 2.5, 0.7, 1.31] * 10
+    utts, loader = make_clips(lengths)
+    for i, u in enumerate(utts):
+        u.text = ["hello world", "a", "speech recognition is fun", "ok then"][i % 4]
+        u.id = f"utt{i}"
+    batch = collate(utts, loader, tok, timestamp_prob=0.5, timestamp_seed=7)
+    stamped = 0
+    base = list(tok.sot_sequence_including_notimestamps)  # sot, en, transcribe, notimestamps
+    for b, u in enumerate(utts):
+        real_inputs = batch.tokens[b, batch.token_mask[b]].tolist()
+        learned = [t for t in batch.targets[b].tolist() if t != IGNORE_INDEX]
+        text = tok.encode(u.text)
+        if real_inputs[3] == base[3]:  # <|notimestamps|>: the plain format
+            assert learned == text + [tok.eot]
+            continue
+        stamped += 1
+        frames = round(lengths[b] * 100)
+        end = tok.timestamp_begin + round(frames / 100 / 0.02)  # 20 ms steps from <|0.00|>
+        assert real_inputs[:3] == base[:3]
+        assert learned == [tok.timestamp_begin] + text + [end, tok.eot]
+        assert real_inputs == base[:3] + learned[:-1]
+    assert 10 <= stamped <= 30  # about half of 40
+    again = collate(utts, loader, tok, timestamp_prob=0.5, timestamp_seed=7)
+    assert torch.equal(again.targets, batch.targets)  # the choice is fixed per id and seed
+    other = collate(utts, loader, tok, timestamp_prob=0.5, timestamp_seed=8)
+    assert not torch.equal(other.targets, batch.targets)
+    none = collate(utts, loader, tok, timestamp_prob=0.0)
+    assert all(none.tokens[b, 3] == base[3] for b in range(len(utts)))
+
+
 # ----------------------------------------------------------------------------- augmentation
 
 

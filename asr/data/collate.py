@@ -11,6 +11,15 @@ not learned: targets that would predict a prompt token are -100 (PyTorch's
 cross-entropy ``ignore_index``), and so is every padding position. The first real
 target is t1, predicted from the last prompt token.
 
+With ``timestamp_prob`` > 0 that share of the utterances is in Whisper's timestamp format
+instead, one segment over the whole clip (what fine-tuning a Whisper model needs to keep its
+long-form transcription working):
+
+    sequence  = <|sot|> <|en|> <|transcribe|>  <|0.00|> t1 ... tn <|END|>  <|eot|>
+
+where END is the clip's length (after speed perturbation) on Whisper's 20 ms grid. Which
+utterances get it is a fixed function of the utterance id and the seed.
+
 Features come from the front-end's ``batch_log_mel``, which computes every clip on its
 own and pads the log-mels with 0, so a clip's features do not depend on what it is
 batched with.
@@ -18,6 +27,7 @@ batched with.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -27,6 +37,7 @@ import torch
 from asr.audio import batch_log_mel
 
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy's default ignore_index
+FRAMES_PER_SECOND = 100  # log-mel frames (10 ms hop)
 
 
 @dataclass
@@ -64,6 +75,8 @@ def collate(
     tokenizer,
     n_mels: int = 80,
     augment=None,
+    timestamp_prob: float = 0.0,
+    timestamp_seed: int = 0,
 ) -> Batch:
     """Load, (optionally) augment, featurise and tokenise a list of utterances.
 
@@ -75,6 +88,8 @@ def collate(
         n_mels: mel bins of the front-end.
         augment: an ``asr.data.augment.Augmenter`` or None. An augmenter in eval mode
             changes nothing, so the evaluation batch is bit-identical to augment=None.
+        timestamp_prob: share of utterances in the timestamp format (see the module doc).
+        timestamp_seed: with the utterance id, decides which ones.
     """
     if len(utterances) == 0:
         raise ValueError("collate needs at least one utterance")
@@ -89,24 +104,44 @@ def collate(
     if active:
         mels = augment.spec(mels, n_frames, keys=ids)
 
-    tokens, targets, token_mask = _decoder_tensors(texts, tokenizer)
+    sequences = []
+    for key, text, frames in zip(ids, texts, n_frames.tolist()):
+        if timestamp_prob > 0 and uses_timestamps(key, timestamp_seed, timestamp_prob):
+            sequences.append(timestamp_sequence(tokenizer, text, frames / FRAMES_PER_SECOND))
+        else:
+            sequences.append((list(tokenizer.sot_sequence_including_notimestamps),
+                              list(tokenizer.encode(text)) + [tokenizer.eot]))
+    tokens, targets, token_mask = _decoder_tensors(sequences, tokenizer.eot)
     return Batch(mels, n_frames, tokens, targets, token_mask, ids, texts)
 
 
-def _decoder_tensors(texts: Sequence[str], tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    prompt = list(tokenizer.sot_sequence_including_notimestamps)
-    eot = tokenizer.eot
-    sequences = [prompt + list(tokenizer.encode(text)) + [eot] for text in texts]
-    length = max(len(s) for s in sequences) - 1  # inputs drop the final eot
+def uses_timestamps(key: str, seed: int, prob: float) -> bool:
+    """A fixed, uniform choice per (seed, utterance id): the same in every worker and run."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < prob
 
-    tokens = torch.full((len(texts), length), eot, dtype=torch.long)
-    targets = torch.full((len(texts), length), IGNORE_INDEX, dtype=torch.long)
-    token_mask = torch.zeros((len(texts), length), dtype=torch.bool)
-    for b, sequence in enumerate(sequences):
+
+def timestamp_sequence(tokenizer, text: str, seconds: float) -> tuple[list[int], list[int]]:
+    """(prompt, learned part) of one clip as one segment: <|0.00|> text <|end|> <|eot|>."""
+    end = tokenizer.timestamp_token(min(seconds, 30.0))
+    return (list(tokenizer.sot_sequence_including_notimestamps[:-1]),
+            [tokenizer.timestamp_token(0.0), *tokenizer.encode(text), end, tokenizer.eot])
+
+
+def _decoder_tensors(sequences: Sequence[tuple[list[int], list[int]]], eot: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher-forcing tensors from (prompt, learned tokens) pairs."""
+    length = max(len(p) + len(t) for p, t in sequences) - 1  # inputs drop the final eot
+
+    tokens = torch.full((len(sequences), length), eot, dtype=torch.long)
+    targets = torch.full((len(sequences), length), IGNORE_INDEX, dtype=torch.long)
+    token_mask = torch.zeros((len(sequences), length), dtype=torch.bool)
+    for b, (prompt, learned) in enumerate(sequences):
+        sequence = prompt + learned
         n = len(sequence) - 1
         tokens[b, :n] = torch.tensor(sequence[:-1])
         targets[b, :n] = torch.tensor(sequence[1:])
         token_mask[b, :n] = True
-    # positions before the last prompt token would be trained to predict the prompt
-    targets[:, : len(prompt) - 1] = IGNORE_INDEX
+        # positions before the last prompt token would be trained to predict the prompt
+        targets[b, : len(prompt) - 1] = IGNORE_INDEX
     return tokens, targets, token_mask

@@ -73,6 +73,9 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes
     check_audio: bool = True  # open every file up front (missing / unreadable audio)
     skip_bad: bool = False  # drop bad utterances instead of stopping (--skip-bad)
+    # share of utterances trained in Whisper's timestamp format (<|0.00|> text <|end|>), the rest
+    # with <|notimestamps|>: fine-tuning a Whisper model keeps its long-form transcription
+    timestamp_prob: float = 0.0
 
 
 @dataclass
@@ -91,6 +94,7 @@ class OptimConfig:
     accumulate: int = 1  # micro-batches per optimiser step
     fused: bool = True  # fused AdamW where torch has it for the device
     max_bad_steps: int = 5  # consecutive NaN/inf steps that stop the run
+    freeze: list = field(default_factory=list)  # parameter-name prefixes kept fixed (e.g. model.encoder.conv)
 
 
 @dataclass
@@ -141,6 +145,7 @@ class CheckpointConfig:
     average: bool = True  # keep a running average of the weights (icefall's averaged model)
     average_every: int = 10  # steps between updates of the average
     average_start: int = 0  # first step that enters the average
+    save_initial: bool = False  # write RUN/initial, the model before the first step (a warm start's step 0)
 
 
 @dataclass
@@ -310,6 +315,9 @@ def check_values(config: TrainConfig, where: str) -> None:
     need(config.checkpoint.average_every >= 1, "checkpoint.average_every", "must be >= 1")
     need(config.data.max_batch_seconds > 0, "data.max_batch_seconds", "must be > 0")
     need(bool(config.data.train), "data.train", "no training manifest given")
+    need(0.0 <= config.data.timestamp_prob <= 1.0, "data.timestamp_prob", "must be in [0, 1]")
+    need(all(isinstance(p, str) and p for p in config.optim.freeze), "optim.freeze",
+         "must list parameter-name prefixes")
     need(config.distributed.strategy in DISTRIBUTED_STRATEGIES, "distributed.strategy",
          f"{config.distributed.strategy!r} is not one of {DISTRIBUTED_STRATEGIES}")
     need(config.distributed.backend in ("auto", "gloo", "nccl"), "distributed.backend",

@@ -93,9 +93,11 @@ def fits(utterance: Utterance, tokenizer, dims, fixed_window: bool, need_ctc: bo
     return True
 
 
-def filter_for_model(utterances: list[Utterance], tokenizer, model, need_ctc: bool) -> tuple[list[Utterance], Dropped]:
+def filter_for_model(utterances: list[Utterance], tokenizer, model, need_ctc: bool,
+                     timestamps: bool = False) -> tuple[list[Utterance], Dropped]:
     dropped = Dropped()
-    prompt = len(tokenizer.sot_sequence_including_notimestamps)
+    # the timestamp format's inputs are one longer: 3 prompt tokens, <|0.00|>, text, <|end|>
+    prompt = len(tokenizer.sot_sequence_including_notimestamps) + (1 if timestamps else 0)
     kept = [u for u in utterances
             if fits(u, tokenizer, model.dims, model.options.fixed_audio_window, need_ctc, dropped, prompt)]
     return kept, dropped
@@ -115,17 +117,20 @@ def make_augmenter(config: AugmentConfig, seed: int) -> Augmenter:
 
 def make_loader(utterances: list[Utterance], sampler, tokenizer, n_mels: int, num_workers: int,
                 augment: Optional[Augmenter] = None, fixed_frames: Optional[int] = None,
-                generator: Optional[torch.Generator] = None) -> DataLoader:
+                generator: Optional[torch.Generator] = None, timestamp_prob: float = 0.0,
+                timestamp_seed: int = 0) -> DataLoader:
     """A DataLoader over ``sampler``'s remaining batches; create one per epoch (after
     ``augment.set_epoch``) so worker processes see the current epoch."""
     collate_fn = partial(_collate, audio_loader=load_audio, tokenizer=tokenizer, n_mels=n_mels,
-                         augment=augment, fixed_frames=fixed_frames)
+                         augment=augment, fixed_frames=fixed_frames, timestamp_prob=timestamp_prob,
+                         timestamp_seed=timestamp_seed)
     return DataLoader(UtteranceList(utterances), batch_sampler=sampler, collate_fn=collate_fn,
                       num_workers=num_workers, persistent_workers=False, generator=generator)
 
 
-def _collate(utterances, audio_loader, tokenizer, n_mels, augment, fixed_frames):
-    batch = collate(utterances, audio_loader, tokenizer, n_mels=n_mels, augment=augment)
+def _collate(utterances, audio_loader, tokenizer, n_mels, augment, fixed_frames, timestamp_prob, timestamp_seed):
+    batch = collate(utterances, audio_loader, tokenizer, n_mels=n_mels, augment=augment,
+                    timestamp_prob=timestamp_prob, timestamp_seed=timestamp_seed)
     if fixed_frames is not None:  # models with Whisper's fixed 30 s windows (imported weights)
         pad = fixed_frames - batch.mels.shape[-1]
         batch.mels = torch.nn.functional.pad(batch.mels, (0, pad))

@@ -31,7 +31,7 @@ from . import distributed as dist
 from .average import RunningAverage
 from .build import build_model, load_pretrained, load_run_tokenizer, save_run_tokenizer, train_tokenizer
 from .checkpoints import MODEL_DIR, CheckpointWriteError, Checkpoints, read_state
-from .config import TrainConfig, dump_config
+from .config import ConfigError, TrainConfig, dump_config
 from .data import filter_for_model, make_augmenter, make_loader, make_sampler, read_checked
 from .dynamic_base import DynamicBaseController, rotary_bases, set_rotary_base
 from .objective import TrainingModel
@@ -112,6 +112,22 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def freeze(training_model: torch.nn.Module, prefixes: list[str], where: str) -> int:
+    """Keep the parameters under these name prefixes fixed; returns how many were frozen. A
+    prefix that names nothing is a config error (a typo would silently train everything)."""
+    frozen = 0
+    for prefix in prefixes:
+        matched = [p for name, p in training_model.named_parameters() if name == prefix or name.startswith(prefix + ".")]
+        if not matched:
+            raise ConfigError(where, f"optim.freeze: {prefix!r} names no parameter "
+                                     f"(names look like model.encoder.conv1.weight)")
+        for parameter in matched:
+            if parameter.requires_grad:
+                parameter.requires_grad_(False)
+                frozen += parameter.numel()
+    return frozen
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -221,7 +237,8 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         save_run_tokenizer(tokenizer, run_dir / TOKENIZER_DIR)
 
     need_ctc = config.loss.ctc_weight > 0
-    train_utts, dropped = filter_for_model(train_utts, tokenizer, model, need_ctc)
+    train_utts, dropped = filter_for_model(train_utts, tokenizer, model, need_ctc,
+                                           timestamps=config.data.timestamp_prob > 0)
     say(f"{config.data.train}: {len(train_utts)} training utterances, "
         f"{sum(u.duration for u in train_utts) / 3600:.2f} h; dropped: {dropped}")
     if not train_utts:
@@ -230,6 +247,13 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
 
     training_model = TrainingModel(model, tokenizer.n_text, config.loss.ctc_weight, config.loss.label_smoothing,
                                    dropout=config.model.dropout).to(ctx.device)
+    frozen = freeze(training_model, config.optim.freeze, config_path)
+    if frozen:
+        say(f"frozen: {frozen / 1e6:.2f} M parameters under {', '.join(config.optim.freeze)}")
+    if config.checkpoint.save_initial and ctx.is_main and not resume:
+        from ..store.checkpoint import save_checkpoint
+
+        save_checkpoint(model, run_dir / "initial", tokenizer=tokenizer, extra={"train_config": config.to_dict()})
     say(f"model: {model.num_parameters() / 1e6:.2f} M parameters ({config.model.preset}), "
         f"n_vocab {model.dims.n_vocab}, from {config.model.init_from or 'scratch'}, rotary bases {rotary_bases(model) or 'none'}")
     controller = None
@@ -267,7 +291,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     forward = torch.compile(wrapped) if config.run.compile else wrapped
     stream = epoch_batches(run, lambda sampler, generator: make_loader(
         train_utts, sampler, tokenizer, model.dims.n_mels, config.data.num_workers, augmenter, fixed_frames,
-        generator=generator), augmenter)
+        generator=generator, timestamp_prob=config.data.timestamp_prob, timestamp_seed=config.run.seed), augmenter)
     rate = config.validation.tokens_per_second or tokens_per_second(train_utts, tokenizer)
     dev_loader = None
     if dev_utts and ctx.is_main:
