@@ -1,0 +1,311 @@
+"""The seed-component ablation: every row trained from scratch at equal compute (same recipe,
+data, steps and seeds), then scored with `asr evaluate` on the same utterances and compared
+with the vanilla row of the same seed by `asr compare`'s paired bootstrap.
+
+    .venv/bin/python scripts/ablate.py --out out/ablation            # the whole table (resumable)
+    .venv/bin/python scripts/ablate.py --out out/ablation --rows vanilla rotary --seeds 1
+
+Rows (each one change to the vanilla Whisper blocks, then all of them together):
+
+    vanilla               Whisper's blocks: sinusoidal encoder / learned decoder positions, MHA
+    rotary                + rotary with learned Givens rotations and an orthogonal matrix (fixed base)
+    rotary+dynamic_base   + the same rotary with dynamic base adjustment
+    relative_bias         + relative position bias
+    learned_sinusoidal    + learned sinusoidal position embeddings
+    hybrid                + hybrid local+global attention in the encoder
+    dynconv               + dynamic-convolution attention in the decoder
+    all                   every seed component, with dynamic base adjustment
+
+Every run lives in OUT/runs/ROW-seedN. Killed and started again, the script skips finished runs
+and resumes an interrupted one from its last checkpoint (`asr train --resume`); a finished run
+is one with OUT/runs/ROW-seedN/result.json. At the end it writes OUT/ablation.md, OUT/ablation.json
+OUT/ablation.png (WER by row, one point per seed) and OUT/ablation_curves.png (training loss of
+every run), prints the table and, as its last line,
+one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "recipes/synth_en/conf/ablation.yaml"
+DEFAULT_DATA = ["out/synth_en/dev.jsonl", "out/synth_en/test-seen-voice.jsonl",
+                "out/synth_en/test-unseen-voice.jsonl"]
+ROTARY = ["model.audio.rotary=true", "model.text.rotary=true",
+          "model.audio.rotary_givens=true", "model.text.rotary_givens=true",
+          "model.audio.rotary_rotation=true", "model.text.rotary_rotation=true"]
+ROWS = {
+    "vanilla": ("Whisper blocks", []),
+    "rotary": ("+ rotary, Givens + orthogonal rotation, fixed base", ROTARY),
+    "rotary+dynamic_base": ("+ rotary as above, dynamic base adjustment", [*ROTARY, "dynamic_base.enabled=true"]),
+    "relative_bias": ("+ relative position bias", ["model.audio.relative_bias=true", "model.text.relative_bias=true"]),
+    "learned_sinusoidal": ("+ learned sinusoidal embeddings",
+                           ["model.audio.positions=learned_sinusoidal", "model.text.positions=learned_sinusoidal"]),
+    "hybrid": ("+ hybrid local+global attention (encoder)", ["model.audio.attention=hybrid"]),
+    "dynconv": ("+ dynamic-convolution attention (decoder)", ["model.text.attention=dynconv"]),
+    "all": ("all seed components + dynamic base", ["model.preset=seed-cpu-small", "dynamic_base.enabled=true"]),
+}
+MAIN_ROWS = ("vanilla", "all")  # the rows with the most seeds: they set the seed-to-seed spread
+REFERENCE = "vanilla"
+CONFIDENT = 0.95  # paired-bootstrap probability for "better" / "worse" on a seed
+
+
+def asr_command(*args) -> list[str]:
+    return [sys.executable, "-m", "asr", *map(str, args)]
+
+
+def run_logged(command: list[str], log: Path) -> None:
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"$ {' '.join(command)}\n")
+        f.flush()
+        result = subprocess.run(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise SystemExit(f"ablate: {' '.join(command[2:5])} ... failed (exit {result.returncode}); see {log}")
+
+
+def jobs(rows: list[str], main_seeds: int, other_seeds: int) -> list[tuple[str, int]]:
+    """Seed 0 of every row first, then seed 1, ...: a partial table already covers every row."""
+    wanted = {row: main_seeds if row in MAIN_ROWS else other_seeds for row in rows}
+    return [(row, seed) for seed in range(max(wanted.values(), default=0)) for row in rows if seed < wanted[row]]
+
+
+def train_and_score(row: str, seed: int, args) -> dict:
+    run_dir = args.out / "runs" / f"{row}-seed{seed}"
+    result_file = run_dir / "result.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = args.out / "runs" / f"{row}-seed{seed}.log"
+    started = time.time()
+    if not (run_dir / "final" / "model.safetensors").exists():
+        if (run_dir / "config.yaml").exists():  # interrupted: continue from its last checkpoint
+            command = asr_command("train", "--resume", run_dir)
+        else:
+            overrides = [f"run.seed={seed}", *ROWS[row][1], *args.set]
+            command = asr_command("train", args.config, "--run-dir", run_dir,
+                                  *[x for o in overrides for x in ("--set", o)])
+        run_logged(command, log)
+    run_logged(asr_command("evaluate", "--model", run_dir / "final", "--data", *args.data, "--limit", args.limit,
+                           "--without-timestamps", "--batch-size", 16, "--quiet", "--resume",
+                           "--output-dir", run_dir / "eval"), log)
+    run_logged(asr_command("plot", run_dir), log)
+    result = summarise_run(row, seed, run_dir)
+    result["wall_seconds_this_invocation"] = round(time.time() - started, 1)
+    result_file.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def summarise_run(row: str, seed: int, run_dir: Path) -> dict:
+    from safetensors import safe_open
+
+    summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [m for m in metrics if m.get("loss") is not None]
+    step_seconds = [m["audio_seconds"] / m["audio_s_per_s"] for m in steps if m.get("audio_s_per_s")]
+    validations = [m for m in metrics if "dev_wer" in m]
+    with safe_open(str(run_dir / "final" / "model.safetensors"), framework="pt") as f:
+        parameters = sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
+    tail = [m["loss"] for m in steps[-50:]]
+    return {
+        "row": row, "seed": seed, "run_dir": str(run_dir), "steps": steps[-1]["step"] if steps else 0,
+        "parameters": parameters,
+        "median_step_seconds": statistics.median(step_seconds) if step_seconds else None,
+        "train_seconds": round(steps[-1]["time"] - steps[0]["time"], 1) if len(steps) > 1 else None,
+        "final_train_loss": sum(tail) / len(tail) if tail else None,
+        "last_dev_loss": validations[-1].get("dev_loss") if validations else None,
+        "rotary_base_final": steps[-1].get("rotary_base") if steps else None,
+        "datasets": {d["name"]: {"wer": d["wer"], "wer_ci95": d["wer_ci95"], "cer": d["cer"],
+                                 "utterances": d["utterances"]} for d in summary["datasets"]},
+    }
+
+
+def paired_against_reference(results: list[dict]) -> dict:
+    """(row, seed) -> P(row better than vanilla of the same seed) on all datasets pooled."""
+    from asr.evaluate.compare import compare
+
+    reference = {r["seed"]: r for r in results if r["row"] == REFERENCE}
+    out = {}
+    for r in results:
+        if r["row"] == REFERENCE or r["seed"] not in reference:
+            continue
+        comparison = compare([Path(reference[r["seed"]]["run_dir"]) / "eval", Path(r["run_dir"]) / "eval"])
+        pooled = [p for p in comparison.pairs if p[2] == "all"] or comparison.pairs
+        _, _, _, vanilla_better, row_better = pooled[-1]
+        out[(r["row"], r["seed"])] = {"p_better": row_better, "p_worse": vanilla_better}
+    return out
+
+
+def mean_wer(result: dict) -> float:
+    values = [d["wer"] for d in result["datasets"].values()]
+    return sum(values) / len(values)
+
+
+def table(results: list[dict], rows: list[str]) -> dict:
+    paired = paired_against_reference(results)
+    datasets = list(results[0]["datasets"]) if results else []
+    by_row = {row: [r for r in results if r["row"] == row] for row in rows}
+    spreads = [max(mean_wer(r) for r in runs) - min(mean_wer(r) for r in runs)
+               for row, runs in by_row.items() if row in MAIN_ROWS and len(runs) > 1]
+    spread = max(spreads) if spreads else None
+    reference = statistics.mean(mean_wer(r) for r in by_row.get(REFERENCE, [])) if by_row.get(REFERENCE) else None
+    lines = []
+    for row in rows:
+        runs = by_row[row]
+        if not runs:
+            continue
+        line = {"row": row, "what": ROWS[row][0], "seeds": len(runs),
+                "wer": {d: statistics.mean(r["datasets"][d]["wer"] for r in runs) for d in datasets},
+                "wer_by_seed": {d: [r["datasets"][d]["wer"] for r in runs] for d in datasets},
+                "cer": {d: statistics.mean(r["datasets"][d]["cer"] for r in runs) for d in datasets},
+                "mean_wer": statistics.mean(mean_wer(r) for r in runs),
+                "parameters": runs[0]["parameters"],
+                "step_seconds": statistics.mean(r["median_step_seconds"] for r in runs if r["median_step_seconds"]),
+                "dev_loss": statistics.mean(r["last_dev_loss"] for r in runs if r["last_dev_loss"] is not None)
+                if any(r["last_dev_loss"] is not None for r in runs) else None,
+                "paired": [paired.get((row, r["seed"])) for r in runs if (row, r["seed"]) in paired]}
+        line["verdict"] = verdict(line, reference, spread)
+        lines.append(line)
+    return {"datasets": datasets, "rows": lines, "seed_spread_mean_wer": spread, "reference_mean_wer": reference}
+
+
+def verdict(line: dict, reference, spread) -> str:
+    if line["row"] == REFERENCE or reference is None:
+        return "reference"
+    change = line["mean_wer"] - reference
+    paired = line["paired"]
+    better = paired and all(p["p_better"] >= CONFIDENT for p in paired)
+    worse = paired and all(p["p_worse"] >= CONFIDENT for p in paired)
+    beyond_spread = spread is not None and abs(change) > spread
+    if better and beyond_spread:
+        return f"helps ({100 * change:+.2f} points)"
+    if worse and beyond_spread:
+        return f"hurts ({100 * change:+.2f} points)"
+    return f"no clear effect ({100 * change:+.2f} points, within seed spread or paired test unsure)"
+
+
+def markdown(summary: dict, args) -> str:
+    datasets = summary["datasets"]
+    head = ["row", "seeds", *[f"{d} WER % (per seed)" for d in datasets], "mean WER %",
+            *[f"{d} CER %" for d in datasets], "P(better than vanilla) per seed",
+            "dev loss", "params (M)", "step (s)", "verdict"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for line in summary["rows"]:
+        cells = [f"{line['row']} ({line['what']})", str(line["seeds"])]
+        for d in datasets:
+            seeds = ", ".join(f"{100 * w:.1f}" for w in line["wer_by_seed"][d])
+            cells.append(f"{100 * line['wer'][d]:.2f} ({seeds})")
+        cells.append(f"{100 * line['mean_wer']:.2f}")
+        cells += [f"{100 * line['cer'][d]:.1f}" for d in datasets]
+        cells.append(", ".join(f"{p['p_better']:.2f}" for p in line["paired"]) or "-")
+        cells.append(f"{line['dev_loss']:.3f}" if line["dev_loss"] is not None else "-")
+        cells.append(f"{line['parameters'] / 1e6:.2f}")
+        cells.append(f"{line['step_seconds']:.2f}")
+        cells.append(line["verdict"])
+        out.append("| " + " | ".join(cells) + " |")
+    spread = summary["seed_spread_mean_wer"]
+    out += ["", f"Seed-to-seed spread (largest max-min of mean WER over the seeds of {', '.join(MAIN_ROWS)}): "
+            + (f"{100 * spread:.2f} points." if spread is not None else "not measured (one seed)."),
+            f"CPU: {cpu_description()}.",
+            f"Config: `{args.config}`; first {args.limit} utterances of each data set; greedy, whisper-english "
+            "normaliser. P(better): `asr compare`'s paired bootstrap against vanilla of the same seed, data sets pooled."]
+    return "\n".join(out) + "\n"
+
+
+def cpu_description() -> str:
+    import os
+
+    from asr.evaluate.runner import environment
+    from asr.train.precision import cpu_flags
+
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
+    return f"{environment().get('cpu')}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none'}"
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary["rows"]
+    figure, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 2), 4))
+    for i, line in enumerate(rows):
+        seeds = [statistics.mean(values) for values in zip(*line["wer_by_seed"].values())]
+        ax.bar(i, 100 * line["mean_wer"], color="#9ecae1")
+        ax.plot([i] * len(seeds), [100 * s for s in seeds], "k.", markersize=8)
+    ax.set_xticks(range(len(rows)), [line["row"] for line in rows], rotation=30, ha="right")
+    ax.set_ylabel("WER % (mean of data sets)")
+    ax.set_title("Ablation: bars are means over seeds, dots single seeds")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_curves(results: list[dict], path: Path) -> None:
+    """Training loss by step of every run (a 50-step running mean), one colour per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(8, 4.5))
+    colours = {row: f"C{i}" for i, row in enumerate(dict.fromkeys(r["row"] for r in results))}
+    for r in results:
+        rows = [json.loads(line) for line in (Path(r["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+                if line.strip()]
+        points = [(m["step"], m["loss"]) for m in rows if m.get("loss") is not None]
+        window, smoothed = [], []
+        for _, loss in points:
+            window = (window + [loss])[-50:]
+            smoothed.append(sum(window) / len(window))
+        ax.plot([p[0] for p in points], smoothed, color=colours[r["row"]], linewidth=1,
+                label=r["row"] if r["seed"] == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (50-step mean)")
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("out/ablation"))
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--data", nargs="+", default=DEFAULT_DATA, help="manifests to score every run on")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--seeds", type=int, default=2, help="seeds of every row but vanilla and all (default 2)")
+    parser.add_argument("--main-seeds", type=int, default=3, help="seeds of vanilla and all (default 3)")
+    parser.add_argument("--limit", type=int, default=200, help="utterances scored per data set (default 200)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override for every run (e.g. run.max_steps=10)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    todo = jobs(args.rows, args.main_seeds, args.seeds)
+    results, summary = [], table([], args.rows)
+    for row, seed in tqdm(todo, desc="ablation runs", unit="run"):
+        results.append(train_and_score(row, seed, args))
+        summary = table(results, args.rows)  # the table so far, after every run
+        (args.out / "ablation.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=1) + "\n")
+        (args.out / "ablation.md").write_text(markdown(summary, args))
+    plot(summary, args.out / "ablation.png")
+    plot_curves(results, args.out / "ablation_curves.png")
+    print(markdown(summary, args))
+    print(json.dumps({"rows": {line["row"]: {"mean_wer": line["mean_wer"], "seeds": line["seeds"],
+                                             "verdict": line["verdict"]} for line in summary["rows"]},
+                      "seed_spread_mean_wer": summary["seed_spread_mean_wer"], "runs": len(results),
+                      "cpu": cpu_description()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
