@@ -254,8 +254,9 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         from ..store.checkpoint import save_checkpoint
 
         save_checkpoint(model, run_dir / "initial", tokenizer=tokenizer, extra={"train_config": config.to_dict()})
-    say(f"model: {model.num_parameters() / 1e6:.2f} M parameters ({config.model.preset}), "
-        f"n_vocab {model.dims.n_vocab}, from {config.model.init_from or 'scratch'}, rotary bases {rotary_bases(model) or 'none'}")
+    origin = f"from {config.model.init_from}" if config.model.init_from else f"{config.model.preset} from scratch"
+    say(f"model: {model.num_parameters() / 1e6:.2f} M parameters, n_vocab {model.dims.n_vocab}, {origin}, "
+        f"rotary bases {rotary_bases(model) or 'none'}")
     controller = None
     if config.dynamic_base.enabled and rotary_bases(model):
         controller = DynamicBaseController(config.dynamic_base, config.model.rotary_base)
