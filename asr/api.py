@@ -107,7 +107,7 @@ def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[
     compute_type = resolve_compute_type(compute_type, device)
     path = resolve(name_or_path, quiet=quiet)
     convert = loading_converter(compute_type)
-    model, config = load_checkpoint(path, device=device, convert=convert)
+    model, config = load_checkpoint(path, device=device, convert=convert, for_inference=True)
     if convert is None:
         apply_compute_type(model, compute_type)
     return SpeechModel(model, load_tokenizer(path, config), path, config, compute_type)

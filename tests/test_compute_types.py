@@ -103,9 +103,34 @@ def test_float32_weights_are_memory_mapped_from_the_checkpoint(cache):
     ranges = mapped_ranges(weights)
     assert ranges, "model.safetensors is not mapped"
     params = dict(model.model.named_parameters())
-    for name in ("decoder.token_embedding.weight", "encoder.blocks.0.attn.qkv.weight", "encoder.conv1.weight"):
+    for name in ("encoder.blocks.0.attn.qkv.weight", "encoder.conv1.weight", "decoder.blocks.0.mlp.0.weight"):
         ptr = params[name].data_ptr()
         assert any(lo <= ptr < hi for lo, hi in ranges), name
+    # the embedding alone is read into the transposed layout the logits product wants (one
+    # copy, not mapped): see the next test
+    ptr = params["decoder.token_embedding.weight"].data_ptr()
+    assert not any(lo <= ptr < hi for lo, hi in ranges)
+
+
+def test_inference_embedding_layout_is_the_output_projection_itself_with_equal_logits(cache):
+    """Loaded for inference, the tied embedding lives in [d, n_vocab]-contiguous storage and the
+    decoder's output projection is that storage (no second copy); token lookups and logits equal
+    those of the plainly loaded model."""
+    import torch
+
+    from asr.store.checkpoint import load_checkpoint
+
+    path = asr.load_model("tiny.en", device="cpu", quiet=True).path
+    plain, _ = load_checkpoint(path)
+    fast, _ = load_checkpoint(path, for_inference=True)
+    table = fast.decoder.token_embedding.weight
+    assert table.t().is_contiguous() and not plain.decoder.token_embedding.weight.t().is_contiguous()
+    assert torch.equal(table, plain.decoder.token_embedding.weight)
+    with torch.no_grad():
+        assert fast.decoder.output_weight(torch.float32).data_ptr() == table.data_ptr()
+        mel = torch.randn(1, plain.dims.n_mels, 2 * plain.dims.n_audio_ctx, generator=torch.Generator().manual_seed(0))
+        tokens = torch.tensor([[50257, 50362, 440, 1049, 318]])
+        assert torch.equal(fast(mel, tokens), plain(mel, tokens))
 
 
 def test_int8_load_refuses_a_checkpoint_that_does_not_match_in_one_line(cache, tmp_path):
@@ -124,3 +149,18 @@ def test_int8_load_refuses_a_checkpoint_that_does_not_match_in_one_line(cache, t
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(broken, convert=loading_converter("int8"))
     assert "decoder.ln.bias" in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_heap_retention_limit_applies_on_glibc_unless_the_user_tunes_malloc(monkeypatch):
+    import ctypes.util
+    import sys as _sys
+
+    from asr.cli.malloc import limit_heap_retention
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert limit_heap_retention() is False  # the user's own malloc settings win
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    for key in [k for k in __import__("os").environ if k.startswith("MALLOC_")]:
+        monkeypatch.delenv(key)
+    glibc = _sys.platform.startswith("linux") and "libc.so" in (ctypes.util.find_library("c") or "")
+    assert limit_heap_retention() is glibc

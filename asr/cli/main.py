@@ -88,6 +88,9 @@ def entry() -> None:
     leaves at once (outputs are flushed; finished files are complete already): interpreter
     shutdown puts SIGINT back to its default action, so a second Ctrl-C during it would kill the
     process by signal instead of exiting 130 with its one line."""
+    from .malloc import limit_heap_retention
+
+    limit_heap_retention()
     status = main()
     if status == EXIT_INTERRUPTED:
         sys.stdout.flush()

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -70,12 +70,15 @@ def read_config(directory: Union[str, Path]) -> dict:
 
 
 def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device] = "cpu", *,
-                    convert: Optional[Callable[[ASRModel, Callable[[str], torch.Tensor]], None]] = None):
+                    convert: Optional[Callable[[ASRModel, Callable[[str], torch.Tensor]], None]] = None,
+                    for_inference: bool = False):
     """Rebuild the model from config.json and load its weights. Returns (model, config).
 
     By default the weights are memory-mapped. ``convert(model, read)`` instead fills the model
     itself, one tensor at a time (``read(name)`` reads that tensor from the file into memory),
-    so that a conversion (int8 quantisation) never holds the whole float32 weights at once."""
+    so that a conversion (int8 quantisation) never holds the whole float32 weights at once.
+    ``for_inference`` stores the tied token embedding in the layout decoding reads fastest
+    (see embedding_in_output_layout); such a model is for decoding, not for training."""
     directory = Path(directory)
     config = read_config(directory)
     try:
@@ -100,8 +103,53 @@ def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device
         except RuntimeError as err:
             first = str(err).splitlines()[0] if str(err) else "mismatch"
             raise CheckpointError(f"{weights}: weights do not match config ({first})") from None
+        if for_inference:
+            embedding_in_output_layout(model, weights)
     _restore_rotary_bases(model)
     return model.to(device).eval(), config
+
+
+EMBEDDING = "decoder.token_embedding.weight"
+SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}  # the embedding dtypes read directly
+EMBEDDING_ROWS_PER_READ = 4096  # rows of the table read from the file at a time (6 MB for tiny)
+
+
+def _tensor_location(f, name: str, shape: tuple) -> tuple[int, type]:
+    """(byte offset of the tensor's data in the file, numpy dtype), from the safetensors header:
+    an 8-byte little-endian length, then that many bytes of JSON with each tensor's dtype,
+    shape and data_offsets (relative to the end of the header)."""
+    import json
+    import struct
+
+    (length,) = struct.unpack("<Q", f.read(8))
+    entry = json.loads(f.read(length))[name]
+    if tuple(entry["shape"]) != tuple(shape) or entry["dtype"] not in SAFETENSORS_DTYPES:
+        raise CheckpointError(f"{f.name}: {name} is {entry['dtype']} {entry['shape']}, not a float table of {list(shape)}")
+    return 8 + length + entry["data_offsets"][0], SAFETENSORS_DTYPES[entry["dtype"]]
+
+
+def embedding_in_output_layout(model: ASRModel, weights: Path) -> None:
+    """Put the tied token embedding [n_vocab, d] into transposed storage ([d, n_vocab]
+    contiguous, seen through a [n_vocab, d] view). A decoding step's logits product reads the
+    table in that layout about twice as fast (asr/nn/model.py, TextDecoder.output_weight), and
+    holding it so from the start saves the second 80 MB copy (Whisper tiny) that the decoder
+    would otherwise make. The rows are read from the file with plain reads, block by block:
+    neither the model's memory-mapped original nor a mapping of our own is paged in (both
+    safetensors routes, a mapped slice or its pread backend, measured an 50-80 MB peak on top).
+    An embedding lookup then reads a strided row, which costs nothing measurable."""
+    embedding = model.decoder.token_embedding
+    n_vocab, width = embedding.weight.shape
+    transposed = torch.empty(width, n_vocab, dtype=embedding.weight.dtype)
+    with open(weights, "rb") as f:
+        offset, dtype = _tensor_location(f, EMBEDDING, (n_vocab, width))
+        block = np.empty((EMBEDDING_ROWS_PER_READ, width), dtype=dtype)
+        for start in range(0, n_vocab, EMBEDDING_ROWS_PER_READ):
+            rows = min(EMBEDDING_ROWS_PER_READ, n_vocab - start)
+            f.seek(offset + start * width * block.itemsize)
+            if f.readinto(memoryview(block[:rows]).cast("B")) != rows * width * block.itemsize:
+                raise CheckpointError(f"{weights}: truncated {EMBEDDING}")
+            transposed[:, start:start + rows] = torch.from_numpy(block[:rows]).to(transposed.dtype).t()
+    embedding.weight = torch.nn.Parameter(transposed.t(), requires_grad=False)
 
 
 def _load_converting(model: ASRModel, weights: Path, convert) -> None:

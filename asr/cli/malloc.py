@@ -1,0 +1,32 @@
+"""Keep glibc from holding on to freed memory, for the `asr` command's peak RSS.
+
+glibc's malloc raises its mmap threshold each time a large mmapped block is freed (up to 32 MB),
+so after the first encoder pass the next windows' multi-megabyte activations come from the
+heap, and freed heap memory stays in the process. Fixing the threshold (which also turns the
+dynamic adjustment off) returns such blocks to the system when they are freed. Measured with
+`/usr/bin/time -v asr transcribe` on a 5-minute file (tiny.en, greedy, 1 thread): peak RSS
+505 MB -> 477 MB. Set where it applies only: glibc, and no MALLOC_* tuning of the user's own in
+the environment.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+M_MMAP_THRESHOLD = -3  # mallopt parameter number (malloc.h)
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024  # blocks above this are mapped and unmapped on their own
+
+
+def limit_heap_retention() -> bool:
+    """Fix glibc's mmap threshold; True if it was set."""
+    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
