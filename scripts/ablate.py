@@ -127,23 +127,35 @@ def summarise_run(row: str, seed: int, run_dir: Path) -> dict:
 
 
 def paired_against_reference(results: list[dict]) -> dict:
-    """(row, seed) -> P(row better than vanilla of the same seed) on all datasets pooled."""
-    from asr.evaluate.compare import compare
+    """(row, seed) -> P(row better than vanilla of the same seed), data sets pooled: by WER
+    (`asr compare`'s paired bootstrap) and by CER (the same bootstrap over character errors,
+    which separates short runs whose WER is still near 100%)."""
+    from asr.evaluate.compare import compare, load_run
+    from asr.evaluate.metrics import char_counts
+    from asr.evaluate.stats import paired_bootstrap
 
     reference = {r["seed"]: r for r in results if r["row"] == REFERENCE}
     out = {}
     for r in results:
         if r["row"] == REFERENCE or r["seed"] not in reference:
             continue
-        comparison = compare([Path(reference[r["seed"]]["run_dir"]) / "eval", Path(r["run_dir"]) / "eval"])
+        paths = [Path(reference[r["seed"]]["run_dir"]) / "eval", Path(r["run_dir"]) / "eval"]
+        comparison = compare(paths)
         pooled = [p for p in comparison.pairs if p[2] == "all"] or comparison.pairs
         _, _, _, vanilla_better, row_better = pooled[-1]
-        out[(r["row"], r["seed"])] = {"p_better": row_better, "p_worse": vanilla_better}
+        vanilla_run, row_run = (load_run(p) for p in paths)
+        chars = [[char_counts(run.rows[k]["text_normalized"], run.rows[k]["pred_text_normalized"] or "")
+                  for k in comparison.keys] for run in (vanilla_run, row_run)]
+        by_cer = paired_bootstrap([c.errors for c in chars[0]], [c.errors for c in chars[1]],
+                                  [c.reference_length for c in chars[0]])
+        out[(r["row"], r["seed"])] = {"p_better": row_better, "p_worse": vanilla_better,
+                                      "p_better_cer": by_cer.b_better, "p_worse_cer": by_cer.a_better}
     return out
 
 
-def mean_wer(result: dict) -> float:
-    values = [d["wer"] for d in result["datasets"].values()]
+def mean_rate(result: dict, metric: str = "wer") -> float:
+    """The unweighted mean over data sets of one run's WER (or CER)."""
+    values = [d[metric] for d in result["datasets"].values()]
     return sum(values) / len(values)
 
 
@@ -151,11 +163,13 @@ def table(results: list[dict], rows: list[str]) -> dict:
     paired = paired_against_reference(results)
     datasets = list(results[0]["datasets"]) if results else []
     by_row = {row: [r for r in results if r["row"] == row] for row in rows}
-    spreads = [max(mean_wer(r) for r in runs) - min(mean_wer(r) for r in runs)
-               for row, runs in by_row.items() if row in MAIN_ROWS and len(runs) > 1]
-    spread = max(spreads) if spreads else None
-    reference = statistics.mean(mean_wer(r) for r in by_row.get(REFERENCE, [])) if by_row.get(REFERENCE) else None
-    lines = []
+    summary = {"datasets": datasets, "rows": []}
+    for metric in ("wer", "cer"):
+        spreads = [max(mean_rate(r, metric) for r in runs) - min(mean_rate(r, metric) for r in runs)
+                   for row, runs in by_row.items() if row in MAIN_ROWS and len(runs) > 1]
+        summary[f"seed_spread_mean_{metric}"] = max(spreads) if spreads else None
+        summary[f"reference_mean_{metric}"] = (statistics.mean(mean_rate(r, metric) for r in by_row[REFERENCE])
+                                               if by_row.get(REFERENCE) else None)
     for row in rows:
         runs = by_row[row]
         if not runs:
@@ -164,36 +178,41 @@ def table(results: list[dict], rows: list[str]) -> dict:
                 "wer": {d: statistics.mean(r["datasets"][d]["wer"] for r in runs) for d in datasets},
                 "wer_by_seed": {d: [r["datasets"][d]["wer"] for r in runs] for d in datasets},
                 "cer": {d: statistics.mean(r["datasets"][d]["cer"] for r in runs) for d in datasets},
-                "mean_wer": statistics.mean(mean_wer(r) for r in runs),
+                "mean_wer": statistics.mean(mean_rate(r) for r in runs),
+                "mean_cer": statistics.mean(mean_rate(r, "cer") for r in runs),
                 "parameters": runs[0]["parameters"],
                 "step_seconds": statistics.mean(r["median_step_seconds"] for r in runs if r["median_step_seconds"]),
                 "dev_loss": statistics.mean(r["last_dev_loss"] for r in runs if r["last_dev_loss"] is not None)
                 if any(r["last_dev_loss"] is not None for r in runs) else None,
                 "paired": [paired.get((row, r["seed"])) for r in runs if (row, r["seed"]) in paired]}
-        line["verdict"] = verdict(line, reference, spread)
-        lines.append(line)
-    return {"datasets": datasets, "rows": lines, "seed_spread_mean_wer": spread, "reference_mean_wer": reference}
+        line["verdict"] = "; ".join(f"{metric.upper()}: {verdict(line, summary, metric)}" for metric in ("wer", "cer"))
+        summary["rows"].append(line)
+    return summary
 
 
-def verdict(line: dict, reference, spread) -> str:
+def verdict(line: dict, summary: dict, metric: str) -> str:
+    """helps / hurts only when every seed's paired test is confident and the mean change is
+    larger than the seed-to-seed spread of the main rows; otherwise no clear effect."""
+    reference, spread = summary[f"reference_mean_{metric}"], summary[f"seed_spread_mean_{metric}"]
     if line["row"] == REFERENCE or reference is None:
         return "reference"
-    change = line["mean_wer"] - reference
+    change = line[f"mean_{metric}"] - reference
+    suffix = "" if metric == "wer" else "_cer"
     paired = line["paired"]
-    better = paired and all(p["p_better"] >= CONFIDENT for p in paired)
-    worse = paired and all(p["p_worse"] >= CONFIDENT for p in paired)
+    better = paired and all(p["p_better" + suffix] >= CONFIDENT for p in paired)
+    worse = paired and all(p["p_worse" + suffix] >= CONFIDENT for p in paired)
     beyond_spread = spread is not None and abs(change) > spread
     if better and beyond_spread:
         return f"helps ({100 * change:+.2f} points)"
     if worse and beyond_spread:
         return f"hurts ({100 * change:+.2f} points)"
-    return f"no clear effect ({100 * change:+.2f} points, within seed spread or paired test unsure)"
+    return f"no clear effect ({100 * change:+.2f} points)"
 
 
 def markdown(summary: dict, args) -> str:
     datasets = summary["datasets"]
     head = ["row", "seeds", *[f"{d} WER % (per seed)" for d in datasets], "mean WER %",
-            *[f"{d} CER %" for d in datasets], "P(better than vanilla) per seed",
+            *[f"{d} CER %" for d in datasets], "P(better than vanilla) per seed, by WER", "by CER",
             "dev loss", "params (M)", "step (s)", "verdict"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for line in summary["rows"]:
@@ -204,17 +223,22 @@ def markdown(summary: dict, args) -> str:
         cells.append(f"{100 * line['mean_wer']:.2f}")
         cells += [f"{100 * line['cer'][d]:.1f}" for d in datasets]
         cells.append(", ".join(f"{p['p_better']:.2f}" for p in line["paired"]) or "-")
+        cells.append(", ".join(f"{p['p_better_cer']:.2f}" for p in line["paired"]) or "-")
         cells.append(f"{line['dev_loss']:.3f}" if line["dev_loss"] is not None else "-")
         cells.append(f"{line['parameters'] / 1e6:.2f}")
         cells.append(f"{line['step_seconds']:.2f}")
         cells.append(line["verdict"])
         out.append("| " + " | ".join(cells) + " |")
-    spread = summary["seed_spread_mean_wer"]
-    out += ["", f"Seed-to-seed spread (largest max-min of mean WER over the seeds of {', '.join(MAIN_ROWS)}): "
-            + (f"{100 * spread:.2f} points." if spread is not None else "not measured (one seed)."),
+    spreads = [summary[f"seed_spread_mean_{m}"] for m in ("wer", "cer")]
+    out += ["", f"Seed-to-seed spread (largest max-min over the seeds of {', '.join(MAIN_ROWS)} of the mean "
+            "WER / CER): " + (f"{100 * spreads[0]:.2f} / {100 * spreads[1]:.2f} points." if spreads[0] is not None
+                              else "not measured (one seed)."),
+            "A verdict says helps or hurts only when every seed's paired test is >= 95% sure and the mean "
+            "change exceeds that spread.",
             f"CPU: {cpu_description()}.",
             f"Config: `{args.config}`; first {args.limit} utterances of each data set; greedy, whisper-english "
-            "normaliser. P(better): `asr compare`'s paired bootstrap against vanilla of the same seed, data sets pooled."]
+            "normaliser. P(better): the paired bootstrap (`asr compare`'s, over word errors; the same over "
+            "character errors) against vanilla of the same seed, data sets pooled."]
     return "\n".join(out) + "\n"
 
 
@@ -235,6 +259,8 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = summary["rows"]
+    if not rows:
+        return
     figure, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 2), 4))
     for i, line in enumerate(rows):
         seeds = [statistics.mean(values) for values in zip(*line["wer_by_seed"].values())]
@@ -255,6 +281,8 @@ def plot_curves(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not results:
+        return
     figure, ax = plt.subplots(figsize=(8, 4.5))
     colours = {row: f"C{i}" for i, row in enumerate(dict.fromkeys(r["row"] for r in results))}
     for r in results:
@@ -302,7 +330,8 @@ def main() -> int:
     print(markdown(summary, args))
     print(json.dumps({"rows": {line["row"]: {"mean_wer": line["mean_wer"], "seeds": line["seeds"],
                                              "verdict": line["verdict"]} for line in summary["rows"]},
-                      "seed_spread_mean_wer": summary["seed_spread_mean_wer"], "runs": len(results),
+                      "seed_spread_mean_wer": summary["seed_spread_mean_wer"],
+                      "seed_spread_mean_cer": summary["seed_spread_mean_cer"], "runs": len(results),
                       "cpu": cpu_description()}))
     return 0
 

@@ -61,7 +61,8 @@ def test_ablation_runs_every_row_pairs_with_vanilla_and_resumes(tmp_path):
     assert all([d["utterances"] for d in r["datasets"].values()] == [3] for r in runs)
     table = json.loads((out / "ablation.json").read_text())["summary"]["rows"]
     rotary_row = next(line for line in table if line["row"] == "rotary+dynamic_base")
-    assert len(rotary_row["paired"]) == 1 and 0.0 <= rotary_row["paired"][0]["p_better"] <= 1.0
+    assert len(rotary_row["paired"]) == 1
+    assert all(0.0 <= rotary_row["paired"][0][k] <= 1.0 for k in ("p_better", "p_worse", "p_better_cer", "p_worse_cer"))
     assert (out / "ablation.png").stat().st_size > 0 and (out / "ablation_curves.png").stat().st_size > 0
     assert "| vanilla" in (out / "ablation.md").read_text()
 
@@ -80,3 +81,30 @@ def test_ablation_runs_every_row_pairs_with_vanilla_and_resumes(tmp_path):
     log = (out / "runs/vanilla-seed1.log").read_text()
     assert "train --resume" in log and "resumed from" in log and "step 3" in log
     assert json.loads((run_dir / "result.json").read_text())["steps"] == 6
+
+
+def load_ablate():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablate", REPO / "scripts" / "ablate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_verdict_needs_every_seed_confident_and_a_change_beyond_the_seed_spread():
+    ablate = load_ablate()
+    summary = {"reference_mean_wer": 0.50, "seed_spread_mean_wer": 0.02}
+
+    def line(mean, *p_better):
+        return {"row": "rotary", "mean_wer": mean,
+                "paired": [{"p_better": p, "p_worse": 1.0 - p} for p in p_better]}
+
+    assert ablate.verdict(line(0.45, 0.99, 0.97), summary, "wer").startswith("helps (-5.00")
+    assert ablate.verdict(line(0.45, 0.99, 0.90), summary, "wer").startswith("no clear effect")  # one seed unsure
+    assert ablate.verdict(line(0.49, 0.99, 0.99), summary, "wer").startswith("no clear effect")  # within spread
+    assert ablate.verdict(line(0.56, 0.01, 0.02), summary, "wer").startswith("hurts (+6.00")
+    assert ablate.verdict({**line(0.5), "row": "vanilla"}, summary, "wer") == "reference"
+    assert ablate.verdict(line(0.45, 0.99), {**summary, "seed_spread_mean_wer": None}, "wer").startswith("no clear")
+    jobs = ablate.jobs(["vanilla", "rotary", "all"], main_seeds=3, other_seeds=2)
+    assert jobs[:3] == [("vanilla", 0), ("rotary", 0), ("all", 0)] and len(jobs) == 8
