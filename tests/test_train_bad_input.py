@@ -8,6 +8,7 @@ import errno
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,3 +128,20 @@ def test_max_minutes_stops_after_the_step_that_runs_out_with_a_checkpoint(toy):
     assert summary["step"] == 1
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000001"]
     assert "dev_wer" in json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_plot_creates_its_output_folder_and_names_an_unwritable_one(tmp_path):
+    import json
+
+    from asr.errors import InputError
+    from asr.train.plot import plot_run
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    rows = [{"step": s, "loss": 5.0 - s, "lr": 1e-3, "rotary_base": 1e4, "rotary_base_audio": 1e4} for s in (1, 2, 3)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = plot_run(run_dir, tmp_path / "new" / "folder" / "curve.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(InputError) as err:
+        plot_run(run_dir, Path("/proc/no-such-dir/curve.png"))
+    assert "/proc/no-such-dir/curve.png" in str(err.value) and "\n" not in str(err.value)

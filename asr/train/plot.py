@@ -60,6 +60,11 @@ def plot_run(run_dir: Path, output: Path | None = None) -> Path:
     fig.tight_layout()
     from ..store.atomic import atomic_write
 
-    atomic_write(output, lambda p: fig.savefig(p, format="png", dpi=100))
-    plt.close(fig)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(output, lambda p: fig.savefig(p, format="png", dpi=100))
+    except OSError as err:
+        raise InputError(output, f"cannot write the plot ({err.strerror or err})") from None
+    finally:
+        plt.close(fig)
     return output
