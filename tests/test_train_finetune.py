@@ -55,3 +55,29 @@ def test_ctc_targets_leave_out_timestamp_tokens():
     stamped = torch.tensor([[30, 3, 4, 5, 50, 21]])
     plain = torch.tensor([[3, 4, 5, 21, -100, -100]])
     assert torch.allclose(training.ctc_loss(audio, lengths, stamped), training.ctc_loss(audio, lengths, plain))
+
+
+def test_models_trained_from_pretrained_weights_keep_its_decoding_settings(tmp_path):
+    """Whisper's suppressed tokens (config.json's "whisper" section) travel into every model a
+    run saves from --init-from weights: without them the step-0 model decoded differently from
+    the model it started from."""
+    import json
+
+    train, dev = make_toy_corpus(tmp_path / "data", n_train=6, n_dev=1)
+    config = write_config(tmp_path / "toy.yaml", train, dev, max_steps=1)
+    first = subprocess.run(train_command(config, "--run-dir", tmp_path / "pre"), cwd=REPO, capture_output=True,
+                           text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    pretrained = tmp_path / "pre" / "final"
+    saved = json.loads((pretrained / "config.json").read_text())
+    settings = {"source_format": "test", "suppress_ids": [1, 2, 3]}
+    (pretrained / "config.json").write_text(json.dumps({**saved, "whisper": settings}))
+    second = subprocess.run(train_command(config, "--run-dir", tmp_path / "tuned", "--init-from", pretrained,
+                                          "--set", "model.audio={}", "--set", "model.text={}",
+                                          "--set", "checkpoint.save_initial=true", "--set", "checkpoint.every_steps=1"),
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr[-2000:]
+    for model_dir in ("initial", "final", "checkpoints/step-00000001/model"):
+        written = json.loads((tmp_path / "tuned" / model_dir / "config.json").read_text())
+        assert written["whisper"] == settings, model_dir
+        assert "train_config" in written

@@ -64,9 +64,19 @@ def build_model(config: TrainConfig, tokenizer: Tokenizer, where: str) -> ASRMod
     return model
 
 
+# config.json sections of a pretrained checkpoint that every model trained from it keeps:
+# Whisper's decoding settings (suppressed tokens, ...) and where the weights came from
+INHERITED_CONFIG = ("whisper", "converted_from")
+
+
+def inherited_config(saved: dict) -> dict:
+    return {key: saved[key] for key in INHERITED_CONFIG if key in saved}
+
+
 def load_pretrained(name_or_path: str, config: TrainConfig, where: str) -> tuple[ASRModel, Tokenizer]:
     """Pretrained weights and their tokenizer. With stack overrides in the config (seed extras),
-    the weights go into the extended model whose extras start as the identity."""
+    the weights go into the extended model whose extras start as the identity. What the saved
+    models must carry over from the pretrained config is ``pretrained_config(name_or_path)``."""
     from ..store.registry import resolve
 
     try:
@@ -87,6 +97,15 @@ def load_pretrained(name_or_path: str, config: TrainConfig, where: str) -> tuple
         raise ConfigError(where, f"model: cannot add these extras to {name_or_path} ({err})") from None
     load_vanilla_weights(model, pretrained.state_dict())
     return model, tokenizer
+
+
+def pretrained_config(name_or_path: str) -> dict:
+    """The INHERITED_CONFIG sections of a pretrained model's config.json (Whisper's suppressed
+    tokens among them: without them a fine-tuned Whisper decodes differently from step 0)."""
+    from ..store.checkpoint import read_config
+    from ..store.registry import resolve
+
+    return inherited_config(read_config(resolve(name_or_path, quiet=True)))
 
 
 def load_run_tokenizer(directory: Path) -> Optional[Tokenizer]:

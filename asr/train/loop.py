@@ -29,7 +29,8 @@ from ..errors import InputError
 from ..store.atomic import write_text_atomic
 from . import distributed as dist
 from .average import RunningAverage
-from .build import build_model, load_pretrained, load_run_tokenizer, save_run_tokenizer, train_tokenizer
+from .build import (build_model, load_pretrained, load_run_tokenizer, pretrained_config, save_run_tokenizer,
+                    train_tokenizer)
 from .checkpoints import MODEL_DIR, CheckpointWriteError, Checkpoints, read_state
 from .config import ConfigError, TrainConfig, dump_config
 from .data import filter_for_model, make_augmenter, make_loader, make_sampler, read_checked
@@ -187,6 +188,7 @@ class Run:
     sampler: object
     checkpoints: Checkpoints
     progress: Progress
+    model_config: dict  # config.json sections of every saved model (train_config, Whisper's settings)
 
     def full_model(self) -> Optional[TrainingModel]:
         """The whole training model (a collective under FSDP; None on ranks other than 0)."""
@@ -227,8 +229,10 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
             dev_utts = dev_utts[: config.validation.max_utterances]
 
     tokenizer = load_run_tokenizer(run_dir / TOKENIZER_DIR) if resume else None
+    model_config = {"train_config": config.to_dict()}  # written into every saved model's config.json
     if config.model.init_from:
         model, tokenizer = load_pretrained(config.model.init_from, config, config_path)
+        model_config.update(pretrained_config(config.model.init_from))
     else:
         if tokenizer is None:
             tokenizer = train_tokenizer([u.text for u in train_utts], config)
@@ -253,7 +257,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     if config.checkpoint.save_initial and ctx.is_main and not resume:
         from ..store.checkpoint import save_checkpoint
 
-        save_checkpoint(model, run_dir / "initial", tokenizer=tokenizer, extra={"train_config": config.to_dict()})
+        save_checkpoint(model, run_dir / "initial", tokenizer=tokenizer, extra=model_config)
     origin = f"from {config.model.init_from}" if config.model.init_from else f"{config.model.preset} from scratch"
     say(f"model: {model.num_parameters() / 1e6:.2f} M parameters, n_vocab {model.dims.n_vocab}, {origin}, "
         f"rotary bases {rotary_bases(model) or 'none'}")
@@ -279,7 +283,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     optimizer = make_optimizer(training_model, config, ctx.device)
     scaler = torch.amp.GradScaler(ctx.device.type) if autocast_dtype == torch.float16 else None
     run = Run(config, run_dir, ctx, training_model, rank0_copy, tokenizer, optimizer, scaler, controller, average,
-              make_sampler(train_utts, config, ctx.rank, ctx.world_size), checkpoints, Progress())
+              make_sampler(train_utts, config, ctx.rank, ctx.world_size), checkpoints, Progress(), model_config)
     metrics = MetricsLog(run_dir / METRICS_FILE, ctx.is_main)
     if resume and latest is None:
         say(f"{run_dir}: no usable checkpoint; starting from step 0")
@@ -386,7 +390,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         say(f"replicas: largest weight difference from rank 0: {dist.replica_difference(model, ctx):g}")
     full = run.full_model()
     if ctx.is_main:
-        finish(run_dir, full.model, tokenizer, average, config)
+        finish(run_dir, full.model, tokenizer, average, model_config)
     dist.cleanup(ctx)
     wall = time.perf_counter() - started
     return {"step": progress.step, "best_wer": progress.best_wer, "last_validation": progress.last_validation,
@@ -472,7 +476,7 @@ def save(run: Run, validation: Optional[dict], new_best: bool, write_checkpoint_
         tensors = {f"ctc_head.{k}": v for k, v in (full.ctc_head.state_dict().items() if full.ctc_head else [])}
         if run.average:
             tensors.update(run.average.state_tensors())
-        extra = {"train_config": run.config.to_dict(), "step": step, "validation": validation}
+        extra = {**run.model_config, "step": step, "validation": validation}
         try:
             run.checkpoints.save(step, full.model, run.tokenizer, extra, state, tensors,
                                  {"step": step, "validation": validation}, write_files=write_checkpoint_files)
@@ -520,11 +524,11 @@ def restore_state(path: Path, run: Run) -> Progress:
     return progress
 
 
-def finish(run_dir: Path, model, tokenizer, average, config: TrainConfig) -> None:
+def finish(run_dir: Path, model, tokenizer, average, model_config: dict) -> None:
     """The final weights as a model directory, and the running average beside them."""
     from ..store.checkpoint import save_checkpoint
 
-    extra = {"train_config": config.to_dict()}
+    extra = model_config
     save_checkpoint(model, run_dir / "final", tokenizer=tokenizer, extra=extra)
     if average and average.count:
         import copy
