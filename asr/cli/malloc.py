@@ -4,9 +4,12 @@ glibc's malloc raises its mmap threshold each time a large mmapped block is free
 so after the first encoder pass the next windows' multi-megabyte activations come from the
 heap, and freed heap memory stays in the process. Fixing the threshold (which also turns the
 dynamic adjustment off) returns such blocks to the system when they are freed. Measured with
-`/usr/bin/time -v asr transcribe` on a 5-minute file (tiny.en, greedy, 1 thread): peak RSS
-505 MB -> 477 MB. Set where it applies only: glibc, and no MALLOC_* tuning of the user's own in
-the environment.
+`/usr/bin/time -v asr transcribe` on a 5-minute file (tiny.en, greedy, 1 thread, 2026-12-01):
+peak RSS 498-510 MB without it, 477 MB with a 256 KB threshold (three runs), 495-498 MB with
+the 4 MB used here. 256 KB looked 5-10 % slower while a training run shared the CPU; until that
+is measured on a quiet machine the threshold stays at 4 MB, where only the largest activation
+blocks are mapped. Set where it applies only: glibc, and no MALLOC_* tuning of the user's own
+in the environment.
 """
 from __future__ import annotations
 
