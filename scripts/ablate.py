@@ -130,7 +130,7 @@ def paired_against_reference(results: list[dict]) -> dict:
     """(row, seed) -> P(row better than vanilla of the same seed), data sets pooled: by WER
     (`asr compare`'s paired bootstrap) and by CER (the same bootstrap over character errors,
     which separates short runs whose WER is still near 100%)."""
-    from asr.evaluate.compare import compare, load_run
+    from asr.evaluate.compare import compare
     from asr.evaluate.metrics import char_counts
     from asr.evaluate.stats import paired_bootstrap
 
@@ -143,9 +143,8 @@ def paired_against_reference(results: list[dict]) -> dict:
         comparison = compare(paths)
         pooled = [p for p in comparison.pairs if p[2] == "all"] or comparison.pairs
         _, _, _, vanilla_better, row_better = pooled[-1]
-        vanilla_run, row_run = (load_run(p) for p in paths)
         chars = [[char_counts(run.rows[k]["text_normalized"], run.rows[k]["pred_text_normalized"] or "")
-                  for k in comparison.keys] for run in (vanilla_run, row_run)]
+                  for k in comparison.keys] for run in comparison.runs]  # the runs compare() read
         by_cer = paired_bootstrap([c.errors for c in chars[0]], [c.errors for c in chars[1]],
                                   [c.reference_length for c in chars[0]])
         out[(r["row"], r["seed"])] = {"p_better": row_better, "p_worse": vanilla_better,

@@ -91,9 +91,9 @@ TEXTS = ["the quick brown fox jumps over the lazy dog", "she sells sea shells by
 EOT_BOOST = 2.0  # scales the <|endoftext|> embedding row so that hypotheses end at varied steps
 
 
-def test_finished_rows_leave_the_batch_and_results_equal_decoding_alone():
-    tokenizer = Tokenizer.train(TEXTS, vocab_size=300)
-    torch.manual_seed(0)
+def eot_boosted_model(tokenizer, seed: int) -> ASRModel:
+    """A small float64 model with noisy weights whose hypotheses end at varied steps."""
+    torch.manual_seed(seed)
     dims = ModelDimensions(n_mels=80, n_audio_ctx=32, n_audio_state=32, n_audio_head=4, n_audio_layer=2,
                            n_vocab=tokenizer.n_vocab, n_text_ctx=64, n_text_state=32, n_text_head=4,
                            n_text_layer=2)
@@ -102,6 +102,12 @@ def test_finished_rows_leave_the_batch_and_results_equal_decoding_alone():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
         model.decoder.token_embedding.weight[tokenizer.eot] *= EOT_BOOST
+    return model
+
+
+def test_finished_rows_leave_the_batch_and_results_equal_decoding_alone():
+    tokenizer = Tokenizer.train(TEXTS, vocab_size=300)
+    model = eot_boosted_model(tokenizer, seed=0)
     options = DecodingOptions(task=None, language=None, without_timestamps=True, sample_len=40)
     lengths = None
     for seed in range(20):  # audio whose hypotheses end at different steps
@@ -126,15 +132,7 @@ def test_finished_rows_leave_the_batch_and_results_equal_decoding_alone():
 @pytest.mark.parametrize("beam_size", [2, 3])
 def test_beam_search_drops_finished_utterances_and_equals_decoding_alone(beam_size):
     tokenizer = Tokenizer.train(TEXTS, vocab_size=300)
-    torch.manual_seed(1)
-    dims = ModelDimensions(n_mels=80, n_audio_ctx=32, n_audio_state=32, n_audio_head=4, n_audio_layer=2,
-                           n_vocab=tokenizer.n_vocab, n_text_ctx=64, n_text_state=32, n_text_head=4,
-                           n_text_layer=2)
-    model = ASRModel(dims, ModelOptions()).double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-        model.decoder.token_embedding.weight[tokenizer.eot] *= EOT_BOOST
+    model = eot_boosted_model(tokenizer, seed=1)
     options = DecodingOptions(task=None, language=None, without_timestamps=True, sample_len=40, beam_size=beam_size)
     for seed in range(20):  # audio whose utterances finish their search at different steps
         mels = torch.randn(3, 80, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
