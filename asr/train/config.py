@@ -23,6 +23,7 @@ import yaml
 
 from ..data.augment import AugmentConfig
 from ..errors import InputError
+from ..text.target_style import TARGET_STYLES
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 DISTRIBUTED_STRATEGIES = ("ddp", "fsdp")
@@ -76,6 +77,9 @@ class DataConfig:
     # share of utterances trained in Whisper's timestamp format (<|0.00|> text <|end|>), the rest
     # with <|notimestamps|>: fine-tuning a Whisper model keeps its long-form transcription
     timestamp_prob: float = 0.0
+    # as_is, or whisper: " Sentence case with a full stop." (asr.text.target_style), the format a
+    # pretrained Whisper model writes, so fine-tuning does not also teach it to drop capitals
+    target_style: str = "as_is"
 
 
 @dataclass
@@ -316,6 +320,8 @@ def check_values(config: TrainConfig, where: str) -> None:
     need(config.data.max_batch_seconds > 0, "data.max_batch_seconds", "must be > 0")
     need(bool(config.data.train), "data.train", "no training manifest given")
     need(0.0 <= config.data.timestamp_prob <= 1.0, "data.timestamp_prob", "must be in [0, 1]")
+    need(config.data.target_style in TARGET_STYLES, "data.target_style",
+         f"{config.data.target_style!r} is not one of {TARGET_STYLES}")
     need(all(isinstance(p, str) and p for p in config.optim.freeze), "optim.freeze",
          "must list parameter-name prefixes")
     need(config.distributed.strategy in DISTRIBUTED_STRATEGIES, "distributed.strategy",

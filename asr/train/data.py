@@ -7,7 +7,7 @@ the encoder's context and transcripts longer than the decoder's (dropped, with a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Optional
 
@@ -21,6 +21,7 @@ from ..data.manifest import ManifestError, Utterance, read_manifest
 from ..data.sampler import DurationBucketSampler
 from ..data.validate import validate
 from ..errors import InputError
+from ..text.target_style import apply_target_style
 
 FRAMES_PER_SECOND = 100  # log-mel hop of 10 ms
 SHOWN_BAD = 3  # bad utterances named in the error message
@@ -73,6 +74,13 @@ def read_checked(path: str, *, check_audio: bool, skip_bad: bool, what: str) -> 
                                f"{shown}{more}; fix them or pass --skip-bad to drop them")
     bad = report.bad_indices
     return [u for i, u in enumerate(utterances) if i not in bad], len(bad)
+
+
+def restyled(utterances: list[Utterance], style: str) -> list[Utterance]:
+    """The utterances with their transcripts in ``data.target_style`` (as_is: unchanged)."""
+    if style == "as_is":
+        return utterances
+    return [replace(u, text=apply_target_style(u.text, style)) for u in utterances]
 
 
 def fits(utterance: Utterance, tokenizer, dims, fixed_window: bool, need_ctc: bool, dropped: Dropped,

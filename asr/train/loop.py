@@ -33,7 +33,7 @@ from .build import (build_model, load_pretrained, load_run_tokenizer, pretrained
                     train_tokenizer)
 from .checkpoints import MODEL_DIR, CheckpointWriteError, Checkpoints, read_state
 from .config import ConfigError, TrainConfig, dump_config
-from .data import filter_for_model, make_augmenter, make_loader, make_sampler, read_checked
+from .data import filter_for_model, make_augmenter, make_loader, make_sampler, read_checked, restyled
 from .dynamic_base import DynamicBaseController, rotary_bases, set_rotary_base
 from .objective import TrainingModel
 from .precision import choose_precision
@@ -227,6 +227,9 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
             say(f"{config.data.dev}: dropped {dev_bad} utterances with missing or unreadable audio (--skip-bad)")
         if config.validation.max_utterances:
             dev_utts = dev_utts[: config.validation.max_utterances]
+
+    train_utts = restyled(train_utts, config.data.target_style)
+    dev_utts = restyled(dev_utts, config.data.target_style)
 
     tokenizer = load_run_tokenizer(run_dir / TOKENIZER_DIR) if resume else None
     model_config = {"train_config": config.to_dict()}  # written into every saved model's config.json
