@@ -291,6 +291,42 @@ def test_collate_timestamp_format_share_and_layout():
     assert all(none.tokens[b, 3] == base[3] for b in range(len(utts)))
 
 
+def test_collate_timestamps_with_lead_silence_mark_where_speech_is():
+    """timestamp_max_lead_s: a silence before each timestamped clip and a segment from the
+    start of the speech to its end. The clips here are a tone between known silences (0.5 s
+    before, 0.3 s after), so the expected times are known without the energy detector; with 1.1x
+    speed perturbation every time shrinks by that factor."""
+    from asr.text.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(["hello world", "ok then", "a"] * 20, vocab_size=300)
+    before_s, tone_s, after_s = 0.5, 1.2, 0.3
+    store, utts = {}, []
+    for i in range(12):
+        t = np.arange(int(tone_s * SAMPLE_RATE)) / SAMPLE_RATE
+        tone = 0.3 * np.sin(2 * np.pi * (300 + 50 * i) * t)
+        store[f"mem/{i}"] = np.concatenate([np.zeros(int(before_s * SAMPLE_RATE)), tone,
+                                            np.zeros(int(after_s * SAMPLE_RATE))]).astype(np.float32)
+        utts.append(SimpleNamespace(id=f"utt{i}", text="ok then", audio_path=f"mem/{i}"))
+    speed = Augmenter(AugmentConfig(enabled=True, speed_factors=[1.1], noise_prob=0.0, freq_masks=0, time_masks=0))
+    for augment, factor in ((None, 1.0), (speed, 1.1)):
+        batch = collate(utts, store.__getitem__, tok, augment=augment, timestamp_prob=1.0, timestamp_seed=3,
+                        timestamp_max_lead_s=2.0)
+        leads = []
+        for b in range(len(utts)):
+            learned = [t for t in batch.targets[b].tolist() if t != IGNORE_INDEX]
+            start = (learned[0] - tok.timestamp_begin) * 0.02
+            end = (learned[-2] - tok.timestamp_begin) * 0.02
+            clip_s = before_s + tone_s + after_s
+            lead = batch.n_frames[b].item() / 100 * factor - clip_s  # the silence the clip got
+            leads.append(lead)
+            assert abs(start - (lead + before_s) / factor) <= 0.04, (b, start, lead)
+            assert abs(end - (lead + before_s + tone_s) / factor) <= 0.04, (b, end, lead)
+        assert 0 <= min(leads) and max(leads) <= 2.0 + 0.02 and max(leads) - min(leads) > 0.5  # random, bounded
+    fixed = collate(utts, store.__getitem__, tok, timestamp_prob=1.0, timestamp_seed=3)  # no lead: the old format
+    learned = [t for t in fixed.targets[0].tolist() if t != IGNORE_INDEX]
+    assert learned[0] == tok.timestamp_begin
+
+
 # ----------------------------------------------------------------------------- augmentation
 
 

@@ -87,6 +87,16 @@ def find_pauses(samples: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]
     return speech, pauses
 
 
+def speech_span(samples: np.ndarray) -> tuple[float, float]:
+    """(first, last) second of speech in a clip by the same energy rule as find_pauses; the
+    whole clip when no frame counts as speech."""
+    speech, _ = find_pauses(samples)
+    frames = np.flatnonzero(speech)
+    if len(frames) == 0:
+        return 0.0, len(samples) / SAMPLE_RATE
+    return frames[0] * VAD_HOP_S, min(frames[-1] * VAD_HOP_S + VAD_FRAME_S, len(samples) / SAMPLE_RATE)
+
+
 def plan_chunks(samples: np.ndarray, max_samples: int, found=None) -> list[Chunk]:
     """Cut the recording into chunks of at most max_samples at the middle of pauses, taking the
     furthest pause that keeps the chunk short enough (fewest chunks); with no pause in reach, cut

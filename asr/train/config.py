@@ -77,6 +77,10 @@ class DataConfig:
     # share of utterances trained in Whisper's timestamp format (<|0.00|> text <|end|>), the rest
     # with <|notimestamps|>: fine-tuning a Whisper model keeps its long-form transcription
     timestamp_prob: float = 0.0
+    # > 0: a random silence up to this long before each timestamped clip, its segment running
+    # from the measured start of speech to its end (asr.data.collate), so that a model learns
+    # where speech starts in a window instead of always <|0.00|>
+    timestamp_max_lead_s: float = 0.0
     # as_is, or whisper: " Sentence case with a full stop." (asr.text.target_style), the format a
     # pretrained Whisper model writes, so fine-tuning does not also teach it to drop capitals
     target_style: str = "as_is"
@@ -320,6 +324,7 @@ def check_values(config: TrainConfig, where: str) -> None:
     need(config.data.max_batch_seconds > 0, "data.max_batch_seconds", "must be > 0")
     need(bool(config.data.train), "data.train", "no training manifest given")
     need(0.0 <= config.data.timestamp_prob <= 1.0, "data.timestamp_prob", "must be in [0, 1]")
+    need(0.0 <= config.data.timestamp_max_lead_s <= 20.0, "data.timestamp_max_lead_s", "must be in [0, 20] seconds")
     need(config.data.target_style in TARGET_STYLES, "data.target_style",
          f"{config.data.target_style!r} is not one of {TARGET_STYLES}")
     need(all(isinstance(p, str) and p for p in config.optim.freeze), "optim.freeze",

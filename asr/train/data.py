@@ -126,19 +126,21 @@ def make_augmenter(config: AugmentConfig, seed: int) -> Augmenter:
 def make_loader(utterances: list[Utterance], sampler, tokenizer, n_mels: int, num_workers: int,
                 augment: Optional[Augmenter] = None, fixed_frames: Optional[int] = None,
                 generator: Optional[torch.Generator] = None, timestamp_prob: float = 0.0,
-                timestamp_seed: int = 0) -> DataLoader:
+                timestamp_seed: int = 0, timestamp_max_lead_s: float = 0.0) -> DataLoader:
     """A DataLoader over ``sampler``'s remaining batches; create one per epoch (after
     ``augment.set_epoch``) so worker processes see the current epoch."""
     collate_fn = partial(_collate, audio_loader=load_audio, tokenizer=tokenizer, n_mels=n_mels,
                          augment=augment, fixed_frames=fixed_frames, timestamp_prob=timestamp_prob,
-                         timestamp_seed=timestamp_seed)
+                         timestamp_seed=timestamp_seed, timestamp_max_lead_s=timestamp_max_lead_s)
     return DataLoader(UtteranceList(utterances), batch_sampler=sampler, collate_fn=collate_fn,
                       num_workers=num_workers, persistent_workers=False, generator=generator)
 
 
-def _collate(utterances, audio_loader, tokenizer, n_mels, augment, fixed_frames, timestamp_prob, timestamp_seed):
+def _collate(utterances, audio_loader, tokenizer, n_mels, augment, fixed_frames, timestamp_prob, timestamp_seed,
+             timestamp_max_lead_s):
     batch = collate(utterances, audio_loader, tokenizer, n_mels=n_mels, augment=augment,
-                    timestamp_prob=timestamp_prob, timestamp_seed=timestamp_seed)
+                    timestamp_prob=timestamp_prob, timestamp_seed=timestamp_seed,
+                    timestamp_max_lead_s=timestamp_max_lead_s)
     if fixed_frames is not None:  # models with Whisper's fixed 30 s windows (imported weights)
         pad = fixed_frames - batch.mels.shape[-1]
         batch.mels = torch.nn.functional.pad(batch.mels, (0, pad))

@@ -299,7 +299,8 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     forward = torch.compile(wrapped) if config.run.compile else wrapped
     stream = epoch_batches(run, lambda sampler, generator: make_loader(
         train_utts, sampler, tokenizer, model.dims.n_mels, config.data.num_workers, augmenter, fixed_frames,
-        generator=generator, timestamp_prob=config.data.timestamp_prob, timestamp_seed=config.run.seed), augmenter)
+        generator=generator, timestamp_prob=config.data.timestamp_prob, timestamp_seed=config.run.seed,
+        timestamp_max_lead_s=config.data.timestamp_max_lead_s), augmenter)
     rate = config.validation.tokens_per_second or tokens_per_second(train_utts, tokenizer)
     dev_loader = None
     if dev_utts and ctx.is_main:
