@@ -6,9 +6,11 @@ heap, and freed heap memory stays in the process. Fixing the threshold (which al
 dynamic adjustment off) returns such blocks to the system when they are freed. Measured with
 `/usr/bin/time -v asr transcribe` on a 5-minute file (tiny.en, greedy, 1 thread, 2026-12-01):
 peak RSS 498-510 MB without it, 477 MB with a 256 KB threshold (three runs), 495-498 MB with
-the 4 MB used here. 256 KB looked 5-10 % slower while a training run shared the CPU; until that
-is measured on a quiet machine the threshold stays at 4 MB, where only the largest activation
-blocks are mapped. Set where it applies only: glibc, and no MALLOC_* tuning of the user's own
+the 4 MB used here. Rerun with nothing else of ours running (2 threads, 2026-12-01 21:40 UTC, alternating pairs)
+256 KB kept peak RSS at 478 MB against 494-502 MB but was slower in every pair, by 4-13 %
+(24.9 / 25.6 / 24.6 s against 23.2 / 22.6 / 23.5 s), so the threshold stays at 4 MB, where
+only the largest activation blocks are mapped.
+Set where it applies only: glibc, and no MALLOC_* tuning of the user's own
 in the environment.
 """
 from __future__ import annotations
