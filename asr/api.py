@@ -8,7 +8,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .store.checkpoint import CheckpointError, load_checkpoint, load_tokenizer
+from .store.checkpoint import WEIGHTS_FILE, CheckpointError, load_checkpoint, load_tokenizer
 from .store.registry import DEFAULT_MODEL, resolve
 from .audio import AudioError
 from .inference.transcribe import (TranscribeOptions, check_language, detect_file_language, transcribe_arrays,
@@ -106,7 +106,7 @@ def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     compute_type = resolve_compute_type(compute_type, device)
     path = resolve(name_or_path, quiet=quiet)
-    convert = loading_converter(compute_type)
+    convert = loading_converter(compute_type, path / WEIGHTS_FILE)
     model, config = load_checkpoint(path, device=device, convert=convert, for_inference=True)
     if convert is None:
         apply_compute_type(model, compute_type)

@@ -164,3 +164,40 @@ def test_heap_retention_limit_applies_on_glibc_unless_the_user_tunes_malloc(monk
         monkeypatch.delenv(key)
     glibc = _sys.platform.startswith("linux") and "libc.so" in (ctypes.util.find_library("c") or "")
     assert limit_heap_retention() is glibc
+
+
+def test_int8_weights_are_cached_and_a_rewritten_checkpoint_is_requantised(tmp_path, monkeypatch):
+    """The int8 cache gives the same packed weights as quantising afresh (checked against
+    torch's own per-channel quantisation of the float weights), and a checkpoint rewritten with
+    other weights is quantised again rather than served stale int8 weights."""
+    from asr.config import ModelDimensions
+    from asr.inference.compute import Int8Cache, loading_converter
+    from asr.nn.model import ASRModel
+    from asr.store.checkpoint import load_checkpoint, save_checkpoint
+
+    monkeypatch.setenv("ASR_CACHE_DIR", str(tmp_path / "cache"))
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=20, n_audio_state=32, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=300, n_text_ctx=16, n_text_state=32, n_text_head=2, n_text_layer=1)
+
+    def expected_int8(model, name):  # torch's per-channel symmetric quantisation, independent of asr
+        w = model.state_dict()[name]
+        scales = (w.abs().amax(dim=1).double() / 127.5)
+        return torch.quantize_per_channel(w, scales, torch.zeros(len(scales), dtype=torch.long), 0, torch.qint8)
+
+    def loaded_int8(directory):
+        model, _ = load_checkpoint(directory, convert=loading_converter("int8", directory / "model.safetensors"))
+        return model.decoder.blocks[0].mlp[0].weight()
+
+    name = "decoder.blocks.0.mlp.0.weight"
+    for seed in (0, 1):  # the second rewrites the same checkpoint with other weights
+        torch.manual_seed(seed)
+        model = ASRModel(dims)
+        directory = save_checkpoint(model, tmp_path / "ckpt", tokenizer={"kind": "test"})
+        cold = loaded_int8(directory)
+        assert Int8Cache.for_weights(directory / "model.safetensors").path.is_file()
+        warm = loaded_int8(directory)
+        want = expected_int8(model, name)
+        for got in (cold, warm):
+            assert torch.equal(got.int_repr(), want.int_repr())
+            assert torch.allclose(got.q_per_channel_scales(), want.q_per_channel_scales(), rtol=1e-6)
+    assert len(list((tmp_path / "cache" / "int8").iterdir())) == 2  # one entry per version of the file
