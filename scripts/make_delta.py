@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,10 +32,7 @@ def main(argv=None) -> int:
     base_dir = resolve(args.base)
     summary = write_delta(args.model, base_dir, args.base, out, description=args.description)
     # a trial rebuild, so a delta that cannot be rebuilt is never shipped
-    check = build_from_delta(out, base_dir, Path(out.parent / f".{args.name}-rebuild-check"))
-    for path in check.iterdir():
-        path.unlink()
-    check.rmdir()
+    shutil.rmtree(build_from_delta(out, base_dir, out.parent / f".{args.name}-rebuild-check"))
     print(f"{out}: {summary['changed']} tensors changed ({summary['bytes'] / 1e6:.1f} MB), "
           f"{summary['kept']} taken from {args.base}")
     print(json.dumps({"name": args.name, "base": args.base, **summary}))

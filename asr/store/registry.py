@@ -153,13 +153,14 @@ def available() -> list[tuple[str, str, str]]:
             rows.append((name, "not installed", str(err).splitlines()[0]))
     from .delta import delta_section, is_built_from
 
-    for name, delta_dir in shipped().items():
+    deltas = shipped()
+    for name, delta_dir in deltas.items():
         section = delta_section(delta_dir)
         built = is_built_from(cache_dir() / name, delta_dir)
         status = "built" if built else f"shipped, built from {section['base']} on first use"
         rows.append((name, status, str(cache_dir() / name if built else delta_dir)))
     if cache_dir().is_dir():
         for path in sorted(cache_dir().iterdir()):
-            if path.name not in BUILTIN and path.name not in shipped() and is_checkpoint(path):
+            if path.name not in BUILTIN and path.name not in deltas and is_checkpoint(path):
                 rows.append((path.name, "checkpoint", str(path)))
     return rows
