@@ -28,9 +28,9 @@ needs_espeak = pytest.mark.skipif(
 )
 
 
-def build(out: Path, workers: int) -> None:
+def build(out: Path, workers: int, *extra: str) -> None:
     command = [sys.executable, str(RECIPE / "prepare.py"), "--out", str(out), "--hours", TINY_HOURS,
-               "--seed", SEED, "--workers", str(workers), "--no-install"]  # fmt: skip
+               "--seed", SEED, "--workers", str(workers), "--no-install", *extra]  # fmt: skip
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
 
@@ -126,6 +126,19 @@ def test_build_is_deterministic_whatever_the_worker_count(corpus, tmp_path):
         a, _ = sf.read(str(corpus / row["audio"]))
         b, _ = sf.read(str(tmp_path / row["audio"]))
         assert np.array_equal(a, b)
+
+
+@needs_espeak
+def test_grammar_only_build_speaks_no_fortune(corpus, tmp_path):
+    fortunes = {sentence.text for sentence in synth_text.fortune_sentences()}
+    if not fortunes:
+        pytest.skip("fortunes are not installed (apt-get install fortunes fortunes-min)")
+    default_texts = [row["text"] for split in SPLITS for row in manifest_rows(corpus, split)]
+    assert any(text in fortunes for text in default_texts)  # the default build starts with fortunes
+    build(tmp_path, 2, "--text", "grammar")
+    texts = [row["text"] for split in SPLITS for row in manifest_rows(tmp_path, split)]
+    assert texts and not any(text in fortunes for text in texts)
+    assert json.loads((tmp_path / "card.json").read_text())["build"]["text"] == "grammar"
 
 
 # ----------------------------------------------------------------------------- text

@@ -199,7 +199,12 @@ class CrossAttention(nn.Module):
                 cache.cross_key, cache.cross_value = k, v
         if group > 1:
             q = fold_group(q, group)
-        mask = None if audio_mask is None else audio_mask[:, None, None, :]
+        if audio_mask is None:
+            mask = None
+        elif audio_mask.dim() == 2:  # [batch, frames] padding mask, True = real frame
+            mask = audio_mask[:, None, None, :]
+        else:  # [batch, tokens, frames] additive (training's attention window, asr.train.attention_prior)
+            mask = audio_mask[:, None].to(q.dtype)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         if group > 1:
             y = unfold_group(y, group)

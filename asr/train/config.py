@@ -116,6 +116,9 @@ class ScheduleConfig:
 class LossConfig:
     label_smoothing: float = 0.1
     ctc_weight: float = 0.3  # joint CTC/attention: (1 - w) attention + w CTC on the encoder
+    # a soft monotonic window on the cross-attention for the first N steps (asr.train.attention_prior)
+    attention_window_steps: int = 0
+    attention_window_sigma_s: float = 0.3  # its width (standard deviation), seconds of audio
 
 
 @dataclass
@@ -306,6 +309,8 @@ def check_values(config: TrainConfig, where: str) -> None:
     need(config.optim.lr > 0, "optim.lr", "must be > 0")
     need(len(config.optim.betas) == 2, "optim.betas", "must be two numbers")
     need(0.0 <= config.loss.ctc_weight <= 1.0, "loss.ctc_weight", "must be in [0, 1]")
+    need(config.loss.attention_window_steps >= 0, "loss.attention_window_steps", "must be >= 0")
+    need(config.loss.attention_window_sigma_s > 0, "loss.attention_window_sigma_s", "must be > 0")
     need(0.0 <= config.loss.label_smoothing < 1.0, "loss.label_smoothing", "must be in [0, 1)")
     need(0.0 <= config.model.dropout < 1.0, "model.dropout", "must be in [0, 1)")
     need(config.model.rotary_base > 1.0, "model.rotary_base", "must be > 1")

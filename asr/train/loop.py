@@ -253,7 +253,8 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     dev_utts, _ = filter_for_model(dev_utts, tokenizer, model, need_ctc=False)
 
     training_model = TrainingModel(model, tokenizer.n_text, config.loss.ctc_weight, config.loss.label_smoothing,
-                                   dropout=config.model.dropout).to(ctx.device)
+                                   dropout=config.model.dropout,
+                                   attention_window_sigma_s=config.loss.attention_window_sigma_s).to(ctx.device)
     frozen = freeze(training_model, config.optim.freeze, config_path)
     if frozen:
         say(f"frozen: {frozen / 1e6:.2f} M parameters under {', '.join(config.optim.freeze)}")
@@ -321,6 +322,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         lr = config.optim.lr * lr_factor(progress.step, config.schedule, config.run.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        training_model.attention_window = progress.step < config.loss.attention_window_steps
         result = optimizer_step(run, wrapped, forward, stream, autocast_dtype)
         progress.audio_seconds += result.audio_seconds
 
@@ -357,6 +359,8 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
                "ctc_loss": result.ctc_loss, "lr": lr, "rotary_base": next(iter(bases.values()), None),
                **{f"rotary_base_{k}": v for k, v in bases.items()}, "base_action": action,
                "grad_norm": result.grad_norm, "epoch": progress.epoch, "audio_seconds": result.audio_seconds,
+               **({"attention_window": training_model.attention_window}
+                  if config.loss.attention_window_steps else {}),
                "audio_s_per_s": result.audio_seconds / elapsed if elapsed > 0 else None, "time": time.time()}
 
         out_of_time = (config.run.max_minutes is not None

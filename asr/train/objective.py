@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..data.collate import IGNORE_INDEX
 from ..nn.model import ASRModel, encoder_lengths
+from .attention_prior import ENCODER_POSITIONS_PER_SECOND, attention_window
 
 
 class TrainingModel(nn.Module):
@@ -24,7 +25,7 @@ class TrainingModel(nn.Module):
     One module, so that DDP and torch.compile wrap everything that has gradients."""
 
     def __init__(self, model: ASRModel, n_text: int, ctc_weight: float, label_smoothing: float,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, attention_window_sigma_s: float = 0.3):
         super().__init__()
         self.model = model
         self.n_text = n_text  # CTC classes: text tokens 0..n_text-1, then the blank
@@ -32,6 +33,9 @@ class TrainingModel(nn.Module):
         self.ctc_weight = ctc_weight
         self.label_smoothing = label_smoothing
         self.ctc_head = nn.Linear(model.dims.n_audio_state, n_text + 1) if ctc_weight > 0 else None
+        # the training loop turns the cross-attention window on for its first steps
+        self.attention_window = False
+        self.window_sigma = attention_window_sigma_s * ENCODER_POSITIONS_PER_SECOND
         if dropout > 0:
             add_residual_dropout(model, dropout)
 
@@ -39,7 +43,10 @@ class TrainingModel(nn.Module):
                 label_smoothing: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
         smoothing = self.label_smoothing if label_smoothing is None else label_smoothing
         audio, audio_mask = self.model.embed_audio(mels, n_frames)
-        logits = self.model.logits(tokens, audio, audio_mask)
+        cross_mask = audio_mask
+        if self.attention_window and self.training:
+            cross_mask = attention_window(targets, encoder_lengths(n_frames), audio.shape[1], self.window_sigma)
+        logits = self.model.logits(tokens, audio, cross_mask)
         attention = attention_loss(logits, targets, smoothing)
         if self.ctc_head is None:
             return attention, attention, torch.zeros_like(attention)

@@ -54,6 +54,7 @@ SPLITS = ("train", "dev", "test-seen-voice", "test-unseen-voice")
 SENTENCE_GROUP = {"train": "train", "dev": "dev", "test-seen-voice": "test", "test-unseen-voice": "test"}
 UNSEEN_VOICE_SPLITS = {"test-unseen-voice"}
 GUESSED_SECONDS_PER_UTTERANCE = 4.0  # first guess, replaced by the measured mean
+TEXT_SOURCES = ("fortunes+grammar", "grammar")
 MAX_WAVE = 3000  # utterances planned and synthesised per round
 JOB_SIZE = 12  # utterances per worker task (festival starts once per task)
 SECONDS_PER_HOUR = 3600.0
@@ -255,6 +256,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="parallel processes")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--no-install", action="store_true", help="never run apt-get; use what is installed")
+    parser.add_argument("--text", choices=TEXT_SOURCES, help="sentences: fortunes, then the grammar (the "
+                        "default build), or the grammar alone (~1,000 words: the build short runs learn from)")
     return parser.parse_args(argv)
 
 
@@ -277,8 +280,9 @@ def main(argv=None) -> dict:
         print(f"warning: engines not installed, left out: {sorted(set(config['engine_weights']) - set(engines))}")
     inventory = voice_inventory(config, engines)
 
-    fortunes = synth_text.fortune_sentences()
-    if not fortunes:
+    text_source = args.text or config.get("text", TEXT_SOURCES[0])
+    fortunes = synth_text.fortune_sentences() if text_source == "fortunes+grammar" else []
+    if not fortunes and text_source == "fortunes+grammar":
         print("warning: no fortunes found (apt-get install fortunes fortunes-min); using the grammar only")
     text_seconds = time.monotonic() - started
 
@@ -327,6 +331,7 @@ def main(argv=None) -> dict:
         "text_preparation_seconds": round(text_seconds, 1),
         "failed_utterances": len(failures),
         "engine_versions": synth_voices.engine_versions(),
+        "text": text_source,
         "fortune_sentences_available": len(fortunes),
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "config": config,
