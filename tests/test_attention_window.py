@@ -90,9 +90,9 @@ def test_the_window_is_used_in_training_mode_only():
     tokens = torch.tensor([[21, 3, 4, 5], [21, 7, 8, 0]])
     targets = torch.tensor([[IGNORE_INDEX, 4, 5, 20], [IGNORE_INDEX, 8, 20, IGNORE_INDEX]])
     training.train()
-    training.attention_window = False
+    training.attention_window = 0.0
     plain = training(mels, n_frames, tokens, targets)[0]
-    training.attention_window = True
+    training.attention_window = 1.0
     windowed = training(mels, n_frames, tokens, targets)[0]
     assert abs(windowed.item() - plain.item()) > 1e-4
     training.eval()
@@ -100,15 +100,26 @@ def test_the_window_is_used_in_training_mode_only():
         torch.testing.assert_close(training(mels, n_frames, tokens, targets)[0], plain.detach())
 
 
-@pytest.mark.parametrize("window_steps", [2])
-def test_asr_train_applies_the_window_for_the_configured_steps(tmp_path, window_steps):
+@pytest.mark.parametrize("window, expected", [
+    (["loss.attention_window_steps=2"], {1: 1.0, 2: 1.0, 3: 0.0, 4: 0.0}),
+    (["loss.attention_window_steps=4", "loss.attention_window_fade=true"], {1: 1.0, 2: 0.75, 3: 0.5, 4: 0.25}),
+])
+def test_asr_train_applies_the_window_for_the_configured_steps(tmp_path, window, expected):
     train, dev = make_toy_corpus(tmp_path / "data", n_train=8, n_dev=2)
     config = write_config(tmp_path / "toy.yaml", train, dev, max_steps=4)
     run_dir = tmp_path / "run"
-    result = subprocess.run(train_command(config, "--run-dir", run_dir,
-                                          "--set", f"loss.attention_window_steps={window_steps}"),
+    result = subprocess.run(train_command(config, "--run-dir", run_dir, *[x for o in window for x in ("--set", o)]),
                             cwd=REPO, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     flags = {r["step"]: r["attention_window"] for r in rows if r.get("loss") is not None}
-    assert flags == {1: True, 2: True, 3: False, 4: False}
+    assert flags == expected
+
+
+def test_strength_scales_the_log_window():
+    targets = torch.tensor([[IGNORE_INDEX, 3, 4, 5]])
+    full = attention_window(targets, torch.tensor([9]), 12, 2.0)
+    half = attention_window(targets, torch.tensor([9]), 12, 2.0, strength=0.5)
+    finite = torch.isfinite(full)
+    torch.testing.assert_close(half[finite], 0.5 * full[finite])
+    assert torch.equal(torch.isfinite(half), finite)

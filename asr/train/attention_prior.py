@@ -13,8 +13,9 @@ idea as a soft window: for the j-th of n transcript tokens of a clip with L enco
 
 added to every cross-attention score, with sigma in encoder positions (50 per second). Prompt
 positions (<|startoftranscript|> ...) get no window. The padding mask stays. After
-``loss.attention_window_steps`` optimiser steps training goes on without it, and inference
-never sees it.
+``loss.attention_window_steps`` optimiser steps training goes on without it (with
+``loss.attention_window_fade`` its strength, a factor on the log window, falls linearly from 1
+to 0 over those steps instead of stopping at once), and inference never sees it.
 """
 from __future__ import annotations
 
@@ -27,18 +28,20 @@ from ..data.collate import IGNORE_INDEX
 ENCODER_POSITIONS_PER_SECOND = FRAMES_PER_SECOND // 2  # the encoder's stem has stride 2
 
 
-def attention_window(targets: Tensor, audio_lengths: Tensor, n_audio: int, sigma: float) -> Tensor:
+def attention_window(targets: Tensor, audio_lengths: Tensor, n_audio: int, sigma: float,
+                     strength: float = 1.0) -> Tensor:
     """The additive cross-attention mask [batch, tokens, n_audio] (float32): the log window above
     on the real encoder positions, -inf on padding.
 
     targets: [batch, tokens] decoder targets (IGNORE_INDEX on prompt and padding positions);
-    audio_lengths: [batch] real encoder positions per clip; sigma: window width in positions."""
+    audio_lengths: [batch] real encoder positions per clip; sigma: window width in positions;
+    strength: factor on the log window (0: padding mask only)."""
     real = targets != IGNORE_INDEX
     n = real.sum(dim=1, keepdim=True).clamp(min=1)  # transcript tokens (with <|endoftext|>)
     j = (real.cumsum(dim=1) - 1).clamp(min=0)  # index of each real position within its transcript
     centre = (j + 0.5) / n * audio_lengths[:, None]  # [batch, tokens]
     t = torch.arange(n_audio, device=targets.device, dtype=torch.float32)
-    prior = -((t[None, None, :] - centre[:, :, None].float()) ** 2) / (2.0 * sigma * sigma)
+    prior = -strength * (t[None, None, :] - centre[:, :, None].float()) ** 2 / (2.0 * sigma * sigma)
     prior = torch.where(real[:, :, None], prior, torch.zeros_like(prior))  # no window on the prompt
     padding = t[None, None, :] >= audio_lengths[:, None, None]
     return prior.masked_fill(padding, float("-inf"))

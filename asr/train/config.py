@@ -119,6 +119,7 @@ class LossConfig:
     # a soft monotonic window on the cross-attention for the first N steps (asr.train.attention_prior)
     attention_window_steps: int = 0
     attention_window_sigma_s: float = 0.3  # its width (standard deviation), seconds of audio
+    attention_window_fade: bool = False  # fade it out linearly over those steps instead of stopping at once
 
 
 @dataclass

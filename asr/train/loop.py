@@ -322,7 +322,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         lr = config.optim.lr * lr_factor(progress.step, config.schedule, config.run.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        training_model.attention_window = progress.step < config.loss.attention_window_steps
+        training_model.attention_window = window_strength(progress.step, config.loss)
         result = optimizer_step(run, wrapped, forward, stream, autocast_dtype)
         progress.audio_seconds += result.audio_seconds
 
@@ -403,6 +403,13 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     wall = time.perf_counter() - started
     return {"step": progress.step, "best_wer": progress.best_wer, "last_validation": progress.last_validation,
             "wall_seconds": wall, "skipped": progress.skipped}
+
+
+def window_strength(step: int, loss) -> float:
+    """Strength of the cross-attention window for the optimiser step after `step` steps."""
+    if step >= loss.attention_window_steps:
+        return 0.0
+    return 1.0 - step / loss.attention_window_steps if loss.attention_window_fade else 1.0
 
 
 def epoch_batches(run: Run, make_train_loader, augmenter):

@@ -33,8 +33,8 @@ class TrainingModel(nn.Module):
         self.ctc_weight = ctc_weight
         self.label_smoothing = label_smoothing
         self.ctc_head = nn.Linear(model.dims.n_audio_state, n_text + 1) if ctc_weight > 0 else None
-        # the training loop turns the cross-attention window on for its first steps
-        self.attention_window = False
+        # strength of the cross-attention window: the training loop sets it for its first steps
+        self.attention_window = 0.0
         self.window_sigma = attention_window_sigma_s * ENCODER_POSITIONS_PER_SECOND
         if dropout > 0:
             add_residual_dropout(model, dropout)
@@ -44,8 +44,9 @@ class TrainingModel(nn.Module):
         smoothing = self.label_smoothing if label_smoothing is None else label_smoothing
         audio, audio_mask = self.model.embed_audio(mels, n_frames)
         cross_mask = audio_mask
-        if self.attention_window and self.training:
-            cross_mask = attention_window(targets, encoder_lengths(n_frames), audio.shape[1], self.window_sigma)
+        if self.attention_window > 0 and self.training:
+            cross_mask = attention_window(targets, encoder_lengths(n_frames), audio.shape[1], self.window_sigma,
+                                          self.attention_window)
         logits = self.model.logits(tokens, audio, cross_mask)
         attention = attention_loss(logits, targets, smoothing)
         if self.ctc_head is None:
