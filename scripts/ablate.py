@@ -18,7 +18,10 @@ Rows (each one change to the vanilla Whisper blocks, then all of them together):
 
 Every run lives in OUT/runs/ROW-seedN. Killed and started again, the script skips finished runs
 and resumes an interrupted one from its last checkpoint (`asr train --resume`); a finished run
-is one with OUT/runs/ROW-seedN/result.json. At the end it writes OUT/ablation.md, OUT/ablation.json
+is one with OUT/runs/ROW-seedN/result.json. With --keep DIR each finished run's small files
+(result.json, the per-utterance evaluation, metrics.jsonl, config.yaml, training.png; no
+weights) are also copied to DIR/ROW-seedN and a run found there counts as finished, so a table
+that takes longer than one machine's session can be committed run by run and completed later. At the end it writes OUT/ablation.md, OUT/ablation.json
 OUT/ablation.png (WER by row, one point per seed) and OUT/ablation_curves.png (training loss of
 every run), prints the table and, as its last line,
 one JSON object.
@@ -76,11 +79,36 @@ def jobs(rows: list[str], main_seeds: int, other_seeds: int) -> list[tuple[str, 
     return [(row, seed) for seed in range(max(wanted.values(), default=0)) for row in rows if seed < wanted[row]]
 
 
+KEPT_FILES = ("metrics.jsonl", "config.yaml", "training.png")
+
+
+def keep_run(result: dict, run_dir: Path, kept: Path) -> dict:
+    """Copy a finished run's small files to `kept` (written last: result.json marks it whole)."""
+    import shutil
+
+    partial = kept.with_name(kept.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    shutil.copytree(run_dir / "eval", partial / "eval")
+    for name in KEPT_FILES:
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, partial / name)
+    result = {**result, "run_dir": str(kept)}
+    (partial / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    shutil.rmtree(kept, ignore_errors=True)
+    partial.rename(kept)
+    return result
+
+
 def train_and_score(row: str, seed: int, args) -> dict:
     run_dir = args.out / "runs" / f"{row}-seed{seed}"
     result_file = run_dir / "result.json"
+    kept = args.keep / f"{row}-seed{seed}" if args.keep else None
+    if kept is not None and (kept / "result.json").exists():
+        return json.loads((kept / "result.json").read_text())
     if result_file.exists():
-        return json.loads(result_file.read_text())
+        result = json.loads(result_file.read_text())
+        return keep_run(result, run_dir, kept) if kept is not None else result
     run_dir.mkdir(parents=True, exist_ok=True)
     log = args.out / "runs" / f"{row}-seed{seed}.log"
     started = time.time()
@@ -99,7 +127,7 @@ def train_and_score(row: str, seed: int, args) -> dict:
     result = summarise_run(row, seed, run_dir)
     result["wall_seconds_this_invocation"] = round(time.time() - started, 1)
     result_file.write_text(json.dumps(result, indent=1) + "\n")
-    return result
+    return keep_run(result, run_dir, kept) if kept is not None else result
 
 
 def summarise_run(row: str, seed: int, run_dir: Path) -> dict:
@@ -311,6 +339,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2, help="seeds of every row but vanilla and all (default 2)")
     parser.add_argument("--main-seeds", type=int, default=3, help="seeds of vanilla and all (default 3)")
     parser.add_argument("--limit", type=int, default=200, help="utterances scored per data set (default 200)")
+    parser.add_argument("--keep", type=Path, help="also copy each finished run's small files here (see above)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe override for every run (e.g. run.max_steps=10)")
     args = parser.parse_args()

@@ -82,6 +82,17 @@ def test_ablation_runs_every_row_pairs_with_vanilla_and_resumes(tmp_path):
     assert "train --resume" in log and "resumed from" in log and "step 3" in log
     assert json.loads((run_dir / "result.json").read_text())["steps"] == 6
 
+    # --keep: finished runs' small files are copied out; with the run directories gone, the
+    # kept copies alone rebuild the same table without training anything
+    kept = tmp_path / "kept"
+    before = json.loads(ablate(out, config, dev, "--keep", kept).stdout.strip().splitlines()[-1])
+    assert sorted(p.name for p in kept.iterdir()) == sorted(by_name)
+    assert (kept / "vanilla-seed0/eval").is_dir() and not list(kept.rglob("*.safetensors"))
+    shutil.rmtree(out)
+    after = json.loads(ablate(out, config, dev, "--keep", kept).stdout.strip().splitlines()[-1])
+    assert not (out / "runs").exists() or not list((out / "runs").glob("*.log"))
+    assert after["rows"] == before["rows"] and after["runs"] == 3
+
 
 def load_ablate():
     import importlib.util
