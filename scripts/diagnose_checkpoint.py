@@ -25,7 +25,8 @@ from asr.audio.load import load_audio
 from asr.data.collate import collate
 from asr.data.manifest import read_manifest
 from asr.nn.model import encoder_lengths
-from asr.store.checkpoint import load_checkpoint, load_tokenizer
+from asr.errors import InputError
+from asr.store.checkpoint import CheckpointError, load_checkpoint, load_tokenizer
 from asr.train.objective import attention_loss
 
 BATCH = 16
@@ -49,13 +50,17 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    model, config = load_checkpoint(args.checkpoint / "model")
-    tokenizer = load_tokenizer(args.checkpoint / "model", config)
-    tensors = load_file(str(args.checkpoint / "tensors.safetensors"))
+    head_file = args.checkpoint / "tensors.safetensors"
+    try:
+        model, config = load_checkpoint(args.checkpoint / "model")
+        tokenizer = load_tokenizer(args.checkpoint / "model", config)
+        tensors = load_file(str(head_file)) if head_file.is_file() else {}
+        utterances = read_manifest(args.data)[: args.limit]
+    except (CheckpointError, InputError, OSError, ValueError) as err:
+        raise SystemExit(f"diagnose_checkpoint: {err}") from None
     if "ctc_head.weight" not in tensors:
-        raise SystemExit(f"{args.checkpoint}: no CTC head in tensors.safetensors (trained with loss.ctc_weight=0?)")
+        raise SystemExit(f"{head_file}: no CTC head (not a training checkpoint, or trained with loss.ctc_weight=0)")
     weight, bias = tensors["ctc_head.weight"], tensors["ctc_head.bias"]
-    utterances = read_manifest(args.data)[: args.limit]
     model.eval()
     references, hypotheses, own, swapped, batches = [], [], 0.0, 0.0, 0
     with torch.no_grad():

@@ -257,7 +257,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--no-install", action="store_true", help="never run apt-get; use what is installed")
     parser.add_argument("--text", choices=TEXT_SOURCES, help="sentences: fortunes, then the grammar (the "
-                        "default build), or the grammar alone (~1,000 words: the build short runs learn from)")
+                        "default build), or the grammar alone (~930 words: the easier build of the training trials)")
     return parser.parse_args(argv)
 
 
