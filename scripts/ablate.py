@@ -39,8 +39,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "recipes/synth_en/conf/ablation.yaml"
-DEFAULT_DATA = ["out/synth_en/dev.jsonl", "out/synth_en/test-seen-voice.jsonl",
-                "out/synth_en/test-unseen-voice.jsonl"]
+# the build conf/ablation.yaml trains on (prepare.py --out out/synth_grammar16 --hours 16 --text grammar)
+DEFAULT_DATA = ["out/synth_grammar16/dev.jsonl", "out/synth_grammar16/test-seen-voice.jsonl",
+                "out/synth_grammar16/test-unseen-voice.jsonl"]
 ROTARY = ["model.audio.rotary=true", "model.text.rotary=true",
           "model.audio.rotary_givens=true", "model.text.rotary_givens=true",
           "model.audio.rotary_rotation=true", "model.text.rotary_rotation=true"]
