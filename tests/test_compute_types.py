@@ -18,7 +18,11 @@ from test_transcribe import cache  # noqa: F401 (session fixture: the model cach
 DATA = Path(__file__).resolve().parent.parent / "data" / "audio"
 SAMPLES = ["librivox-0870.flac", "librivox-0880.flac", "librivox-0930.flac", "goforward.flac",
            "espeak-en-us-library.flac"]
-MIN_AGREEMENT = 0.95  # the offline test set's figure is >= 99%; five clips leave less room
+# int8 agreed with float32 on 90.6 % of the offline test set's words (AVX512-VNNI CPU; the
+# module docstring of asr/inference/compute.py) and faster-whisper's int8 with its own float32
+# on 92.9 %; on these five clips it was 100 % on that CPU and 92.9 % (3 words of 42) on an
+# AVX2-only one, whose int8 kernels round differently. A broken type agrees on far less.
+MIN_AGREEMENT = 0.85
 
 RUNNABLE = ["int8"] + (["bfloat16"] if cpu_has_native_bf16() else [])
 

@@ -43,13 +43,21 @@ def long_file(tmp_path_factory):
     return path
 
 
+def ctrl_c_deliverable() -> None:
+    """In the child before exec: SIGINT back to its default action. A suite started in the
+    background (`cmd &` in a script, nohup) runs with SIGINT ignored, children inherit that and
+    Python then keeps it ignored, as it should for a background job; here the signal must arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signals", [1, 2])
 def test_sigint_exits_130_with_one_line_and_keeps_finished_outputs(cache, long_file, tmp_path, signals):
     out = tmp_path / "out"
     env = dict(os.environ, ASR_CACHE_DIR=str(cache))
     proc = subprocess.Popen([sys.executable, "-m", "asr", "transcribe", str(DATA / "goforward.flac"), str(long_file),
                              "-o", str(out), "-f", "json", "--batch-size", "1", "--quiet"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=ctrl_c_deliverable)
     finished = out / "goforward.json"
     deadline = time.monotonic() + WAIT_S
     while not finished.exists() and proc.poll() is None and time.monotonic() < deadline:
