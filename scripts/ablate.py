@@ -80,7 +80,8 @@ def jobs(rows: list[str], main_seeds: int, other_seeds: int) -> list[tuple[str, 
     return [(row, seed) for seed in range(max(wanted.values(), default=0)) for row in rows if seed < wanted[row]]
 
 
-KEPT_FILES = ("metrics.jsonl", "config.yaml", "training.png")
+KEPT_FILES = ("metrics.jsonl", "config.yaml", "training.png", "diagnosis.json")
+DIAGNOSIS_UTTERANCES = 100  # of the first data set: CTC CER and the decoder's use of the audio
 
 
 def keep_run(result: dict, run_dir: Path, kept: Path) -> dict:
@@ -125,10 +126,29 @@ def train_and_score(row: str, seed: int, args) -> dict:
                            "--without-timestamps", "--batch-size", 16, "--quiet", "--resume",
                            "--output-dir", run_dir / "eval"), log)
     run_logged(asr_command("plot", run_dir), log)
+    diagnose(run_dir, args.data[0], log)
     result = summarise_run(row, seed, run_dir)
     result["wall_seconds_this_invocation"] = round(time.time() - started, 1)
     result_file.write_text(json.dumps(result, indent=1) + "\n")
     return keep_run(result, run_dir, kept) if kept is not None else result
+
+
+def diagnose(run_dir: Path, data: str, log: Path) -> None:
+    """What the WER hides while a short run is still above 100 %: the encoder read through the
+    CTC head (greedy CER) and how much the decoder uses the audio (its loss with each clip's own
+    audio against another clip's), from the last checkpoint (scripts/diagnose_checkpoint.py)."""
+    checkpoints = sorted((run_dir / "checkpoints").glob("step-*"))
+    if not checkpoints or not (checkpoints[-1] / "tensors.safetensors").exists():
+        return  # no CTC head to read (loss.ctc_weight 0): the table shows "-"
+    command = [sys.executable, str(REPO / "scripts/diagnose_checkpoint.py"), str(checkpoints[-1]), "--data", data,
+               "--limit", str(DIAGNOSIS_UTTERANCES)]
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"$ {' '.join(command)}\n")
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        f.write(result.stdout + result.stderr)
+    if result.returncode != 0:
+        raise SystemExit(f"ablate: diagnose_checkpoint.py {checkpoints[-1]} failed (exit {result.returncode}); see {log}")
+    (run_dir / "diagnosis.json").write_text(result.stdout.strip().splitlines()[-1] + "\n")
 
 
 def summarise_run(row: str, seed: int, run_dir: Path) -> dict:
@@ -142,6 +162,8 @@ def summarise_run(row: str, seed: int, run_dir: Path) -> dict:
     with safe_open(str(run_dir / "final" / "model.safetensors"), framework="pt") as f:
         parameters = sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
     tail = [m["loss"] for m in steps[-50:]]
+    diagnosis = run_dir / "diagnosis.json"
+    diagnosis = json.loads(diagnosis.read_text()) if diagnosis.exists() else {}
     return {
         "row": row, "seed": seed, "run_dir": str(run_dir), "steps": steps[-1]["step"] if steps else 0,
         "parameters": parameters,
@@ -150,6 +172,9 @@ def summarise_run(row: str, seed: int, run_dir: Path) -> dict:
         "final_train_loss": sum(tail) / len(tail) if tail else None,
         "last_dev_loss": validations[-1].get("dev_loss") if validations else None,
         "rotary_base_final": steps[-1].get("rotary_base") if steps else None,
+        "ctc_cer": diagnosis.get("ctc_cer"),
+        "decoder_loss_own_audio": diagnosis.get("dev_loss_own_audio"),
+        "decoder_loss_swapped_audio": diagnosis.get("dev_loss_swapped_audio"),
         "datasets": {d["name"]: {"wer": d["wer"], "wer_ci95": d["wer_ci95"], "cer": d["cer"],
                                  "utterances": d["utterances"]} for d in summary["datasets"]},
     }
@@ -179,6 +204,11 @@ def paired_against_reference(results: list[dict]) -> dict:
         out[(r["row"], r["seed"])] = {"p_better": row_better, "p_worse": vanilla_better,
                                       "p_better_cer": by_cer.b_better, "p_worse_cer": by_cer.a_better}
     return out
+
+
+def mean_present(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
 
 
 def mean_rate(result: dict, metric: str = "wer") -> float:
@@ -212,6 +242,10 @@ def table(results: list[dict], rows: list[str]) -> dict:
                 "step_seconds": statistics.mean(r["median_step_seconds"] for r in runs if r["median_step_seconds"]),
                 "dev_loss": statistics.mean(r["last_dev_loss"] for r in runs if r["last_dev_loss"] is not None)
                 if any(r["last_dev_loss"] is not None for r in runs) else None,
+                "ctc_cer": mean_present(r.get("ctc_cer") for r in runs),
+                "ctc_cer_by_seed": [r.get("ctc_cer") for r in runs],
+                "audio_use": mean_present(r["decoder_loss_swapped_audio"] - r["decoder_loss_own_audio"]
+                                          for r in runs if r.get("decoder_loss_own_audio") is not None),
                 "paired": [paired.get((row, r["seed"])) for r in runs if (row, r["seed"]) in paired]}
         line["verdict"] = "; ".join(f"{metric.upper()}: {verdict(line, summary, metric)}" for metric in ("wer", "cer"))
         summary["rows"].append(line)
@@ -241,7 +275,7 @@ def markdown(summary: dict, args) -> str:
     datasets = summary["datasets"]
     head = ["row", "seeds", *[f"{d} WER % (per seed)" for d in datasets], "mean WER %",
             *[f"{d} CER %" for d in datasets], "P(better than vanilla) per seed, by WER", "by CER",
-            "dev loss", "params (M)", "step (s)", "verdict"]
+            "dev loss", "CTC CER % (per seed)", "audio use (nats)", "params (M)", "step (s)", "verdict"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for line in summary["rows"]:
         cells = [f"{line['row']} ({line['what']})", str(line["seeds"])]
@@ -253,6 +287,9 @@ def markdown(summary: dict, args) -> str:
         cells.append(", ".join(f"{p['p_better']:.2f}" for p in line["paired"]) or "-")
         cells.append(", ".join(f"{p['p_better_cer']:.2f}" for p in line["paired"]) or "-")
         cells.append(f"{line['dev_loss']:.3f}" if line["dev_loss"] is not None else "-")
+        ctc = ", ".join("-" if c is None else f"{100 * c:.1f}" for c in line["ctc_cer_by_seed"])
+        cells.append(f"{100 * line['ctc_cer']:.1f} ({ctc})" if line["ctc_cer"] is not None else "-")
+        cells.append(f"{line['audio_use']:.2f}" if line["audio_use"] is not None else "-")
         cells.append(f"{line['parameters'] / 1e6:.2f}")
         cells.append(f"{line['step_seconds']:.2f}")
         cells.append(line["verdict"])
@@ -265,7 +302,9 @@ def markdown(summary: dict, args) -> str:
             "change exceeds that spread.",
             f"CPU: {cpu_description()}.",
             f"Config: `{args.config}`; first {args.limit} utterances of each data set; greedy, whisper-english "
-            "normaliser. P(better): the paired bootstrap (`asr compare`'s, over word errors; the same over "
+            "normaliser. CTC CER: the encoder read through the CTC head, greedy, on the first "
+            f"{DIAGNOSIS_UTTERANCES} utterances of the first data set; audio use: the decoder's loss with another "
+            "clip's audio minus with its own (0: it ignores the audio). P(better): the paired bootstrap (`asr compare`'s, over word errors; the same over "
             "character errors) against vanilla of the same seed, data sets pooled."]
     return "\n".join(out) + "\n"
 

@@ -59,12 +59,18 @@ def test_ablation_runs_every_row_pairs_with_vanilla_and_resumes(tmp_path):
     # the seeds differ (different init and order), every run scored on the same 3 utterances
     assert by_name["vanilla-seed0"]["final_train_loss"] != by_name["vanilla-seed1"]["final_train_loss"]
     assert all([d["utterances"] for d in r["datasets"].values()] == [3] for r in runs)
+    # every run is also read through its CTC head, from its last checkpoint
+    for name, r in by_name.items():
+        diagnosis = json.loads((out / "runs" / name / "diagnosis.json").read_text())
+        assert diagnosis["checkpoint"].endswith("step-00000006") and diagnosis["utterances"] == 3
+        assert r["ctc_cer"] == diagnosis["ctc_cer"] and r["ctc_cer"] >= 0.0
+        assert r["decoder_loss_own_audio"] > 0.0 and r["decoder_loss_swapped_audio"] > 0.0
     table = json.loads((out / "ablation.json").read_text())["summary"]["rows"]
     rotary_row = next(line for line in table if line["row"] == "rotary+dynamic_base")
     assert len(rotary_row["paired"]) == 1
     assert all(0.0 <= rotary_row["paired"][0][k] <= 1.0 for k in ("p_better", "p_worse", "p_better_cer", "p_worse_cer"))
     assert (out / "ablation.png").stat().st_size > 0 and (out / "ablation_curves.png").stat().st_size > 0
-    assert "| vanilla" in (out / "ablation.md").read_text()
+    assert "| vanilla" in (out / "ablation.md").read_text() and "CTC CER" in (out / "ablation.md").read_text()
 
     # again: nothing is retrained
     logs = {p.name: p.read_text() for p in (out / "runs").glob("*.log")}

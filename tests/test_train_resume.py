@@ -176,6 +176,37 @@ def test_sigkill_at_random_moment_and_during_checkpoint_write_resumes_exactly(to
     assert "step-00000014" in kept
 
 
+KILL_AFTER_SAVE = """
+import os, signal, sys
+import asr.train.checkpoints as checkpoints
+original = checkpoints.Checkpoints.save
+calls = []
+def save_then_die(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    calls.append(1)
+    if len(calls) == 2:  # the second checkpoint whole, then nothing more of that step
+        os.kill(os.getpid(), signal.SIGKILL)
+checkpoints.Checkpoints.save = save_then_die
+from asr.cli.train import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigkill_right_after_a_checkpoint_and_a_torn_metrics_line_resume_exactly(toy):
+    """The two moments a random kill rarely hits: just after a checkpoint is complete (its step's
+    metrics row must already be in metrics.jsonl) and in the middle of appending a row."""
+    root, config, reference = toy
+    run_dir = root / "killed-after-save"
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_SAVE, "train", str(config), "--run-dir", str(run_dir)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "loss": 0.12')  # torn: the process died in the middle of the append
+    run(train_command("--resume", run_dir))
+    assert_same_losses(reference, losses(run_dir))
+
+
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(toy):
     root, config, reference = toy
     run_dir = root / "corrupt"

@@ -146,6 +146,15 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     return torch.optim.AdamW(groups, **kwargs)
 
 
+def row_step(line: str) -> float:
+    """The step of one metrics.jsonl line; infinite for a blank or torn one (a kill in the middle
+    of an append), so that truncation drops it."""
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return math.inf
+
+
 class MetricsLog:
     """metrics.jsonl: one JSON object per optimiser step (validation steps add dev_*). A resumed
     run first cuts the rows after its checkpoint, which it is about to recompute."""
@@ -157,8 +166,7 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         if not self.enabled or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        kept = [line for line in self.path.read_text().splitlines() if row_step(line) <= step]
         write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, row: dict) -> None:
@@ -381,10 +389,12 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         new_best = validation is not None and (progress.best_wer is None or validation["dev_wer"] < progress.best_wer)
         if new_best:
             progress.best_wer = validation["dev_wer"]
+        # the row goes first: a kill between the two then resumes from the previous checkpoint,
+        # which cuts the row; the other way round, a resume from this checkpoint lacked it
+        metrics.write(row)
         # the best by dev WER always gets a checkpoint (rank 0 alone validates: tell the others)
         if dist.any_flag(new_best, ctx) or step % config.checkpoint.every_steps == 0 or final:
             save(run, validation, new_best, write_checkpoint_files)
-        metrics.write(row)
         bar.update(1)
         bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{lr:.2e}", base=f"{row['rotary_base'] or 0:.0f}",
                         audio_s_per_s=f"{row['audio_s_per_s'] or 0:.0f}")
