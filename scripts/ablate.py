@@ -254,7 +254,8 @@ def table(results: list[dict], rows: list[str]) -> dict:
 
 def verdict(line: dict, summary: dict, metric: str) -> str:
     """helps / hurts only when every seed's paired test is confident and the mean change is
-    larger than the seed-to-seed spread of the main rows; otherwise no clear effect."""
+    larger than the seed-to-seed spread of the main rows; otherwise no clear effect; undecided
+    while that spread is unmeasured (one seed of vanilla and all)."""
     reference, spread = summary[f"reference_mean_{metric}"], summary[f"seed_spread_mean_{metric}"]
     if line["row"] == REFERENCE or reference is None:
         return "reference"
@@ -263,7 +264,9 @@ def verdict(line: dict, summary: dict, metric: str) -> str:
     paired = line["paired"]
     better = paired and all(p["p_better" + suffix] >= CONFIDENT for p in paired)
     worse = paired and all(p["p_worse" + suffix] >= CONFIDENT for p in paired)
-    beyond_spread = spread is not None and abs(change) > spread
+    if spread is None:  # one seed of the main rows so far: nothing to weigh the change against
+        return f"undecided: seed spread not yet measured ({100 * change:+.2f} points)"
+    beyond_spread = abs(change) > spread
     if better and beyond_spread:
         return f"helps ({100 * change:+.2f} points)"
     if worse and beyond_spread:
