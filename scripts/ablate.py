@@ -65,13 +65,16 @@ def asr_command(*args) -> list[str]:
     return [sys.executable, "-m", "asr", *map(str, args)]
 
 
-def run_logged(command: list[str], log: Path) -> None:
+def run_logged(command: list[str], log: Path) -> str:
+    """Run a command with its output appended to `log`; returns its standard output."""
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ {' '.join(command)}\n")
         f.flush()
-        result = subprocess.run(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, stderr=f, text=True)
+        f.write(result.stdout)
     if result.returncode != 0:
         raise SystemExit(f"ablate: {' '.join(command[2:5])} ... failed (exit {result.returncode}); see {log}")
+    return result.stdout
 
 
 def jobs(rows: list[str], main_seeds: int, other_seeds: int) -> list[tuple[str, int]]:
@@ -142,13 +145,8 @@ def diagnose(run_dir: Path, data: str, log: Path) -> None:
         return  # no CTC head to read (loss.ctc_weight 0): the table shows "-"
     command = [sys.executable, str(REPO / "scripts/diagnose_checkpoint.py"), str(checkpoints[-1]), "--data", data,
                "--limit", str(DIAGNOSIS_UTTERANCES)]
-    with open(log, "a", encoding="utf-8") as f:
-        f.write(f"$ {' '.join(command)}\n")
-        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-        f.write(result.stdout + result.stderr)
-    if result.returncode != 0:
-        raise SystemExit(f"ablate: diagnose_checkpoint.py {checkpoints[-1]} failed (exit {result.returncode}); see {log}")
-    (run_dir / "diagnosis.json").write_text(result.stdout.strip().splitlines()[-1] + "\n")
+    last_line = run_logged(command, log).strip().splitlines()[-1]  # the script's JSON figures
+    (run_dir / "diagnosis.json").write_text(last_line + "\n")
 
 
 def summarise_run(row: str, seed: int, run_dir: Path) -> dict:
@@ -240,8 +238,7 @@ def table(results: list[dict], rows: list[str]) -> dict:
                 "mean_cer": statistics.mean(mean_rate(r, "cer") for r in runs),
                 "parameters": runs[0]["parameters"],
                 "step_seconds": statistics.mean(r["median_step_seconds"] for r in runs if r["median_step_seconds"]),
-                "dev_loss": statistics.mean(r["last_dev_loss"] for r in runs if r["last_dev_loss"] is not None)
-                if any(r["last_dev_loss"] is not None for r in runs) else None,
+                "dev_loss": mean_present(r["last_dev_loss"] for r in runs),
                 "ctc_cer": mean_present(r.get("ctc_cer") for r in runs),
                 "ctc_cer_by_seed": [r.get("ctc_cer") for r in runs],
                 "audio_use": mean_present(r["decoder_loss_swapped_audio"] - r["decoder_loss_own_audio"]
