@@ -171,11 +171,41 @@ def summarise_run(row: str, seed: int, run_dir: Path) -> dict:
         "last_dev_loss": validations[-1].get("dev_loss") if validations else None,
         "rotary_base_final": steps[-1].get("rotary_base") if steps else None,
         "ctc_cer": diagnosis.get("ctc_cer"),
+        "cpu": run_cpu(run_dir),
         "decoder_loss_own_audio": diagnosis.get("dev_loss_own_audio"),
         "decoder_loss_swapped_audio": diagnosis.get("dev_loss_swapped_audio"),
         "datasets": {d["name"]: {"wer": d["wer"], "wer_ci95": d["wer_ci95"], "cer": d["cer"],
                                  "utterances": d["utterances"]} for d in summary["datasets"]},
     }
+
+
+def run_cpu(run_dir: Path) -> str:
+    """The CPU a run was trained and scored on, as its evaluation recorded it (model name and
+    torch's kernel level, e.g. "AMD EPYC, AVX512"): the table is built over several sessions,
+    whose CPUs differ, and step times only compare on one CPU."""
+    settings = Path(run_dir) / "eval" / "settings.json"
+    environment = json.loads(settings.read_text()).get("environment", {}) if settings.exists() else {}
+    return ", ".join(str(environment[k]) for k in ("cpu", "cpu_capability") if environment.get(k)) or "unknown"
+
+
+def result_cpu(result: dict) -> str:
+    """result["cpu"], or for runs kept before it was recorded, read from the kept evaluation."""
+    return result.get("cpu") or run_cpu(Path(result["run_dir"]))
+
+
+def step_ratios(results: list[dict]) -> dict:
+    """(row, seed) -> the run's median step time over the mean of vanilla's on the same CPU
+    (None where no vanilla run shares its CPU)."""
+    vanilla: dict[str, list[float]] = {}
+    for r in results:
+        if r["row"] == REFERENCE and r["median_step_seconds"]:
+            vanilla.setdefault(result_cpu(r), []).append(r["median_step_seconds"])
+    out = {}
+    for r in results:
+        same_cpu = vanilla.get(result_cpu(r))
+        out[(r["row"], r["seed"])] = (r["median_step_seconds"] / statistics.mean(same_cpu)
+                                      if same_cpu and r["median_step_seconds"] else None)
+    return out
 
 
 def paired_against_reference(results: list[dict]) -> dict:
@@ -217,6 +247,7 @@ def mean_rate(result: dict, metric: str = "wer") -> float:
 
 def table(results: list[dict], rows: list[str]) -> dict:
     paired = paired_against_reference(results)
+    ratios = step_ratios(results)
     datasets = list(results[0]["datasets"]) if results else []
     by_row = {row: [r for r in results if r["row"] == row] for row in rows}
     summary = {"datasets": datasets, "rows": []}
@@ -226,6 +257,11 @@ def table(results: list[dict], rows: list[str]) -> dict:
         summary[f"seed_spread_mean_{metric}"] = max(spreads) if spreads else None
         summary[f"reference_mean_{metric}"] = (statistics.mean(mean_rate(r, metric) for r in by_row[REFERENCE])
                                                if by_row.get(REFERENCE) else None)
+    ctc_spreads = [max(values) - min(values) for row, runs in by_row.items() if row in MAIN_ROWS
+                   for values in [[r["ctc_cer"] for r in runs if r.get("ctc_cer") is not None]] if len(values) > 1]
+    summary["seed_spread_ctc_cer"] = max(ctc_spreads) if ctc_spreads else None
+    summary["reference_ctc_cer"] = mean_present(r.get("ctc_cer") for r in by_row.get(REFERENCE, []))
+    summary["cpus"] = sorted({result_cpu(r) for r in results})
     for row in rows:
         runs = by_row[row]
         if not runs:
@@ -238,13 +274,16 @@ def table(results: list[dict], rows: list[str]) -> dict:
                 "mean_cer": statistics.mean(mean_rate(r, "cer") for r in runs),
                 "parameters": runs[0]["parameters"],
                 "step_seconds": statistics.mean(r["median_step_seconds"] for r in runs if r["median_step_seconds"]),
+                "step_vs_vanilla": mean_present(ratios[(row, r["seed"])] for r in runs),
+                "cpu_by_seed": {r["seed"]: result_cpu(r) for r in runs},
                 "dev_loss": mean_present(r["last_dev_loss"] for r in runs),
                 "ctc_cer": mean_present(r.get("ctc_cer") for r in runs),
                 "ctc_cer_by_seed": [r.get("ctc_cer") for r in runs],
                 "audio_use": mean_present(r["decoder_loss_swapped_audio"] - r["decoder_loss_own_audio"]
                                           for r in runs if r.get("decoder_loss_own_audio") is not None),
                 "paired": [paired.get((row, r["seed"])) for r in runs if (row, r["seed"]) in paired]}
-        line["verdict"] = "; ".join(f"{metric.upper()}: {verdict(line, summary, metric)}" for metric in ("wer", "cer"))
+        line["verdict"] = "; ".join([*(f"{metric.upper()}: {verdict(line, summary, metric)}" for metric in ("wer", "cer")),
+                                     f"CTC CER: {ctc_verdict(line, summary)}"])
         summary["rows"].append(line)
     return summary
 
@@ -271,11 +310,30 @@ def verdict(line: dict, summary: dict, metric: str) -> str:
     return f"no clear effect ({100 * change:+.2f} points)"
 
 
+def ctc_verdict(line: dict, summary: dict) -> str:
+    """The encoder alone, read through its CTC head (one figure per run, no paired test): helps /
+    hurts when every seed of the row lies on the same side of vanilla's mean and the mean change
+    exceeds the largest seed-to-seed spread of the main rows' CTC CER."""
+    reference, spread = summary["reference_ctc_cer"], summary["seed_spread_ctc_cer"]
+    seeds = [c for c in line["ctc_cer_by_seed"] if c is not None]
+    if line["row"] == REFERENCE or reference is None or not seeds:
+        return "reference" if line["row"] == REFERENCE else "-"
+    change = statistics.mean(seeds) - reference
+    if spread is None:
+        return f"undecided: seed spread not yet measured ({100 * change:+.1f} points)"
+    if abs(change) > spread and all(c < reference for c in seeds):
+        return f"helps ({100 * change:+.1f} points)"
+    if abs(change) > spread and all(c > reference for c in seeds):
+        return f"hurts ({100 * change:+.1f} points)"
+    return f"no clear effect ({100 * change:+.1f} points)"
+
+
 def markdown(summary: dict, args) -> str:
     datasets = summary["datasets"]
     head = ["row", "seeds", *[f"{d} WER % (per seed)" for d in datasets], "mean WER %",
             *[f"{d} CER %" for d in datasets], "P(better than vanilla) per seed, by WER", "by CER",
-            "dev loss", "CTC CER % (per seed)", "audio use (nats)", "params (M)", "step (s)", "verdict"]
+            "dev loss", "CTC CER % (per seed)", "audio use (nats)", "params (M)", "step (s)",
+            "step / vanilla's (same CPU)", "verdict"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for line in summary["rows"]:
         cells = [f"{line['row']} ({line['what']})", str(line["seeds"])]
@@ -292,15 +350,26 @@ def markdown(summary: dict, args) -> str:
         cells.append(f"{line['audio_use']:.2f}" if line["audio_use"] is not None else "-")
         cells.append(f"{line['parameters'] / 1e6:.2f}")
         cells.append(f"{line['step_seconds']:.2f}")
+        cells.append(f"{line['step_vs_vanilla']:.2f}" if line["step_vs_vanilla"] is not None else "-")
         cells.append(line["verdict"])
         out.append("| " + " | ".join(cells) + " |")
     spreads = [summary[f"seed_spread_mean_{m}"] for m in ("wer", "cer")]
+    ctc_spread = summary["seed_spread_ctc_cer"]
+    cpus = {cpu: [f"{line['row']}-seed{seed}" for line in summary["rows"]
+                  for seed, run_cpu_name in line["cpu_by_seed"].items() if run_cpu_name == cpu]
+            for cpu in summary["cpus"]}
     out += ["", f"Seed-to-seed spread (largest max-min over the seeds of {', '.join(MAIN_ROWS)} of the mean "
             "WER / CER): " + (f"{100 * spreads[0]:.2f} / {100 * spreads[1]:.2f} points." if spreads[0] is not None
                               else "not measured (one seed)."),
-            "A verdict says helps or hurts only when every seed's paired test is >= 95% sure and the mean "
-            "change exceeds that spread.",
-            f"CPU: {cpu_description()}.",
+            "Seed-to-seed spread of the CTC CER (the same over the main rows): "
+            + (f"{100 * ctc_spread:.1f} points." if ctc_spread is not None else "not measured (one seed)."),
+            "A WER or CER verdict says helps or hurts only when every seed's paired test is >= 95% sure and the "
+            "mean change exceeds that spread; a CTC CER verdict when every seed lies on the same side of "
+            "vanilla's mean and the mean change exceeds the CTC spread.",
+            "CPUs the runs were trained and scored on (float32 everywhere; step times compare only on one "
+            "CPU, hence the column relative to vanilla on the same CPU): "
+            + "; ".join(f"{cpu}: {len(names)} runs ({', '.join(names)})" for cpu, names in cpus.items()) + ".",
+            f"Table built on: {cpu_description()}.",
             f"Config: `{args.config}`; first {args.limit} utterances of each data set; greedy, whisper-english "
             "normaliser. CTC CER: the encoder read through the CTC head, greedy, on the first "
             f"{DIAGNOSIS_UTTERANCES} utterances of the first data set; audio use: the decoder's loss with another "

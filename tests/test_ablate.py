@@ -125,3 +125,36 @@ def test_verdict_needs_every_seed_confident_and_a_change_beyond_the_seed_spread(
     assert ablate.verdict(line(0.45, 0.99), {**summary, "seed_spread_mean_wer": None}, "wer").startswith("undecided")
     jobs = ablate.jobs(["vanilla", "rotary", "all"], main_seeds=3, other_seeds=2)
     assert jobs[:3] == [("vanilla", 0), ("rotary", 0), ("all", 0)] and len(jobs) == 8
+
+
+def test_ctc_verdict_weighs_every_seed_against_vanilla_and_the_spread():
+    ablate = load_ablate()
+    summary = {"reference_ctc_cer": 0.50, "seed_spread_ctc_cer": 0.10}
+
+    def line(*ctc_cer):
+        return {"row": "rotary", "ctc_cer_by_seed": list(ctc_cer)}
+
+    assert ablate.ctc_verdict(line(0.25, 0.30), summary).startswith("helps (-22.5")
+    assert ablate.ctc_verdict(line(0.20, 0.55), summary).startswith("no clear effect")  # one seed above vanilla
+    assert ablate.ctc_verdict(line(0.45, 0.44), summary).startswith("no clear effect")  # within the spread
+    assert ablate.ctc_verdict(line(0.80, 0.70), summary).startswith("hurts (+25.0")
+    assert ablate.ctc_verdict(line(0.25), {**summary, "seed_spread_ctc_cer": None}).startswith("undecided")
+    assert ablate.ctc_verdict({**line(0.5), "row": "vanilla"}, summary) == "reference"
+
+
+def test_step_time_is_compared_with_vanilla_on_the_same_cpu(tmp_path):
+    ablate = load_ablate()
+
+    def run(row, seed, step, cpu):
+        return {"row": row, "seed": seed, "median_step_seconds": step, "cpu": cpu, "run_dir": str(tmp_path)}
+
+    results = [run("vanilla", 0, 0.50, "fast"), run("vanilla", 1, 0.70, "fast"), run("vanilla", 2, 1.0, "slow"),
+               run("rotary", 0, 0.66, "fast"), run("rotary", 1, 1.2, "slow"), run("hybrid", 0, 0.9, "other")]
+    ratios = ablate.step_ratios(results)
+    assert abs(ratios[("rotary", 0)] - 0.66 / 0.60) < 1e-12  # mean of the two vanilla runs on "fast"
+    assert abs(ratios[("rotary", 1)] - 1.2) < 1e-12
+    assert ratios[("hybrid", 0)] is None  # no vanilla run on its CPU
+    # a kept run without a recorded CPU reads it from its evaluation's settings
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "settings.json").write_text(json.dumps({"environment": {"cpu": "AMD EPYC", "cpu_capability": "AVX2"}}))
+    assert ablate.result_cpu({"run_dir": str(tmp_path)}) == "AMD EPYC, AVX2"
