@@ -1,6 +1,8 @@
 """The seed-component ablation: every row trained from scratch at equal compute (same recipe,
 data, steps and seeds), then scored with `asr evaluate` on the same utterances and compared
-with the vanilla row of the same seed by `asr compare`'s paired bootstrap.
+with the vanilla row of the same seed by `asr compare`'s paired bootstrap (and also: dynamic
+base adjustment with the same rotary run at a fixed base, all components with rotary and dynamic
+base alone).
 
     .venv/bin/python scripts/ablate.py --out out/ablation            # the whole table (resumable)
     .venv/bin/python scripts/ablate.py --out out/ablation --rows vanilla rotary --seeds 1
@@ -58,6 +60,10 @@ ROWS = {
 }
 MAIN_ROWS = ("vanilla", "all")  # the rows with the most seeds: they set the seed-to-seed spread
 REFERENCE = "vanilla"
+# rows also paired with another row of the same seed: dynamic base adjustment against the same
+# rotary run with a fixed base (one switch apart), and all components against rotary with dynamic
+# base alone (what relative bias, learned sinusoidal, hybrid and dynconv add on top of it)
+ALSO_AGAINST = {"rotary+dynamic_base": "rotary", "all": "rotary+dynamic_base"}
 CONFIDENT = 0.95  # paired-bootstrap probability for "better" / "worse" on a seed
 
 
@@ -208,28 +214,28 @@ def step_ratios(results: list[dict]) -> dict:
     return out
 
 
-def paired_against_reference(results: list[dict]) -> dict:
-    """(row, seed) -> P(row better than vanilla of the same seed), data sets pooled: by WER
-    (`asr compare`'s paired bootstrap) and by CER (the same bootstrap over character errors,
-    which separates short runs whose WER is still near 100%)."""
+def paired_against(results: list[dict], reference_row: str = REFERENCE, rows=None) -> dict:
+    """(row, seed) -> P(row better than `reference_row` of the same seed), data sets pooled: by
+    WER (`asr compare`'s paired bootstrap) and by CER (the same bootstrap over character errors,
+    which separates short runs whose WER is still near 100%). `rows`: the rows to pair (all)."""
     from asr.evaluate.compare import compare
     from asr.evaluate.metrics import char_counts
     from asr.evaluate.stats import paired_bootstrap
 
-    reference = {r["seed"]: r for r in results if r["row"] == REFERENCE}
+    reference = {r["seed"]: r for r in results if r["row"] == reference_row}
     out = {}
     for r in results:
-        if r["row"] == REFERENCE or r["seed"] not in reference:
+        if r["row"] == reference_row or r["seed"] not in reference or (rows is not None and r["row"] not in rows):
             continue
         paths = [Path(reference[r["seed"]]["run_dir"]) / "eval", Path(r["run_dir"]) / "eval"]
         comparison = compare(paths)
         pooled = [p for p in comparison.pairs if p[2] == "all"] or comparison.pairs
-        _, _, _, vanilla_better, row_better = pooled[-1]
+        _, _, _, reference_better, row_better = pooled[-1]
         chars = [[char_counts(run.rows[k]["text_normalized"], run.rows[k]["pred_text_normalized"] or "")
                   for k in comparison.keys] for run in comparison.runs]  # the runs compare() read
         by_cer = paired_bootstrap([c.errors for c in chars[0]], [c.errors for c in chars[1]],
                                   [c.reference_length for c in chars[0]])
-        out[(r["row"], r["seed"])] = {"p_better": row_better, "p_worse": vanilla_better,
+        out[(r["row"], r["seed"])] = {"p_better": row_better, "p_worse": reference_better,
                                       "p_better_cer": by_cer.b_better, "p_worse_cer": by_cer.a_better}
     return out
 
@@ -246,7 +252,7 @@ def mean_rate(result: dict, metric: str = "wer") -> float:
 
 
 def table(results: list[dict], rows: list[str]) -> dict:
-    paired = paired_against_reference(results)
+    paired = paired_against(results)
     ratios = step_ratios(results)
     datasets = list(results[0]["datasets"]) if results else []
     by_row = {row: [r for r in results if r["row"] == row] for row in rows}
@@ -285,7 +291,38 @@ def table(results: list[dict], rows: list[str]) -> dict:
         line["verdict"] = "; ".join([*(f"{metric.upper()}: {verdict(line, summary, metric)}" for metric in ("wer", "cer")),
                                      f"CTC CER: {ctc_verdict(line, summary)}"])
         summary["rows"].append(line)
+    summary["against"] = [against_other_row(summary, results, row, other)
+                           for row, other in ALSO_AGAINST.items() if row in rows and other in rows
+                           and by_row[row] and by_row[other]]
+    summary["per_run"] = [run_line(r, paired.get((r["row"], r["seed"])), ratios[(r["row"], r["seed"])]) for r in results]
     return summary
+
+
+def against_other_row(summary: dict, results: list[dict], row: str, other: str) -> dict:
+    """`row` weighed against `other` (not vanilla) with the same rule and the same seed spread:
+    the paired test per seed against `other` of that seed, the change of the means."""
+    lines = {line["row"]: line for line in summary["rows"]}
+    paired = paired_against(results, other, rows=[row])
+    seeds = [r["seed"] for r in results if r["row"] == row]
+    line = {**lines[row], "paired": [paired[(row, s)] for s in seeds if (row, s) in paired]}
+    versus = {**summary, "reference_mean_wer": lines[other]["mean_wer"], "reference_mean_cer": lines[other]["mean_cer"],
+              "reference_ctc_cer": lines[other]["ctc_cer"]}
+    return {"row": row, "against": other, "paired": line["paired"],
+            "change": {m: line[m] - lines[other][m] if line[m] is not None and lines[other][m] is not None else None
+                       for m in ("mean_wer", "mean_cer", "ctc_cer", "dev_loss")},
+            "verdict": "; ".join([*(f"{metric.upper()}: {verdict(line, versus, metric)}" for metric in ("wer", "cer")),
+                                  f"CTC CER: {ctc_verdict(line, versus)}"])}
+
+
+def run_line(result: dict, paired: dict | None, step_ratio: float | None) -> dict:
+    """One run of the table, with the bootstrap interval of each data set's WER."""
+    return {"run": f"{result['row']}-seed{result['seed']}", "cpu": result_cpu(result),
+            "train_seconds": result.get("train_seconds"), "step_seconds": result["median_step_seconds"],
+            "step_vs_vanilla": step_ratio,
+            "datasets": {d: {"wer": v["wer"], "wer_ci95": v["wer_ci95"], "cer": v["cer"]}
+                         for d, v in result["datasets"].items()},
+            "ctc_cer": result.get("ctc_cer"), "rotary_base_final": result.get("rotary_base_final"),
+            "paired": paired}
 
 
 def verdict(line: dict, summary: dict, metric: str) -> str:
@@ -375,6 +412,41 @@ def markdown(summary: dict, args) -> str:
             f"{DIAGNOSIS_UTTERANCES} utterances of the first data set; audio use: the decoder's loss with another "
             "clip's audio minus with its own (0: it ignores the audio). P(better): the paired bootstrap (`asr compare`'s, over word errors; the same over "
             "character errors) against vanilla of the same seed, data sets pooled."]
+    for line in summary.get("against", []):
+        change = line["change"]
+        out += ["", f"**{line['row']} against {line['against']}** (paired per seed; the same rule and spreads): "
+                "mean WER " + points(change["mean_wer"]) + ", mean CER " + points(change["mean_cer"])
+                + ", CTC CER " + points(change["ctc_cer"]) + ", dev loss "
+                + ("-" if change["dev_loss"] is None else f"{change['dev_loss']:+.3f}") + "; P(better) per seed by WER "
+                + (", ".join(f"{p['p_better']:.2f}" for p in line["paired"]) or "-") + ", by CER "
+                + (", ".join(f"{p['p_better_cer']:.2f}" for p in line["paired"]) or "-") + f". Verdict: {line['verdict']}."]
+    return "\n".join(out) + "\n" + runs_markdown(summary)
+
+
+def points(change: float | None) -> str:
+    return "-" if change is None else f"{100 * change:+.2f} points"
+
+
+def runs_markdown(summary: dict) -> str:
+    """Every run on its own line: WER with its 95 % bootstrap interval per data set, the paired
+    test against vanilla of its seed, its CPU and time."""
+    datasets = summary["datasets"]
+    head = ["run", *[f"{d} WER % [95 % CI]" for d in datasets], "CTC CER %", "P(better than vanilla), WER / CER",
+            "rotary base at end", "CPU", "training (s)", "step (s)", "step / vanilla's"]
+    out = ["", "Every run:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in summary.get("per_run", []):
+        cells = [run["run"]]
+        for d in datasets:
+            v = run["datasets"][d]
+            cells.append(f"{100 * v['wer']:.1f} [{100 * v['wer_ci95'][0]:.1f}, {100 * v['wer_ci95'][1]:.1f}]")
+        cells.append("-" if run["ctc_cer"] is None else f"{100 * run['ctc_cer']:.1f}")
+        paired = run["paired"]
+        cells.append("-" if paired is None else f"{paired['p_better']:.2f} / {paired['p_better_cer']:.2f}")
+        cells.append("-" if run["rotary_base_final"] is None else f"{run['rotary_base_final']:.0f}")
+        cells += [run["cpu"], "-" if run["train_seconds"] is None else f"{run['train_seconds']:.0f}",
+                  "-" if run["step_seconds"] is None else f"{run['step_seconds']:.2f}",
+                  "-" if run["step_vs_vanilla"] is None else f"{run['step_vs_vanilla']:.2f}"]
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -469,6 +541,8 @@ def main() -> int:
                                              "verdict": line["verdict"]} for line in summary["rows"]},
                       "seed_spread_mean_wer": summary["seed_spread_mean_wer"],
                       "seed_spread_mean_cer": summary["seed_spread_mean_cer"], "runs": len(results),
+                      "against": {f"{a['row']} vs {a['against']}": {"change_mean_wer": a["change"]["mean_wer"],
+                                                                   "verdict": a["verdict"]} for a in summary["against"]},
                       "cpu": cpu_description()}))
     return 0
 

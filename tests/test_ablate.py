@@ -71,6 +71,13 @@ def test_ablation_runs_every_row_pairs_with_vanilla_and_resumes(tmp_path):
     assert all(0.0 <= rotary_row["paired"][0][k] <= 1.0 for k in ("p_better", "p_worse", "p_better_cer", "p_worse_cer"))
     assert (out / "ablation.png").stat().st_size > 0 and (out / "ablation_curves.png").stat().st_size > 0
     assert "| vanilla" in (out / "ablation.md").read_text() and "CTC CER" in (out / "ablation.md").read_text()
+    # every run also on its own line, with the bootstrap interval of its WER per data set
+    per_run = json.loads((out / "ablation.json").read_text())["summary"]["per_run"]
+    assert sorted(r["run"] for r in per_run) == sorted(by_name)
+    for r in per_run:
+        d = r["datasets"][next(iter(r["datasets"]))]
+        assert d["wer_ci95"][0] <= d["wer"] <= d["wer_ci95"][1]
+    assert "| vanilla-seed1 |" in (out / "ablation.md").read_text()
 
     # again: nothing is retrained
     logs = {p.name: p.read_text() for p in (out / "runs").glob("*.log")}
@@ -158,3 +165,31 @@ def test_step_time_is_compared_with_vanilla_on_the_same_cpu(tmp_path):
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "settings.json").write_text(json.dumps({"environment": {"cpu": "AMD EPYC", "cpu_capability": "AVX2"}}))
     assert ablate.result_cpu({"run_dir": str(tmp_path)}) == "AMD EPYC, AVX2"
+
+
+def test_dynamic_base_is_also_weighed_against_the_fixed_base_run(monkeypatch):
+    ablate = load_ablate()
+    paired_calls = []
+
+    def fake_paired(results, reference_row="vanilla", rows=None):
+        paired_calls.append((reference_row, rows))
+        return {("rotary+dynamic_base", 0): {"p_better": 0.01, "p_worse": 0.99, "p_better_cer": 0.40, "p_worse_cer": 0.60},
+                ("rotary+dynamic_base", 1): {"p_better": 0.02, "p_worse": 0.98, "p_better_cer": 0.30, "p_worse_cer": 0.70}}
+
+    monkeypatch.setattr(ablate, "paired_against", fake_paired)
+
+    def line(row, wer, cer, ctc, loss):
+        return {"row": row, "mean_wer": wer, "mean_cer": cer, "ctc_cer": ctc, "dev_loss": loss,
+                "ctc_cer_by_seed": [ctc - 0.01, ctc + 0.01], "paired": []}
+
+    summary = {"reference_mean_wer": 1.10, "reference_mean_cer": 0.80, "reference_ctc_cer": 0.45,
+               "seed_spread_mean_wer": 0.03, "seed_spread_mean_cer": 0.03, "seed_spread_ctc_cer": 0.10,
+               "rows": [line("vanilla", 1.10, 0.80, 0.45, 2.0), line("rotary", 0.90, 0.60, 0.25, 0.9),
+                        line("rotary+dynamic_base", 0.95, 0.61, 0.26, 1.0)]}
+    results = [{"row": "rotary+dynamic_base", "seed": 0}, {"row": "rotary+dynamic_base", "seed": 1}]
+    against = ablate.against_other_row(summary, results, "rotary+dynamic_base", "rotary")
+    assert paired_calls == [("rotary", ["rotary+dynamic_base"])]  # paired with rotary, not vanilla
+    assert abs(against["change"]["mean_wer"] - 0.05) < 1e-12 and abs(against["change"]["dev_loss"] - 0.1) < 1e-12
+    # worse by WER on both seeds and by more than the spread; CER and CTC CER within it
+    assert "WER: hurts (+5.00" in against["verdict"]
+    assert "CER: no clear effect (+1.00" in against["verdict"] and "CTC CER: no clear effect (+1.0" in against["verdict"]
