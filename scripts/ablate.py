@@ -330,8 +330,10 @@ def verdict(line: dict, summary: dict, metric: str) -> str:
     larger than the seed-to-seed spread of the main rows; otherwise no clear effect; undecided
     while that spread is unmeasured (one seed of vanilla and all)."""
     reference, spread = summary[f"reference_mean_{metric}"], summary[f"seed_spread_mean_{metric}"]
-    if line["row"] == REFERENCE or reference is None:
+    if line["row"] == REFERENCE:
         return "reference"
+    if reference is None:
+        return "no reference row in this table"
     change = line[f"mean_{metric}"] - reference
     suffix = "" if metric == "wer" else "_cer"
     paired = line["paired"]
@@ -353,8 +355,12 @@ def ctc_verdict(line: dict, summary: dict) -> str:
     exceeds the largest seed-to-seed spread of the main rows' CTC CER."""
     reference, spread = summary["reference_ctc_cer"], summary["seed_spread_ctc_cer"]
     seeds = [c for c in line["ctc_cer_by_seed"] if c is not None]
-    if line["row"] == REFERENCE or reference is None or not seeds:
-        return "reference" if line["row"] == REFERENCE else "-"
+    if line["row"] == REFERENCE:
+        return "reference"
+    if reference is None:
+        return "no reference row in this table"
+    if not seeds:
+        return "-"
     change = statistics.mean(seeds) - reference
     if spread is None:
         return f"undecided: seed spread not yet measured ({100 * change:+.1f} points)"

@@ -129,6 +129,8 @@ def test_verdict_needs_every_seed_confident_and_a_change_beyond_the_seed_spread(
     assert ablate.verdict(line(0.49, 0.99, 0.99), summary, "wer").startswith("no clear effect")  # within spread
     assert ablate.verdict(line(0.56, 0.01, 0.02), summary, "wer").startswith("hurts (+6.00")
     assert ablate.verdict({**line(0.5), "row": "vanilla"}, summary, "wer") == "reference"
+    # a table without vanilla (e.g. only rotary against rotary+dynamic_base) says so, not "reference"
+    assert ablate.verdict(line(0.45, 0.99), {**summary, "reference_mean_wer": None}, "wer") == "no reference row in this table"
     assert ablate.verdict(line(0.45, 0.99), {**summary, "seed_spread_mean_wer": None}, "wer").startswith("undecided")
     jobs = ablate.jobs(["vanilla", "rotary", "all"], main_seeds=3, other_seeds=2)
     assert jobs[:3] == [("vanilla", 0), ("rotary", 0), ("all", 0)] and len(jobs) == 8
@@ -147,6 +149,7 @@ def test_ctc_verdict_weighs_every_seed_against_vanilla_and_the_spread():
     assert ablate.ctc_verdict(line(0.80, 0.70), summary).startswith("hurts (+25.0")
     assert ablate.ctc_verdict(line(0.25), {**summary, "seed_spread_ctc_cer": None}).startswith("undecided")
     assert ablate.ctc_verdict({**line(0.5), "row": "vanilla"}, summary) == "reference"
+    assert ablate.ctc_verdict(line(0.25), {**summary, "reference_ctc_cer": None}) == "no reference row in this table"
 
 
 def test_step_time_is_compared_with_vanilla_on_the_same_cpu(tmp_path):
