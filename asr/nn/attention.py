@@ -57,7 +57,10 @@ class AttentionInputs:
         The autograd mode is part of the key too: a tensor built without grad would cut the bias
         table off from the gradient, and an inference tensor cannot be saved for backward.
         """
-        key = (build, args, torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+        # torch.compile cannot trace is_inference_mode_enabled (a graph break in every layer), and
+        # a compiled forward never runs under inference mode, so it is read only in eager mode
+        inference = False if torch.compiler.is_compiling() else torch.is_inference_mode_enabled()
+        key = (build, args, torch.is_grad_enabled(), inference)
         if key not in self._memo:
             self._memo[key] = build(self, *args)
         return self._memo[key]

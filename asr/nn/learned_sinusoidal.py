@@ -51,7 +51,9 @@ class LearnedSinusoidalEmbeddings(nn.Module):
         dtype = positions.dtype
         if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
             raise TypeError(f"positions must be an integer tensor; got {dtype}")
-        if positions.numel() == 0:
+        if positions.numel() == 0 or torch.compiler.is_compiling():
+            # the range check reads values back (a graph break under torch.compile); compiled
+            # training feeds positions it built itself, from an arange bounded by the context
             return
         lowest, highest = torch.stack(torch.aminmax(positions)).tolist()  # one device sync
         if highest >= self.n_ctx:
