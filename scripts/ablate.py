@@ -288,8 +288,7 @@ def table(results: list[dict], rows: list[str]) -> dict:
                 "audio_use": mean_present(r["decoder_loss_swapped_audio"] - r["decoder_loss_own_audio"]
                                           for r in runs if r.get("decoder_loss_own_audio") is not None),
                 "paired": [paired.get((row, r["seed"])) for r in runs if (row, r["seed"]) in paired]}
-        line["verdict"] = "; ".join([*(f"{metric.upper()}: {verdict(line, summary, metric)}" for metric in ("wer", "cer")),
-                                     f"CTC CER: {ctc_verdict(line, summary)}"])
+        line["verdict"] = verdicts(line, summary)
         summary["rows"].append(line)
     summary["against"] = [against_other_row(summary, results, row, other)
                            for row, other in ALSO_AGAINST.items() if row in rows and other in rows
@@ -310,8 +309,7 @@ def against_other_row(summary: dict, results: list[dict], row: str, other: str) 
     return {"row": row, "against": other, "paired": line["paired"],
             "change": {m: line[m] - lines[other][m] if line[m] is not None and lines[other][m] is not None else None
                        for m in ("mean_wer", "mean_cer", "ctc_cer", "dev_loss")},
-            "verdict": "; ".join([*(f"{metric.upper()}: {verdict(line, versus, metric)}" for metric in ("wer", "cer")),
-                                  f"CTC CER: {ctc_verdict(line, versus)}"])}
+            "verdict": verdicts(line, versus)}
 
 
 def run_line(result: dict, paired: dict | None, step_ratio: float | None) -> dict:
@@ -323,6 +321,12 @@ def run_line(result: dict, paired: dict | None, step_ratio: float | None) -> dic
                          for d, v in result["datasets"].items()},
             "ctc_cer": result.get("ctc_cer"), "rotary_base_final": result.get("rotary_base_final"),
             "paired": paired}
+
+
+def verdicts(line: dict, summary: dict) -> str:
+    """The WER, CER and CTC CER verdicts of one row against summary's reference, in one line."""
+    return "; ".join([*(f"{metric.upper()}: {verdict(line, summary, metric)}" for metric in ("wer", "cer")),
+                      f"CTC CER: {ctc_verdict(line, summary)}"])
 
 
 def verdict(line: dict, summary: dict, metric: str) -> str:
@@ -423,14 +427,18 @@ def markdown(summary: dict, args) -> str:
         out += ["", f"**{line['row']} against {line['against']}** (paired per seed; the same rule and spreads): "
                 "mean WER " + points(change["mean_wer"]) + ", mean CER " + points(change["mean_cer"])
                 + ", CTC CER " + points(change["ctc_cer"]) + ", dev loss "
-                + ("-" if change["dev_loss"] is None else f"{change['dev_loss']:+.3f}") + "; P(better) per seed by WER "
+                + or_dash(change["dev_loss"], "{:+.3f}".format) + "; P(better) per seed by WER "
                 + (", ".join(f"{p['p_better']:.2f}" for p in line["paired"]) or "-") + ", by CER "
                 + (", ".join(f"{p['p_better_cer']:.2f}" for p in line["paired"]) or "-") + f". Verdict: {line['verdict']}."]
     return "\n".join(out) + "\n" + runs_markdown(summary)
 
 
+def or_dash(value, format_value) -> str:
+    return "-" if value is None else format_value(value)
+
+
 def points(change: float | None) -> str:
-    return "-" if change is None else f"{100 * change:+.2f} points"
+    return or_dash(change, lambda c: f"{100 * c:+.2f} points")
 
 
 def runs_markdown(summary: dict) -> str:
@@ -445,13 +453,12 @@ def runs_markdown(summary: dict) -> str:
         for d in datasets:
             v = run["datasets"][d]
             cells.append(f"{100 * v['wer']:.1f} [{100 * v['wer_ci95'][0]:.1f}, {100 * v['wer_ci95'][1]:.1f}]")
-        cells.append("-" if run["ctc_cer"] is None else f"{100 * run['ctc_cer']:.1f}")
         paired = run["paired"]
-        cells.append("-" if paired is None else f"{paired['p_better']:.2f} / {paired['p_better_cer']:.2f}")
-        cells.append("-" if run["rotary_base_final"] is None else f"{run['rotary_base_final']:.0f}")
-        cells += [run["cpu"], "-" if run["train_seconds"] is None else f"{run['train_seconds']:.0f}",
-                  "-" if run["step_seconds"] is None else f"{run['step_seconds']:.2f}",
-                  "-" if run["step_vs_vanilla"] is None else f"{run['step_vs_vanilla']:.2f}"]
+        cells += [or_dash(run["ctc_cer"], lambda v: f"{100 * v:.1f}"),
+                  or_dash(paired, lambda p: f"{p['p_better']:.2f} / {p['p_better_cer']:.2f}"),
+                  or_dash(run["rotary_base_final"], "{:.0f}".format), run["cpu"],
+                  or_dash(run["train_seconds"], "{:.0f}".format), or_dash(run["step_seconds"], "{:.2f}".format),
+                  or_dash(run["step_vs_vanilla"], "{:.2f}".format)]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
