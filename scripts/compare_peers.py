@@ -4,9 +4,9 @@
 Systems (each loaded once in its own worker process, so peak RSS is its own; every run goes to
 the systems in turn, so the shared machine's slow spells fall on all of them alike; --rounds N
 repeats everything and keeps each system's fastest time):
-- ``asr``: asr.load_model("tiny.en") as users get it (float32 on CPU, transcribe_many with its
-  default batch of 8 files); ``asr:<compute type>`` (auto, float32, int8, bfloat16) loads it in
-  that compute type, ``asr:<compute type>:batched`` also decodes each file's windows in batches
+- ``asr``: asr.load_model("tiny.en", compute_type="float32") (the numerical reference,
+  transcribe_many with its default batch of 8 files); ``asr:<compute type>`` (auto, which users
+  get by default, float32, float32_shortlist, int8, bfloat16) loads it in that compute type, ``asr:<compute type>:batched`` also decodes each file's windows in batches
   (batched long-form);
 - ``fw-int8``: faster_whisper.WhisperModel(compute_type="int8"), its usual CPU setting;
 - ``fw-float32``: faster-whisper in float32: the numerical reference for word agreement.
@@ -61,8 +61,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # asr systems are "asr" (float32) or "asr:<compute type>[:batched]", e.g. asr:auto:batched
-ASR_COMPUTE_TYPES = ("auto", "float32", "int8", "bfloat16")
-SYSTEMS = ("asr", "asr:int8", "asr:int8:batched", "fw-int8", "fw-float32")
+ASR_COMPUTE_TYPES = ("auto", "float32", "float32_shortlist", "int8", "bfloat16")
+SYSTEMS = ("asr", "asr:auto", "asr:int8", "asr:int8:batched", "fw-int8", "fw-float32")
 FW_SYSTEMS = ("fw-int8", "fw-float32")
 ASR_REFERENCE_SYSTEM = "asr"  # word agreement of each compute type with asr's float32
 REFERENCE_SYSTEM = "fw-float32"

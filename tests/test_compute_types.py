@@ -24,7 +24,7 @@ SAMPLES = ["librivox-0870.flac", "librivox-0880.flac", "librivox-0930.flac", "go
 # AVX2-only one, whose int8 kernels round differently. A broken type agrees on far less.
 MIN_AGREEMENT = 0.85
 
-RUNNABLE = ["int8"] + (["bfloat16"] if cpu_has_native_bf16() else [])
+RUNNABLE = ["float32_shortlist", "int8"] + (["bfloat16"] if cpu_has_native_bf16() else [])
 
 
 def transcripts(model):
@@ -68,17 +68,63 @@ def test_int8_quantises_every_plain_linear_and_the_output_projection(cache):
     assert ((looked_up - e[tokens]).abs() <= step[tokens] / 2 + 1e-7).all()
 
 
-def test_auto_picks_float32_on_cpu_and_refuses_what_the_device_cannot_run():
-    # int8 and bfloat16 agree with float32 on 90.6% and 96.5% of the offline test set's words,
-    # short of the 99% auto requires (asr/inference/compute.py)
-    assert resolve_compute_type("auto", "cpu") == "float32"
+def test_auto_picks_the_shortlist_on_cpu_and_refuses_what_the_device_cannot_run():
+    # float32_shortlist agreed with float32 on 100% (greedy) and 99.25% (beam 5) of the offline
+    # test set's words, int8 and bfloat16 on 90.4% and 96.5% (asr/inference/compute.py)
+    assert resolve_compute_type("auto", "cpu") == "float32_shortlist"
+    assert resolve_compute_type("auto", "cuda") == "float32"
     with pytest.raises(ComputeTypeError, match="needs CUDA"):
         resolve_compute_type("float16", "cpu")
+    with pytest.raises(ComputeTypeError, match="CPU only"):
+        resolve_compute_type("float32_shortlist", "cuda")
     with pytest.raises(ComputeTypeError, match="unknown compute type"):
         resolve_compute_type("int4", "cpu")
     if not cpu_has_native_bf16():
         with pytest.raises(ComputeTypeError, match="emulated"):
             resolve_compute_type("bfloat16", "cpu")
+
+
+def test_shortlist_gives_float32_logits_where_the_search_looks(cache):
+    """Against the naive product x @ table.T in float64: the shortlisted text tokens and every
+    special token carry float32 logits, the rest int8 approximations within the quantisation
+    error, and the float32 argmax is kept; greedy transcripts of the sample audio are float32's."""
+    from asr.inference.shortlist import SHORTLIST_SIZE, FileRows
+
+    model = asr.load_model("tiny.en", device="cpu", quiet=True, compute_type="float32_shortlist")
+    projection = model.model.decoder.output_projection
+    assert isinstance(projection.table, FileRows)  # rows read from the file, not mapped in
+    from safetensors import safe_open
+
+    with safe_open(str(model.path / "model.safetensors"), framework="pt") as f:
+        table = f.get_tensor("decoder.token_embedding.weight").double()
+    n_text = model.tokenizer.n_text
+    x = torch.randn(3, 2, table.shape[1], generator=torch.Generator().manual_seed(0)) * 2
+    with torch.inference_mode():
+        logits = projection(x)
+    want = x.double() @ table.T
+    assert logits.shape == (3, 2, table.shape[0]) and logits.dtype == torch.float32
+    error = (logits.double() - want).abs()
+    exact = error <= 1e-4 * want.abs().clamp(min=1)
+    assert exact[..., n_text:].all()  # special and timestamp tokens
+    assert (exact[..., :n_text].sum(-1) >= SHORTLIST_SIZE).all()  # the shortlist at least
+    assert exact[..., :n_text].float().mean() < 0.5  # ...and not the whole vocabulary
+    step = table.abs().amax(dim=1) / 127.5
+    assert (error <= x.abs().sum(-1, keepdim=True).double() * step * 2 + 0.5).all()  # int8 error scale
+    assert torch.equal(logits.argmax(-1), want.argmax(-1))
+    assert transcripts(model) == transcripts(asr.load_model("tiny.en", device="cpu", quiet=True,
+                                                            compute_type="float32"))
+
+
+def test_file_rows_read_the_rows_of_the_table(tmp_path):
+    from safetensors.torch import save_file
+
+    from asr.inference.shortlist import FileRows
+
+    table = torch.randn(50, 8, generator=torch.Generator().manual_seed(1))
+    save_file({"other": torch.zeros(3), "t": table, "half": table.half()}, tmp_path / "w.safetensors")
+    index = torch.tensor([[3, 49, 3], [0, 7, 7]])
+    assert torch.equal(FileRows(tmp_path / "w.safetensors", "t", (50, 8)).rows(index), table[index])
+    assert torch.equal(FileRows(tmp_path / "w.safetensors", "half", (50, 8)).rows(index), table.half()[index].float())
 
 
 def test_cli_refuses_float16_on_cpu_in_one_line(cache, capsys):

@@ -9,19 +9,24 @@ bfloat16, float16.
   decodes with (see scripts/bench_transcribe.py --compute-types), so it is the one used. The
   output projection matters most: at batch 1 it reads 80 MB of float32 weights per token.
   Convolutions, LayerNorm and attention stay float32.
+- float32_shortlist (CPU): float32 throughout, except that the vocabulary projection first
+  ranks the text tokens with an int8 copy of the table and recomputes only the top 32 of them
+  (and every special token) in float32 (asr.inference.shortlist). A decoding step reads ~20 MB
+  of the table instead of 80 MB; what the search picks carries its float32 logit.
 - bfloat16: all weights in bfloat16, logits in float32. Only where the hardware computes it:
   CUDA, or a CPU with AVX512-BF16 or AMX (elsewhere bf16 is emulated, ~100x slower).
 - float16: CUDA only (no fast float16 matmul on CPUs).
 - auto: the fastest type whose transcripts agree with float32's on >= 99% of words over the
-  offline test set (scripts/offline_testset.py, 45 utterances, tiny.en, greedy, temperature 0).
-  Measured on a CPU with AVX512-BF16 and VNNI: int8 90.6% (WER 17.6% against float32's 16.6%),
-  bfloat16 96.5% (16.8%); variants tried (float32 output projection: 93.2%; full-range int8
-  activations: 96.5%; int8 in the encoder only: 92.9%, WER 16.1%; in the decoder's layers only:
-  97.0%, WER 17.4%) did not reach 99% either. The words that change are on clips float32 itself
-  gets wrong, and change both ways (int8 also fixes some); faster-whisper's int8 agrees with its
-  own float32 on 92.9% of the same words (scripts/RESULTS-peers.md). So auto is float32 on CPU, and on CUDA too
-  (float16 there is not measured here). int8 is the fast choice when ~1 point of WER is
-  acceptable: ask for it by name.
+  offline test set (scripts/compute_agreement.py: scripts/offline_testset.py's 45 utterances,
+  tiny.en, temperature 0). On CPU that is float32_shortlist: 100% greedy and 99.25% with beam
+  5 (the two utterances that differ are near-ties, 0.002 apart in average log-probability), the
+  same WER (16.58% greedy, 12.50% beam 5), and a decoding step at beam 5 in ~60% of float32's
+  time (2-core AVX2 EPYC, 2026-12-03). The other types fall short: int8 90.4% (WER 17.6%),
+  bfloat16 96.5% (16.8%; AVX512-BF16 CPU), and int8 variants tried earlier (float32 output
+  projection: 93.2%; full-range int8 activations: 96.5%; int8 in the encoder only: 92.9%; in
+  the decoder's layers only: 97.0%); faster-whisper's int8 agrees with its own float32 on 92.9%
+  of the same words (scripts/RESULTS-peers.md). int8 is the fast choice when ~1 point of WER is
+  acceptable: ask for it by name. On CUDA auto is float32 (float16 there is not measured here).
 """
 from __future__ import annotations
 
@@ -34,12 +39,15 @@ from typing import Callable, Optional, Union
 import torch
 from torch import Tensor, nn
 
-COMPUTE_TYPES = ("auto", "float32", "int8", "bfloat16", "float16")
-# what auto resolves to: the only type measured to agree with float32 on >= 99% of words (see
-# the module docstring for the figures)
-AUTO = "float32"
+COMPUTE_TYPES = ("auto", "float32", "float32_shortlist", "int8", "bfloat16", "float16")
+# what auto resolves to: the fastest type measured to agree with float32 on >= 99% of words
+# (see the module docstring for the figures)
+AUTO = {"cpu": "float32_shortlist", "cuda": "float32"}
 # CPU flags (as /proc/cpuinfo names them) that mean bfloat16 matmuls run natively
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+EMBEDDING = "decoder.token_embedding.weight"  # the tied table: token embedding and output projection
 
 
 class ComputeTypeError(ValueError):
@@ -70,9 +78,9 @@ def resolve_compute_type(compute_type: str, device: Union[str, torch.device]) ->
         raise ComputeTypeError(f"unknown compute type {compute_type!r}; choose from {', '.join(COMPUTE_TYPES)}")
     cuda = torch.device(device).type == "cuda"
     if compute_type == "auto":
-        return AUTO
-    if compute_type == "int8" and cuda:
-        raise ComputeTypeError("compute type int8 runs on the CPU only (use float16 or bfloat16 on CUDA)")
+        return AUTO["cuda" if cuda else "cpu"]
+    if compute_type in ("int8", "float32_shortlist") and cuda:
+        raise ComputeTypeError(f"compute type {compute_type} runs on the CPU only (use float16 or bfloat16 on CUDA)")
     if compute_type == "float16" and not cuda:
         raise ComputeTypeError("compute type float16 needs CUDA (on the CPU use int8 or float32)")
     if compute_type == "bfloat16" and not cuda and not cpu_has_native_bf16():
@@ -81,10 +89,29 @@ def resolve_compute_type(compute_type: str, device: Union[str, torch.device]) ->
     return compute_type
 
 
-def apply_compute_type(model: nn.Module, compute_type: str) -> nn.Module:
+def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int] = None,
+                       weights: Optional[Path] = None) -> nn.Module:
     """Convert a loaded (eval-mode) model in place for inference in `compute_type` (already
-    resolved); returns it. Not for training: int8 layers have no gradient."""
+    resolved); returns it. Not for training: int8 layers have no gradient. float32_shortlist
+    needs `n_text`, the tokenizer's first special token; given the checkpoint's `weights` file,
+    its int8 table is kept in the model cache (Int8Cache)."""
     if compute_type == "float32":
+        return model
+    if compute_type == "float32_shortlist":
+        from .shortlist import FileRows, ShortlistProjection, TableRows
+
+        if n_text is None:
+            raise ValueError("float32_shortlist needs the tokenizer's first special token (n_text)")
+        table = model.decoder.token_embedding.weight.detach()
+        in_file = weights is not None and Path(weights).is_file() and table.dtype in (torch.float32, torch.float16)
+        rows = FileRows(Path(weights), EMBEDDING, tuple(table.shape)) if in_file else TableRows(table)
+        cache = Int8Cache.for_weights(weights) if weights is not None and Path(weights).is_file() else None
+        with warnings.catch_warnings():  # torch.ao's quantised tensors are marked deprecated (see below)
+            warnings.simplefilter("ignore")
+            quantized = _int8_weight(EMBEDDING, lambda name: table, cache)
+        if cache is not None:
+            cache.save()
+        model.decoder.output_projection = ShortlistProjection(rows, quantized, n_text)
         return model
     if compute_type in ("bfloat16", "float16"):
         return model.to(getattr(torch, compute_type))
@@ -216,7 +243,7 @@ def quantize_int8(model: nn.Module, read: Callable[[str], Tensor], cache: Option
 
     linears = quantizable_linears(model)
     names = list(model.state_dict())
-    embedding_name = "decoder.token_embedding.weight"
+    embedding_name = EMBEDDING
     with warnings.catch_warnings():
         # torch.ao.quantization's eager API is marked deprecated in favour of torchao (not a
         # dependency here); its kernels are what this CPU runs fastest (see the module docstring)

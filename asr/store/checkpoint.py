@@ -114,7 +114,7 @@ SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}  # the embedding dty
 EMBEDDING_ROWS_PER_READ = 4096  # rows of the table read from the file at a time (6 MB for tiny)
 
 
-def _tensor_location(f, name: str, shape: tuple) -> tuple[int, type]:
+def tensor_location(f, name: str, shape: tuple) -> tuple[int, type]:
     """(byte offset of the tensor's data in the file, numpy dtype), from the safetensors header:
     an 8-byte little-endian length, then that many bytes of JSON with each tensor's dtype,
     shape and data_offsets (relative to the end of the header)."""
@@ -141,7 +141,7 @@ def embedding_in_output_layout(model: ASRModel, weights: Path) -> None:
     n_vocab, width = embedding.weight.shape
     transposed = torch.empty(width, n_vocab, dtype=embedding.weight.dtype)
     with open(weights, "rb") as f:
-        offset, dtype = _tensor_location(f, EMBEDDING, (n_vocab, width))
+        offset, dtype = tensor_location(f, EMBEDDING, (n_vocab, width))
         block = np.empty((EMBEDDING_ROWS_PER_READ, width), dtype=dtype)
         for start in range(0, n_vocab, EMBEDDING_ROWS_PER_READ):
             rows = min(EMBEDDING_ROWS_PER_READ, n_vocab - start)

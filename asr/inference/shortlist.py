@@ -1,0 +1,135 @@
+"""The vocabulary projection of the float32_shortlist compute type: float32 logits where they
+decide anything, int8 only to find where that is.
+
+A decoding step at batch 1 is memory-bound on the CPU, and the tied output projection is most of
+the memory it reads: Whisper tiny's table is 51864 x 384 float32, 80 MB per token, against
+about 38 MB for all four decoder layers (measured on a 2-core AVX2 EPYC: 4.1 ms of a 12.5 ms
+step). An int8 copy of the table is a quarter of that, but int8 logits change the transcripts
+(the int8 compute type agrees with float32 on ~91 % of words). Here the int8 copy only makes a
+shortlist: the SHORTLIST_SIZE text tokens with the highest int8 logits are recomputed from the
+float32 table, and so are all special and timestamp tokens (1608 rows for Whisper, 2.5 MB,
+since the timestamp rules compare their probability mass with the text tokens'). Whatever the
+search picks (argmax, the beam's candidates, a forced timestamp) then carries its float32 logit;
+only the other text tokens, which enter the softmax's normaliser and nothing else, keep int8
+approximations (and a beam's choice between near-equal hypotheses can follow that normaliser). The float32 argmax is missed only when it falls outside the int8 top
+SHORTLIST_SIZE, which needs SHORTLIST_SIZE tokens within twice the int8 error of the best one
+(scripts/compute_agreement.py measures the agreement with float32).
+
+The float32 rows are read from the checkpoint's weights file with pread (FileRows), not through
+a memory map: a shortlist of 128 rows per step touches most of the table's pages within a few
+minutes of audio, and mapped pages count in the process's resident memory (measured: +75 MB of
+peak RSS on a 5-minute file, over the 500 MB target), while pages read with pread stay in the
+OS page cache, shared and reclaimable.
+
+Sampling (temperature > 0) draws from these logits as they are: the shortlisted tokens exact,
+the rest within the int8 error.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+# text tokens recomputed in float32 per step. Beam 5 needs 6 candidates per hypothesis, but
+# its choices hang on near-ties of summed log-probabilities, which the int8 remainder of the
+# softmax normaliser moves: on the offline test set (scripts/compute_agreement.py --beam-size 5,
+# AVX2 EPYC) 32 and 64 agreed with float32 on 98.74 % of words, 128 and 512 on 99.25 % (the
+# last two utterances differ by 0.002 in average log-probability, float rounding); greedy
+# agreed on 100 % at 32. Gathering 128 rows costs nothing measurable next to the int8 pass.
+SHORTLIST_SIZE = 128
+
+
+class RowSource(Protocol):
+    """Float32 rows of the tied table [n_vocab, d]."""
+
+    shape: tuple[int, int]
+
+    def rows(self, index: Tensor) -> Tensor:
+        """index [...] of token ids -> [..., d] float32."""
+        ...
+
+
+class TableRows:
+    """Rows of a table in memory."""
+
+    def __init__(self, table: Tensor):
+        self.table = table
+        self.shape = tuple(table.shape)
+
+    def rows(self, index: Tensor) -> Tensor:
+        return self.table[index].float()
+
+
+class FileRows:
+    """Rows of a safetensors tensor read with pread, one row per call; rows wanted twice in one
+    call (beam hypotheses share candidates) are read once."""
+
+    def __init__(self, path: Path, name: str, shape: tuple[int, int]):
+        from ..store.checkpoint import tensor_location
+
+        with open(path, "rb") as f:
+            self.offset, self.dtype = tensor_location(f, name, shape)
+        self.shape = tuple(shape)
+        self.row_bytes = shape[1] * np.dtype(self.dtype).itemsize
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def rows(self, index: Tensor) -> Tensor:
+        unique, inverse = torch.unique(index, return_inverse=True)
+        ids = unique.tolist()
+        buffer = np.empty((len(ids), self.shape[1]), dtype=self.dtype)
+        view = memoryview(buffer).cast("B")
+        for i, token in enumerate(ids):
+            start = i * self.row_bytes
+            if os.preadv(self.fd, [view[start:start + self.row_bytes]], self.offset + token * self.row_bytes) \
+                    != self.row_bytes:
+                raise OSError(f"short read of row {token} of the token table")
+        return torch.from_numpy(buffer).float()[inverse]
+
+    def __del__(self):
+        fd = getattr(self, "fd", None)
+        if fd is not None:
+            os.close(fd)
+
+
+class ShortlistProjection(nn.Module):
+    """logits = x @ table.T, with the top text tokens (by an int8 pass) and every special token
+    computed in float32 and the other text tokens in int8.
+
+    table: where the float32 rows [n_vocab, d] come from (FileRows or TableRows); quantized: the
+    table's per-row int8 copy (a torch.qint8 per-channel tensor); n_text: the first special
+    token (tokens below it are text)."""
+
+    def __init__(self, table: RowSource, quantized: Tensor, n_text: int, size: int = SHORTLIST_SIZE):
+        super().__init__()
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+        if tuple(table.shape) != tuple(quantized.shape) or not 0 < n_text <= table.shape[0]:
+            raise ValueError(f"shortlist: table {tuple(table.shape)}, int8 copy {tuple(quantized.shape)}, "
+                             f"first special token {n_text}")
+        self.n_text = n_text
+        self.size = min(size, n_text)
+        self.table = table
+        # the special rows transposed, for one small matrix product per step
+        special = torch.arange(n_text, table.shape[0])
+        self.register_buffer("special", table.rows(special).t().contiguous(), persistent=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's eager API is marked deprecated (see compute.py)
+            self.approximate = DynamicLinear(1, 1, bias_=False, dtype=torch.qint8)
+            self.approximate.set_weight_bias(quantized, None)
+        self.approximate.in_features, self.approximate.out_features = quantized.shape[1], quantized.shape[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [..., d] -> logits [..., n_vocab], float32."""
+        flat = x.reshape(-1, x.shape[-1]).float()
+        logits = self.approximate(flat)  # [rows, n_vocab]
+        text = logits[:, :self.n_text]
+        shortlist = text.topk(self.size, dim=-1, sorted=False).indices  # [rows, size]
+        exact = torch.bmm(self.table.rows(shortlist), flat.unsqueeze(-1)).squeeze(-1)
+        text.scatter_(1, shortlist, exact)
+        logits[:, self.n_text:] = flat @ self.special
+        return logits.view(*x.shape[:-1], logits.shape[-1])
