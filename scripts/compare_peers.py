@@ -6,8 +6,8 @@ the systems in turn, so the shared machine's slow spells fall on all of them ali
 repeats everything and keeps each system's fastest time):
 - ``asr``: asr.load_model("tiny.en", compute_type="float32") (the numerical reference,
   transcribe_many with its default batch of 8 files); ``asr:<compute type>`` (auto, which users
-  get by default, float32, float32_shortlist, int8, bfloat16) loads it in that compute type, ``asr:<compute type>:batched`` also decodes each file's windows in batches
-  (batched long-form);
+  get by default, float32, float32_shortlist, int8, bfloat16) loads it in that compute type,
+  ``asr:<compute type>:batched`` also decodes each file's windows in batches (batched long-form);
 - ``fw-int8``: faster_whisper.WhisperModel(compute_type="int8"), its usual CPU setting;
 - ``fw-float32``: faster-whisper in float32: the numerical reference for word agreement.
 

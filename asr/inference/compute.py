@@ -10,7 +10,7 @@ bfloat16, float16.
   output projection matters most: at batch 1 it reads 80 MB of float32 weights per token.
   Convolutions, LayerNorm and attention stay float32.
 - float32_shortlist (CPU): float32 throughout, except that the vocabulary projection first
-  ranks the text tokens with an int8 copy of the table and recomputes only the top 32 of them
+  ranks the text tokens with an int8 copy of the table and recomputes only the top 128 of them
   (and every special token) in float32 (asr.inference.shortlist). A decoding step reads ~20 MB
   of the table instead of 80 MB; what the search picks carries its float32 logit.
 - bfloat16: all weights in bfloat16, logits in float32. Only where the hardware computes it:
@@ -39,15 +39,14 @@ from typing import Callable, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from ..store.checkpoint import EMBEDDING  # the tied table: token embedding and output projection
+
 COMPUTE_TYPES = ("auto", "float32", "float32_shortlist", "int8", "bfloat16", "float16")
 # what auto resolves to: the fastest type measured to agree with float32 on >= 99% of words
 # (see the module docstring for the figures)
 AUTO = {"cpu": "float32_shortlist", "cuda": "float32"}
 # CPU flags (as /proc/cpuinfo names them) that mean bfloat16 matmuls run natively
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-EMBEDDING = "decoder.token_embedding.weight"  # the tied table: token embedding and output projection
 
 
 class ComputeTypeError(ValueError):
@@ -103,9 +102,10 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
         if n_text is None:
             raise ValueError("float32_shortlist needs the tokenizer's first special token (n_text)")
         table = model.decoder.token_embedding.weight.detach()
-        in_file = weights is not None and Path(weights).is_file() and table.dtype in (torch.float32, torch.float16)
-        rows = FileRows(Path(weights), EMBEDDING, tuple(table.shape)) if in_file else TableRows(table)
-        cache = Int8Cache.for_weights(weights) if weights is not None and Path(weights).is_file() else None
+        in_file = weights is not None and Path(weights).is_file()
+        readable = in_file and table.dtype in (torch.float32, torch.float16)  # what FileRows reads
+        rows = FileRows(Path(weights), EMBEDDING, tuple(table.shape)) if readable else TableRows(table)
+        cache = Int8Cache.for_weights(weights) if in_file else None
         with warnings.catch_warnings():  # torch.ao's quantised tensors are marked deprecated (see below)
             warnings.simplefilter("ignore")
             quantized = _int8_weight(EMBEDDING, lambda name: table, cache)
@@ -243,7 +243,6 @@ def quantize_int8(model: nn.Module, read: Callable[[str], Tensor], cache: Option
 
     linears = quantizable_linears(model)
     names = list(model.state_dict())
-    embedding_name = EMBEDDING
     with warnings.catch_warnings():
         # torch.ao.quantization's eager API is marked deprecated in favour of torchao (not a
         # dependency here); its kernels are what this CPU runs fastest (see the module docstring)
@@ -262,7 +261,7 @@ def quantize_int8(model: nn.Module, read: Callable[[str], Tensor], cache: Option
             bias = read(f"{name}.bias") if module.bias is not None else None
             model.set_submodule(name, quantized(_int8_weight(f"{name}.weight", read, cache), bias))
         decoder = model.decoder
-        table = _int8_weight(embedding_name, read, cache)  # [n_vocab, n_state]: the tied table
+        table = _int8_weight(EMBEDDING, read, cache)  # [n_vocab, n_state]: the tied table
         projection = DynamicLinear(1, 1, bias_=False, dtype=torch.qint8)
         projection.set_weight_bias(table, None)
         projection.in_features, projection.out_features = table.shape[1], table.shape[0]
@@ -270,7 +269,7 @@ def quantize_int8(model: nn.Module, read: Callable[[str], Tensor], cache: Option
         decoder.token_embedding = Int8Embedding(table.int_repr(), table.q_per_channel_scales().float())
     inside = tuple(f"{name}." for name in linears)
     for name in names:
-        if name == embedding_name or name.startswith(inside):
+        if name == EMBEDDING or name.startswith(inside):
             continue
         owner, _, attr = name.rpartition(".")
         module = model.get_submodule(owner)

@@ -11,9 +11,10 @@ float32 table, and so are all special and timestamp tokens (1608 rows for Whispe
 since the timestamp rules compare their probability mass with the text tokens'). Whatever the
 search picks (argmax, the beam's candidates, a forced timestamp) then carries its float32 logit;
 only the other text tokens, which enter the softmax's normaliser and nothing else, keep int8
-approximations (and a beam's choice between near-equal hypotheses can follow that normaliser). The float32 argmax is missed only when it falls outside the int8 top
-SHORTLIST_SIZE, which needs SHORTLIST_SIZE tokens within twice the int8 error of the best one
-(scripts/compute_agreement.py measures the agreement with float32).
+approximations (and a beam's choice between near-equal hypotheses can follow that normaliser).
+The float32 argmax is missed only when it falls outside the int8 top SHORTLIST_SIZE, which needs
+SHORTLIST_SIZE tokens within twice the int8 error of the best one (scripts/compute_agreement.py
+measures the agreement with float32).
 
 The float32 rows are read from the checkpoint's weights file with pread (FileRows), not through
 a memory map: a shortlist of 128 rows per step touches most of the table's pages within a few
