@@ -8,6 +8,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .nn.ctc_head import CTC_HEAD_FILE
 from .store.checkpoint import WEIGHTS_FILE, CheckpointError, load_checkpoint, load_tokenizer
 from .store.registry import DEFAULT_MODEL, resolve
 from .audio import AudioError
@@ -67,11 +68,20 @@ class SpeechModel:
     def check_options(self, batched: bool = False, **options) -> None:
         """Raise ValueError (one line) for options this model cannot honour, before any audio
         is read: an unknown language, translation with an English-only model, or batched
-        decoding conditioned on previous text."""
+        decoding conditioned on previous text, joint CTC decoding without a CTC head."""
         opts = transcribe_options(**options)
         if batched and opts.condition_on_previous_text:
             raise ValueError("batched transcription decodes the windows of a file independently: "
                              "it cannot condition on previous text")
+        if opts.ctc_weight:
+            if not 0.0 < opts.ctc_weight <= 1.0:
+                raise ValueError(f"CTC weight {opts.ctc_weight}: must be between 0 and 1")
+            if not opts.without_timestamps:
+                raise ValueError("a CTC weight > 0 (joint CTC/attention decoding) runs without timestamps: "
+                                 "add --without-timestamps (without_timestamps=True)")
+            if self.model.ctc_head is None:
+                raise ValueError(f"a CTC weight > 0: {self.path} has no CTC head ({CTC_HEAD_FILE}); only "
+                                 "models trained with loss.ctc_weight > 0 have one")
         check_language(self.tokenizer, opts, self.english_only)
 
     def transcribe_many(self, audios: Sequence, on_progress=None, batched: bool = False, **options) -> list[dict]:

@@ -99,6 +99,17 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def ctc_weight(text: str) -> float:
+    """argparse type of --ctc-weight: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a batch size of 0 or a beam of -3 is refused before any
     work, with argparse's one-line usage error)."""

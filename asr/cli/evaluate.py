@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from .common import EXIT_FAILURE, EXIT_OK, error, positive_int
+from .common import EXIT_FAILURE, EXIT_OK, ctc_weight, error, positive_int
 from ..store.registry import DEFAULT_MODEL
 
 DEFAULT_OUTPUT = "eval"
@@ -65,8 +65,10 @@ def _make_system(args, size: int):
         from ..evaluate.systems import AsrSystem
 
         model = load_model(args.model, device=args.device, quiet=True, compute_type=args.compute_type)
+        model.check_options(without_timestamps=args.without_timestamps, ctc_weight=args.ctc_weight)
         return AsrSystem(model, args.model, beam_size=args.beam_size, batch_size=args.batch_size,
-                         temperatures=temperatures, without_timestamps=args.without_timestamps, seed=args.seed)
+                         temperatures=temperatures, without_timestamps=args.without_timestamps, seed=args.seed,
+                         ctc_weight=args.ctc_weight)
     from ..evaluate.systems import make_peer
 
     if args.model != DEFAULT_MODEL or args.compute_type != "float32":  # peers' own weights and types
@@ -180,6 +182,9 @@ def add_evaluate_parsers(subparsers) -> None:
     p.add_argument("--compute-type", default="float32", choices=COMPUTE_TYPES,
                    help="weights' type for --system asr (default float32; auto picks by the hardware)")
     p.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
+    p.add_argument("--ctc-weight", type=ctc_weight, default=0.0,
+                   help="joint CTC/attention decoding with this weight on the CTC prefix score, 0-1 (models "
+                        "trained with a CTC head; needs --without-timestamps; default 0: attention only)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="utterances decoded together (default 8)")
     p.add_argument("--normalizer", default="whisper-english", choices=NORMALIZERS,
                    help="text normaliser on both sides (default whisper-english)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from .common import (EXIT_FAILURE, EXIT_OK, check_output_dir, error, expand_inputs, expand_patterns,
-                     non_negative_float, positive_int, printable, temperatures, warning)
+                     ctc_weight, non_negative_float, positive_int, printable, temperatures, warning)
 from ..inference.compute import COMPUTE_TYPES
 from ..inference.transcribe import TranscribeOptions
 from ..inference.writers import FORMATS
@@ -106,7 +106,7 @@ def cmd_transcribe(args) -> int:
                    language=args.language, task=args.task, seed=args.seed,
                    initial_prompt=args.initial_prompt, batch_size=args.batch_size,
                    condition_on_previous_text=args.condition_on_previous_text,
-                   without_timestamps=args.without_timestamps, batched=args.batched)
+                   without_timestamps=args.without_timestamps, batched=args.batched, ctc_weight=args.ctc_weight)
     try:
         model.check_options(**options)
     except ValueError as err:
@@ -171,6 +171,9 @@ def add_transcribe_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--condition-on-previous-text", action="store_true",
                    help="feed each window's text to the next as a prompt")
     p.add_argument("--without-timestamps", action="store_true", help="no timestamp tokens (one segment per window)")
+    p.add_argument("--ctc-weight", type=ctc_weight, default=0.0,
+                   help="joint CTC/attention decoding with this weight on the CTC prefix score, 0-1 (models "
+                        "trained with a CTC head; needs --without-timestamps; default 0: attention only)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--compute-type", default="auto", choices=COMPUTE_TYPES,

@@ -40,7 +40,8 @@ class AsrSystem:
     batched = True  # results of a batch arrive together: per-utterance time is apportioned
 
     def __init__(self, speech_model, model_name: str, beam_size: Optional[int] = None, batch_size: int = 8,
-                 temperatures: Sequence[float] = (0.0,), without_timestamps: bool = False, seed: int = 0):
+                 temperatures: Sequence[float] = (0.0,), without_timestamps: bool = False, seed: int = 0,
+                 ctc_weight: float = 0.0):
         from ..inference.transcribe import TranscribeOptions
 
         self.speech_model = speech_model
@@ -52,7 +53,8 @@ class AsrSystem:
                                          without_timestamps=without_timestamps,
                                          condition_on_previous_text=False,
                                          suppress_tokens=tuple(speech_model.suppress_tokens),
-                                         max_tokens_per_second=MAX_TOKENS_PER_SECOND, seed=seed)
+                                         max_tokens_per_second=MAX_TOKENS_PER_SECOND, seed=seed,
+                                         ctc_weight=ctc_weight)
 
     def settings(self) -> dict:
         import torch
@@ -64,7 +66,8 @@ class AsrSystem:
                              "language": o.language or "en (English-only model)",
                              "without_timestamps": o.without_timestamps,
                              "condition_on_previous_text": o.condition_on_previous_text, "batch_size": o.batch_size,
-                             "max_tokens_per_second": o.max_tokens_per_second, "seed": o.seed},
+                             "max_tokens_per_second": o.max_tokens_per_second, "seed": o.seed,
+                             "ctc_weight": o.ctc_weight},
                 "dtype": getattr(self.speech_model, "compute_type", None)
                 or str(next(model.parameters()).dtype).replace("torch.", ""), "device": str(model.device),
                 "threads": torch.get_num_threads(),

@@ -270,7 +270,8 @@ def transcribe_stream_batched(model, tokenizer: Tokenizer, audios: Iterable,
     base = DecodingOptions(task=None if english_only else opts.task,
                            language=None if english_only else opts.language, beam_size=opts.beam_size,
                            patience=opts.patience, length_penalty=opts.length_penalty,
-                           without_timestamps=opts.without_timestamps, suppress_tokens=tuple(opts.suppress_tokens))
+                           without_timestamps=opts.without_timestamps, suppress_tokens=tuple(opts.suppress_tokens),
+                           ctc_weight=opts.ctc_weight)
     batch_size = max(1, opts.batch_size)
     queue: list[tuple[PlannedFile, Chunk]] = []  # chunks waiting, in file order
     waiting: list[PlannedFile] = []  # files with chunks not decoded yet, in input order

@@ -8,6 +8,7 @@ guard against repetition loops.
 from __future__ import annotations
 
 import contextlib
+import string
 import zlib
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -43,6 +44,9 @@ class DecodingOptions:
     without_timestamps: bool = False
     max_initial_timestamp: Optional[float] = MAX_INITIAL_TIMESTAMP
     repetition_guard: bool = True
+    # > 0: joint CTC/attention decoding with this weight on the CTC prefix score (models
+    # trained with a CTC head; needs without_timestamps); see asr.inference.ctc_prefix
+    ctc_weight: float = 0.0
 
 
 @dataclass
@@ -73,11 +77,19 @@ class FilterContext:
 
 
 class SuppressBlank:
-    """At the first sampled position, neither a bare space nor <|endoftext|>."""
+    """At the first sampled position, neither a bare space nor <|endoftext|>.
+
+    Whisper's BPE has a bare-space token that no word starts with. A sentencepiece model's word
+    boundary piece ("▁") also encodes a bare space, but it starts every word, the first
+    included: suppressing it made models trained here with character pieces misspell the first
+    word of nearly every utterance ("that rick rested" for "patrick rested"), so a space token
+    that starts a word stays allowed."""
 
     def __init__(self, ctx: FilterContext):
         self.ctx = ctx
-        self.blank = ctx.tokenizer.encode(" ") + [ctx.tokenizer.eot]
+        word_starts = {ctx.tokenizer.encode(" " + letter)[0] for letter in string.ascii_lowercase}
+        spaces = [t for t in dict.fromkeys(ctx.tokenizer.encode(" ")) if t not in word_starts]
+        self.blank = spaces + [ctx.tokenizer.eot]
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
         if tokens.shape[1] == self.ctx.sample_begin:
@@ -233,7 +245,11 @@ def _decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Ten
     beam_rows = beam or 1  # consecutive token rows per utterance, one per hypothesis
     cache = model.new_cache(group_size=beam_rows)
     tokens = torch.tensor([prefix] * (n_utt * beam_rows), device=audio.device)
-    search = BeamSearch(tokenizer, beam, options) if beam else GreedySearch(tokenizer, options.temperature, generators)
+    ctc = ctc_scorer(model, tokenizer, audio, audio_mask, options, sample_begin, beam_rows)
+    # joint CTC/attention scores are log-scores already, and not to be renormalised
+    normalize = ctc is None
+    search = (BeamSearch(tokenizer, beam, options, normalize) if beam
+              else GreedySearch(tokenizer, options.temperature, generators, normalize))
 
     # Rows that are done leave the batch, so the model only computes the rest: greedy/sampling
     # rows that produced <|endoftext|> (their tokens are padded with it), beam search
@@ -250,6 +266,8 @@ def _decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Ten
         logits = logits[:, -1]
         for f in filters:
             f.apply(logits, tokens if active is None else tokens[active])
+        if ctc is not None:
+            logits = ctc.joint_scores(logits, tokens if active is None else tokens[active], active)
         tokens, source, done = search.step(tokens, logits, active)
         if source is not None:
             cache.reorder(source)
@@ -272,6 +290,26 @@ def _decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Ten
         make_result(tokenizer, sequence, logprob, no_speech_probs[i], options)
         for i, (sequence, logprob) in enumerate(search.best(tokens, sample_begin, options.length_penalty))
     ]
+
+
+def ctc_scorer(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tensor],
+               options: DecodingOptions, sample_begin: int, beam_rows: int):
+    """The CTC prefix scorer of joint decoding, or None when options.ctc_weight is 0."""
+    if not options.ctc_weight:
+        return None
+    from .ctc_prefix import CTCPrefixScorer
+
+    head = getattr(model, "ctc_head", None)
+    if head is None:
+        raise ValueError("joint CTC/attention decoding (a CTC weight > 0) needs a model with a CTC head "
+                         "(one trained with loss.ctc_weight > 0, saved with ctc_head.safetensors)")
+    if not options.without_timestamps:
+        raise ValueError("joint CTC/attention decoding (a CTC weight > 0) runs without timestamps: "
+                         "CTC has no timestamp tokens")
+    if head.blank != tokenizer.n_text:
+        raise ValueError(f"the CTC head has {head.blank} text classes, the tokenizer {tokenizer.n_text} text tokens")
+    return CTCPrefixScorer(head.log_probs(audio, audio_mask), options.ctc_weight, tokenizer.eot,
+                           sample_begin, beam_rows)
 
 
 def still_running(tokens: Tensor, active: Optional[Tensor], eot: int) -> tuple[Optional[Tensor], Optional[Tensor]]:
@@ -311,10 +349,11 @@ class GreedySearch:
     """Argmax at temperature 0, otherwise sampling from softmax(logits / temperature)."""
 
     def __init__(self, tokenizer: Tokenizer, temperature: float,
-                 generators: Optional[Sequence[torch.Generator]] = None):
+                 generators: Optional[Sequence[torch.Generator]] = None, normalize: bool = True):
         self.eot = tokenizer.eot
         self.temperature = temperature
         self.generators = generators
+        self.normalize = normalize  # False: the scores given are log-scores to use as they are
         self.sum_logprobs = None
 
     def step(self, tokens: Tensor, logits: Tensor, active: Optional[Tensor] = None):
@@ -332,7 +371,7 @@ class GreedySearch:
             next_tokens = next_tokens.to(logits.device)
         else:
             next_tokens = torch.distributions.Categorical(logits=logits / self.temperature).sample()
-        logprobs = F.log_softmax(logits.float(), dim=-1)
+        logprobs = F.log_softmax(logits.float(), dim=-1) if self.normalize else logits.float()
         current = logprobs[torch.arange(logits.shape[0]), next_tokens]
         finished = tokens[rows, -1] == self.eot
         self.sum_logprobs[rows] += current * ~finished
@@ -354,9 +393,10 @@ class BeamSearch:
     Each step extends every live hypothesis by its beam+1 best tokens and keeps the `beam` best
     live ones; an utterance is done once round(patience * beam) hypotheses have finished."""
 
-    def __init__(self, tokenizer: Tokenizer, beam: int, options: DecodingOptions):
+    def __init__(self, tokenizer: Tokenizer, beam: int, options: DecodingOptions, normalize: bool = True):
         self.eot = tokenizer.eot
         self.beam = beam
+        self.normalize = normalize  # False: the scores given are log-scores to use as they are
         self.max_finished = max(1, round(beam * options.patience))
         self.sum_logprobs = None
         # per utterance: finished hypothesis (token tuple, without <|endoftext|>) -> summed
@@ -374,7 +414,7 @@ class BeamSearch:
             self.sum_logprobs = [0.0] * rows
             self.finished = [{} for _ in range(n_utt)]
         live_rows = list(range(rows)) if active is None else active.tolist()
-        logprobs = F.log_softmax(logits.float(), dim=-1)
+        logprobs = F.log_softmax(logits.float(), dim=-1) if self.normalize else logits.float()
         top_logprobs, top_tokens = logprobs.topk(self.beam + 1, dim=-1)
         top_logprobs, top_tokens = top_logprobs.tolist(), top_tokens.tolist()
         prefixes = tokens.tolist()

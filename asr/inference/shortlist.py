@@ -28,6 +28,7 @@ the rest within the int8 error.
 from __future__ import annotations
 
 import os
+import weakref
 import warnings
 from pathlib import Path
 from typing import Protocol
@@ -78,6 +79,9 @@ class FileRows:
         self.shape = tuple(shape)
         self.row_bytes = shape[1] * np.dtype(self.dtype).itemsize
         self.fd = os.open(path, os.O_RDONLY)
+        # closed when the object goes, or at exit before modules are torn down (a __del__ run
+        # during interpreter shutdown found os.close already gone and printed a traceback)
+        weakref.finalize(self, os.close, self.fd)
 
     def rows(self, index: Tensor) -> Tensor:
         unique, inverse = torch.unique(index, return_inverse=True)
@@ -90,11 +94,6 @@ class FileRows:
                     != self.row_bytes:
                 raise OSError(f"short read of row {token} of the token table")
         return torch.from_numpy(buffer).float()[inverse]
-
-    def __del__(self):
-        fd = getattr(self, "fd", None)
-        if fd is not None:
-            os.close(fd)
 
 
 class ShortlistProjection(nn.Module):

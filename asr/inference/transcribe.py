@@ -55,6 +55,8 @@ class TranscribeOptions:
     # MIN_SAMPLE_LEN + rate x the batch's longest window in seconds, so a loop ends with the audio
     max_tokens_per_second: Optional[float] = None
     seed: int = 0  # sampling at temperature > 0 is seeded per window from this: reruns agree
+    # > 0: joint CTC/attention decoding (models saved with a CTC head; without timestamps)
+    ctc_weight: float = 0.0
 
 
 MIN_SAMPLE_LEN = 16  # tokens any window may take, however short (timestamps, a few words)
@@ -358,7 +360,8 @@ def transcribe_stream(model, tokenizer: Tokenizer, audios: Iterable,
     base = DecodingOptions(task=None if english_only else opts.task,
                            language=None if english_only else opts.language, beam_size=opts.beam_size,
                            patience=opts.patience, length_penalty=opts.length_penalty,
-                           without_timestamps=opts.without_timestamps, suppress_tokens=tuple(opts.suppress_tokens))
+                           without_timestamps=opts.without_timestamps, suppress_tokens=tuple(opts.suppress_tokens),
+                           ctc_weight=opts.ctc_weight)
     window = 2 * model.dims.n_audio_ctx
     inputs = enumerate(audios)
     open_files: list[FileState] = []

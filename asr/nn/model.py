@@ -183,6 +183,9 @@ class ASRModel(nn.Module):
         self.options = options or ModelOptions()
         self.encoder = AudioEncoder(dims, self.options)
         self.decoder = TextDecoder(dims, self.options)
+        # inference only: the CTC head a jointly trained model was saved with (asr.nn.ctc_head;
+        # plain tensors outside the state dict), read by joint CTC/attention decoding
+        self.ctc_head = None
         # where the extras start is decided in one place: asr/nn/extras_init.py
         preserving = self.options.function_preserving_init
         for name, stack in self.stacks().items():

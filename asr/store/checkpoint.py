@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write, write_text_atomic
 from ..config import dims_from_dict, options_from_dict, to_dict
+from ..nn.ctc_head import CTC_HEAD_FILE, CTCHead
 from ..nn.model import ASRModel
 
 FORMAT = "asr-checkpoint"
@@ -31,9 +32,11 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(model: ASRModel, directory: Union[str, Path], *,
-                    tokenizer=None, extra: Optional[dict[str, Any]] = None) -> Path:
+                    tokenizer=None, extra: Optional[dict[str, Any]] = None,
+                    ctc_head: Optional[CTCHead] = None) -> Path:
     """Write model and tokenizer to directory. `tokenizer` is a Tokenizer (its files are saved
-    beside the weights) or an already JSON-able description dict."""
+    beside the weights) or an already JSON-able description dict. `ctc_head` (default: the
+    model's own, if it has one) is saved beside them for joint CTC/attention decoding."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if hasattr(tokenizer, "save"):
@@ -49,6 +52,9 @@ def save_checkpoint(model: ASRModel, directory: Union[str, Path], *,
     # safetensors wants contiguous tensors with unshared storage
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p, metadata={"format": FORMAT}))
+    ctc_head = ctc_head if ctc_head is not None else model.ctc_head
+    if ctc_head is not None:
+        ctc_head.save(directory)
     write_text_atomic(directory / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     return directory
 
@@ -106,7 +112,13 @@ def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device
         if for_inference:
             embedding_in_output_layout(model, weights)
     _restore_rotary_bases(model)
-    return model.to(device).eval(), config
+    model = model.to(device).eval()
+    if (directory / CTC_HEAD_FILE).is_file():
+        try:
+            model.ctc_head = CTCHead.load(directory / CTC_HEAD_FILE, device)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{directory / CTC_HEAD_FILE}: unreadable CTC head ({err})") from None
+    return model, config
 
 
 EMBEDDING = "decoder.token_embedding.weight"

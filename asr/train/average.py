@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from ..nn.ctc_head import CTCHead
 from ..store.checkpoint import load_checkpoint, load_tokenizer, read_config, save_checkpoint
 from .dynamic_base import rotary_bases, set_rotary_base
 
@@ -59,15 +60,18 @@ def model_directory(path: Path) -> Path:
 
 
 def average_checkpoints(paths: Sequence[Path], output: Path) -> Path:
-    """Average the weights of model directories of one architecture into ``output``."""
+    """Average the weights of model directories of one architecture into ``output`` (and their
+    CTC heads, when every one has a head)."""
     if not paths:
         raise ValueError("no checkpoints to average")
     directories = [model_directory(p) for p in paths]
     model, config = load_checkpoint(directories[-1])
     sums = {name: torch.zeros_like(t, dtype=torch.float64) for name, t in model.state_dict().items()
             if t.is_floating_point() and not _is_rotary_buffer(name)}
+    heads = []  # CTC heads (joint decoding): averaged too when every input has one
     for directory in directories:
         other, _ = load_checkpoint(directory)
+        heads.append(other.ctc_head)
         state = other.state_dict()
         if state.keys() != model.state_dict().keys():
             raise ValueError(f"{directory}: not the same architecture as {directories[-1]}")
@@ -80,6 +84,10 @@ def average_checkpoints(paths: Sequence[Path], output: Path) -> Path:
     with torch.no_grad():
         for name, total in sums.items():
             target[name].copy_((total / len(directories)).to(target[name].dtype))
+    model.ctc_head = None
+    if all(head is not None and head.weight.shape == heads[0].weight.shape for head in heads):
+        model.ctc_head = CTCHead(sum(h.weight.double() for h in heads) / len(heads),
+                                 sum(h.bias.double() for h in heads) / len(heads))
     for stack, base in rotary_bases(model).items():  # the newest base, frequencies recomputed
         set_rotary_base(model, base, stack)
     extra = {k: v for k, v in read_config(directories[-1]).items()

@@ -4,7 +4,8 @@ A checkpoint is a directory ``RUN/checkpoints/step-00001000/``:
 
     model/                 config.json + model.safetensors + tokenizer: a model directory
                            (``asr transcribe --model .../model`` works on it), with the resolved
-                           training config inside config.json
+                           training config inside config.json, and ctc_head.safetensors when
+                           the run trains a CTC head (a copy, for joint CTC/attention decoding)
     state.pt               optimiser, grad scaler, every RNG state, sampler position, dynamic
                            base controller, step, metrics so far (loaded with weights_only=True)
     tensors.safetensors    training-only tensors: the CTC head, the running weight average
@@ -31,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..store.atomic import atomic_write, fsync_directory, write_text_atomic
+from ..nn.ctc_head import CTCHead
 from ..store.checkpoint import save_checkpoint
 
 CHECKPOINTS = "checkpoints"
@@ -138,7 +140,9 @@ class Checkpoints:
 
 def write_checkpoint_files(directory: Path, model, tokenizer, model_extra: dict, state: dict,
                            tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    save_checkpoint(model, directory / MODEL_DIR, tokenizer=tokenizer, extra=model_extra)
+    head = {k.removeprefix("ctc_head."): v for k, v in tensors.items() if k.startswith("ctc_head.")}
+    ctc_head = CTCHead(head["weight"], head["bias"]) if head else None  # for joint decoding
+    save_checkpoint(model, directory / MODEL_DIR, tokenizer=tokenizer, extra=model_extra, ctc_head=ctc_head)
     atomic_write(directory / STATE_FILE, lambda p: torch.save(state, p))
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(directory / TENSORS_FILE, lambda p: save_file(tensors, p))

@@ -148,6 +148,9 @@ class ValidationConfig:
     tokens_per_second: Optional[float] = None
     extra_tokens: int = 10
     normalizer: str = "whisper-english"
+    # > 0: the dev WER (which picks the best checkpoint) from joint CTC/attention decoding with
+    # this weight on the CTC prefix score (asr.inference.ctc_prefix; needs loss.ctc_weight > 0)
+    ctc_weight: float = 0.0
 
 
 @dataclass
@@ -324,6 +327,9 @@ def check_values(config: TrainConfig, where: str) -> None:
     need(1.0 < base.min_base <= base.max_base, "dynamic_base.min_base", "must be > 1 and <= max_base")
     need(base.cooldown_steps >= 1, "dynamic_base.cooldown_steps", "must be >= 1")
     need(config.validation.every_steps >= 1, "validation.every_steps", "must be >= 1")
+    need(0.0 <= config.validation.ctc_weight <= 1.0, "validation.ctc_weight", "must be in [0, 1]")
+    need(not config.validation.ctc_weight or config.loss.ctc_weight > 0, "validation.ctc_weight",
+         "joint CTC/attention decoding needs a CTC head: set loss.ctc_weight > 0")
     need(config.checkpoint.every_steps >= 1, "checkpoint.every_steps", "must be >= 1")
     need(config.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
     need(config.checkpoint.average_every >= 1, "checkpoint.average_every", "must be >= 1")

@@ -379,7 +379,8 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         validation = None
         if validate_now and dev_loader is not None:
             outcome = run_validation(full, dev_loader, tokenizer, ctx.device, autocast_dtype, rate,
-                                     config.validation.extra_tokens, config.validation.normalizer)
+                                     config.validation.extra_tokens, config.validation.normalizer,
+                                     config.validation.ctc_weight)
             validation = {"dev_wer": outcome.wer, "dev_cer": outcome.cer, "dev_loss": outcome.loss}
             row.update(validation)
             ref, hyp = outcome.examples[0] if outcome.examples else ("", "")
@@ -408,7 +409,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         say(f"replicas: largest weight difference from rank 0: {dist.replica_difference(model, ctx):g}")
     full = run.full_model()
     if ctx.is_main:
-        finish(run_dir, full.model, tokenizer, average, model_config)
+        finish(run_dir, full.model, tokenizer, average, model_config, full.ctc_head)
     dist.cleanup(ctx)
     wall = time.perf_counter() - started
     return {"step": progress.step, "best_wer": progress.best_wer, "last_validation": progress.last_validation,
@@ -549,12 +550,16 @@ def restore_state(path: Path, run: Run) -> Progress:
     return progress
 
 
-def finish(run_dir: Path, model, tokenizer, average, model_config: dict) -> None:
-    """The final weights as a model directory, and the running average beside them."""
+def finish(run_dir: Path, model, tokenizer, average, model_config: dict, ctc_head=None) -> None:
+    """The final weights as a model directory (with the CTC head, for joint decoding), and the
+    running average beside them (without: the head was trained with the last weights, not
+    with their average)."""
+    from ..nn.ctc_head import CTCHead
     from ..store.checkpoint import save_checkpoint
 
     extra = model_config
-    save_checkpoint(model, run_dir / "final", tokenizer=tokenizer, extra=extra)
+    head = None if ctc_head is None else CTCHead(ctc_head.weight.detach().cpu(), ctc_head.bias.detach().cpu())
+    save_checkpoint(model, run_dir / "final", tokenizer=tokenizer, extra=extra, ctc_head=head)
     if average and average.count:
         import copy
 

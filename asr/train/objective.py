@@ -5,8 +5,9 @@
 Both parts are means over the batch's real target tokens (padding and prompt positions carry
 IGNORE_INDEX and count for nothing), so a batch of short and long transcripts weighs every
 token alike. The CTC head is a linear layer on the encoder output over the text vocabulary plus
-a blank; it is a training aid that makes the encoder align audio and text (measured here to
-matter most for generalising on small data) and is not part of the saved model.
+a blank; it makes the encoder align audio and text (measured here to matter most for
+generalising on small data), and model directories keep it beside the weights
+(ctc_head.safetensors) for joint CTC/attention decoding (asr.inference.ctc_prefix).
 """
 from __future__ import annotations
 

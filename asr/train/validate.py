@@ -14,6 +14,7 @@ import torch
 
 from ..evaluate.metrics import score_corpus
 from ..inference.decoding import DecodingOptions, decode
+from ..nn.ctc_head import CTCHead
 from ..text.normalize import get_normalizer
 from .data import FRAMES_PER_SECOND
 
@@ -43,13 +44,16 @@ def word_error_rates(references: list[str], hypotheses: list[str], normalizer: s
 
 @torch.no_grad()
 def run_validation(training_model, loader, tokenizer, device, autocast_dtype, rate: float,
-                   extra_tokens: int, normalizer: str) -> ValidationResult:
-    """Greedy transcripts and dev loss over ``loader`` (batches in duration order)."""
+                   extra_tokens: int, normalizer: str, ctc_weight: float = 0.0) -> ValidationResult:
+    """Greedy transcripts and dev loss over ``loader`` (batches in duration order); with
+    ``ctc_weight`` > 0 the transcripts come from joint CTC/attention decoding."""
     model = training_model.model
     was_training = training_model.training
     training_model.eval()
     options_for = lambda n: DecodingOptions(language=tokenizer.languages[0], task="transcribe",  # noqa: E731
-                                            without_timestamps=True, sample_len=n)
+                                            without_timestamps=True, sample_len=n, ctc_weight=ctc_weight)
+    if ctc_weight:  # the training head, read as joint decoding reads a saved model's
+        model.ctc_head = CTCHead(training_model.ctc_head.weight.detach(), training_model.ctc_head.bias.detach())
     references, hypotheses = [], []
     loss_sum, token_count = 0.0, 0
     try:
@@ -70,6 +74,7 @@ def run_validation(training_model, loader, tokenizer, device, autocast_dtype, ra
             hypotheses += [r.text for r in results]
     finally:
         training_model.train(was_training)
+        model.ctc_head = None
     wer, cer = word_error_rates(references, hypotheses, normalizer)
     return ValidationResult(wer=wer, cer=cer, loss=loss_sum / max(token_count, 1), utterances=len(references),
                             examples=list(zip(references, hypotheses))[:3])
