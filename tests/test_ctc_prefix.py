@@ -195,3 +195,23 @@ def test_blank_suppression_keeps_a_word_start_piece():
     sentencepiece_like = Toy(lambda text: [5, 5] if text == " " else [5, ord(text[-1])])
     assert SuppressBlank(FilterContext(gpt2_like, 3)).blank == [220, 99]
     assert SuppressBlank(FilterContext(sentencepiece_like, 3)).blank == [99]
+
+
+def test_average_averages_the_ctc_heads(tmp_path, tokenizer):
+    from asr.config import ModelDimensions, ModelOptions
+    from asr.nn.model import ASRModel
+    from asr.store.checkpoint import load_checkpoint, save_checkpoint
+    from asr.train.average import average_checkpoints
+
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=16, n_audio_state=16, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=tokenizer.n_vocab, n_text_ctx=8, n_text_state=16, n_text_head=2, n_text_layer=1)
+    classes = tokenizer.n_text + 1
+    heads = [CTCHead(torch.randn(classes, 16), torch.randn(classes)) for _ in range(3)]
+    for i, head in enumerate(heads):
+        save_checkpoint(ASRModel(dims, ModelOptions()), tmp_path / f"m{i}", tokenizer=tokenizer,
+                        ctc_head=head if i < 2 else None)
+    both, _ = load_checkpoint(average_checkpoints([tmp_path / "m0", tmp_path / "m1"], tmp_path / "avg"))
+    torch.testing.assert_close(both.ctc_head.weight, (heads[0].weight + heads[1].weight) / 2)
+    torch.testing.assert_close(both.ctc_head.bias, (heads[0].bias + heads[1].bias) / 2)
+    one_without, _ = load_checkpoint(average_checkpoints([tmp_path / "m0", tmp_path / "m2"], tmp_path / "avg2"))
+    assert one_without.ctc_head is None  # a head averaged with nothing would not match the weights
