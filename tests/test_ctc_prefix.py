@@ -88,8 +88,9 @@ def test_prefix_scores_equal_the_sum_over_alignments():
 def test_joint_weight_mixes_attention_and_ctc():
     log_probs = torch.log_softmax(torch.randn(1, 5, 4, dtype=torch.float64), -1)
     logits = torch.randn(1, 6)
-    ctc_only = CTCPrefixScorer(log_probs, weight=1.0, eot=5, sample_begin=0).joint_scores(logits, torch.zeros(1, 0, dtype=torch.long))
-    half = CTCPrefixScorer(log_probs, weight=0.5, eot=5, sample_begin=0).joint_scores(logits, torch.zeros(1, 0, dtype=torch.long))
+    empty = torch.zeros(1, 0, dtype=torch.long)
+    ctc_only = CTCPrefixScorer(log_probs, weight=1.0, eot=5, sample_begin=0).joint_scores(logits, empty)
+    half = CTCPrefixScorer(log_probs, weight=0.5, eot=5, sample_begin=0).joint_scores(logits, empty)
     attention = torch.log_softmax(logits.double(), -1).float()
     for c in (0, 1, 2, 5):
         assert half[0, c].item() == pytest.approx(0.5 * attention[0, c].item() + 0.5 * ctc_only[0, c].item(), abs=1e-5)

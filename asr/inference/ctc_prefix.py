@@ -97,8 +97,9 @@ class CTCPrefixScorer:
         phi = torch.where(repeats, r_b[:, :, None], torch.logaddexp(r_b, r_n)[:, :, None])
         start = torch.where(empty, 0.0, NEG).double()[:, None, None].expand(-1, 1, self.candidates)
         phi_before = torch.cat([start, phi[:, :-1]], dim=1)
-        emit = self.log_probs[torch.tensor(utterances)]  # [n, T, classes]
-        emit_c = emit.gather(2, top[:, None, :].expand(-1, emit.shape[1], -1))  # [n, T, K]
+        frames = torch.arange(self.log_probs.shape[1])
+        emit_c = self.log_probs[torch.tensor(utterances)[:, None, None], frames[None, :, None],
+                                top[:, None, :]]  # [n, T, K]: the candidates' columns only
         psi = torch.logsumexp(phi_before + emit_c, dim=1)  # [n, K]
         psi_eot = torch.logaddexp(r_n[:, -1], r_b[:, -1])  # [n]
 
@@ -134,9 +135,9 @@ class CTCPrefixScorer:
         r_b = torch.stack([self.states[p][1] for p in parents])
         repeat = torch.tensor([bool(p[1]) and p[1][-1] == h[-1] for p, (_, h) in zip(parents, extend)])
         phi = torch.where(repeat[:, None], r_b, torch.logaddexp(r_b, r_n))
-        emit = self.log_probs[utterances]  # [m, T, classes]
-        emit_c = emit[torch.arange(len(extend)), :, tokens]  # [m, T]
-        emit_blank = emit[:, :, self.blank]
+        frames = torch.arange(self.log_probs.shape[1])
+        emit_c = self.log_probs[utterances[:, None], frames[None, :], tokens[:, None]]  # [m, T]
+        emit_blank = self.log_probs[utterances, :, self.blank]
         first = torch.tensor([not p[1] for p in parents])
         x0 = torch.where(first, emit_c[:, 0], torch.full_like(emit_c[:, 0], NEG))
         new_r_n = linear_recurrence(x0, phi, emit_c)
