@@ -143,8 +143,6 @@ class CTCPrefixScorer:
         new_r_n = linear_recurrence(x0, phi, emit_c)
         new_r_b = linear_recurrence(torch.full_like(x0, NEG), new_r_n, emit_blank)
         for i, (key, parent) in enumerate(zip(extend, parents)):
-            psi = self.extensions[parent].get(key[1][-1])
-            if psi is None:  # not a candidate of its parent (forced): score it now
-                psi = float(torch.logsumexp(torch.cat([x0[i:i + 1], phi[i, :-1] + emit_c[i, 1:]]), 0))
-            self.states[key] = (new_r_n[i], new_r_b[i], psi)
+            # every token a search can take was a candidate: the others score -inf
+            self.states[key] = (new_r_n[i], new_r_b[i], self.extensions[parent][key[1][-1]])
 

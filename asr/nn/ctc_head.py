@@ -28,6 +28,11 @@ class CTCHead:
         self.weight = weight.float()
         self.bias = bias.float()
 
+    @classmethod
+    def of(cls, layer) -> "CTCHead":
+        """A copy of a training model's nn.Linear CTC head, detached and on the CPU."""
+        return cls(layer.weight.detach().cpu(), layer.bias.detach().cpu())
+
     @property
     def blank(self) -> int:
         """The blank is the last class; classes 0..blank-1 are the tokenizer's text tokens."""

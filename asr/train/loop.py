@@ -558,7 +558,7 @@ def finish(run_dir: Path, model, tokenizer, average, model_config: dict, ctc_hea
     from ..store.checkpoint import save_checkpoint
 
     extra = model_config
-    head = None if ctc_head is None else CTCHead(ctc_head.weight.detach().cpu(), ctc_head.bias.detach().cpu())
+    head = None if ctc_head is None else CTCHead.of(ctc_head)
     save_checkpoint(model, run_dir / "final", tokenizer=tokenizer, extra=extra, ctc_head=head)
     if average and average.count:
         import copy

@@ -53,7 +53,7 @@ def run_validation(training_model, loader, tokenizer, device, autocast_dtype, ra
     options_for = lambda n: DecodingOptions(language=tokenizer.languages[0], task="transcribe",  # noqa: E731
                                             without_timestamps=True, sample_len=n, ctc_weight=ctc_weight)
     if ctc_weight:  # the training head, read as joint decoding reads a saved model's
-        model.ctc_head = CTCHead(training_model.ctc_head.weight.detach(), training_model.ctc_head.bias.detach())
+        model.ctc_head = CTCHead.of(training_model.ctc_head)
     references, hypotheses = [], []
     loss_sum, token_count = 0.0, 0
     try:
