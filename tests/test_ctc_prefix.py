@@ -216,3 +216,39 @@ def test_average_averages_the_ctc_heads(tmp_path, tokenizer):
     torch.testing.assert_close(both.ctc_head.bias, (heads[0].bias + heads[1].bias) / 2)
     one_without, _ = load_checkpoint(average_checkpoints([tmp_path / "m0", tmp_path / "m2"], tmp_path / "avg2"))
     assert one_without.ctc_head is None  # a head averaged with nothing would not match the weights
+
+
+def test_running_average_keeps_the_ctc_head(tokenizer):
+    """The running average covers the CTC head as well: its mean over the updates equals the
+    arithmetic mean of the head's weights at those steps, and the model's weights are untouched
+    by the head's. A checkpoint from before (no head average) resumes without a head."""
+    from asr.config import ModelDimensions, ModelOptions
+    from asr.nn.model import ASRModel
+    from asr.train.average import RunningAverage
+
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=16, n_audio_state=16, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=tokenizer.n_vocab, n_text_ctx=8, n_text_state=16, n_text_head=2, n_text_layer=1)
+    model = ASRModel(dims, ModelOptions())
+    head = torch.nn.Linear(16, tokenizer.n_text + 1)
+    average = RunningAverage(model, head)
+    seen_heads, seen_ln = [], []
+    for _ in range(4):
+        with torch.no_grad():
+            for p in [*model.parameters(), *head.parameters()]:
+                p.add_(torch.randn_like(p))
+        seen_heads.append((head.weight.detach().clone(), head.bias.detach().clone()))
+        seen_ln.append(model.decoder.ln.weight.detach().clone())
+        average.update(model, head)
+    averaged = average.ctc_head()
+    torch.testing.assert_close(averaged.weight, torch.stack([w for w, _ in seen_heads]).mean(0))
+    torch.testing.assert_close(averaged.bias, torch.stack([b for _, b in seen_heads]).mean(0))
+    copy = ASRModel(dims, ModelOptions())
+    average.copy_into(copy)
+    torch.testing.assert_close(copy.decoder.ln.weight, torch.stack(seen_ln).mean(0))
+
+    older = {k: v for k, v in average.state_tensors().items() if ".ctc_head." not in k}
+    resumed = RunningAverage(model, head)
+    resumed.load_state_tensors(older, average.count)
+    assert resumed.ctc_head() is None
+    torch.testing.assert_close(resumed.state_tensors()["average.decoder.ln.weight"], torch.stack(seen_ln).mean(0))
+    assert RunningAverage(model).ctc_head() is None  # training without a CTC loss

@@ -62,6 +62,11 @@ def test_tiny_recipe_exercises_validation_checkpoint_and_base_change(tmp_path):
     clip = sorted((corpus / "dev").glob("*.flac"))[0]
     result = asr.load_model(run_dir / "final").transcribe(str(clip), temperature=0.0)
     assert isinstance(result["text"], str)
+    # the running average keeps a CTC head too (averaged over the same steps, so not the last one)
+    averaged, _ = load_checkpoint(run_dir / "averaged")
+    assert averaged.ctc_head is not None and model.ctc_head is not None
+    assert averaged.ctc_head.weight.shape == model.ctc_head.weight.shape
+    assert not torch.equal(averaged.ctc_head.weight, model.ctc_head.weight)
 
     # asr plot: one PNG
     plot = subprocess.run([sys.executable, "-m", "asr.cli.train", "plot", str(run_dir)], cwd=REPO,

@@ -8,7 +8,7 @@ taken from the newest weights and the frequencies recomputed from it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -17,6 +17,7 @@ from ..store.checkpoint import load_checkpoint, load_tokenizer, read_config, sav
 from .dynamic_base import rotary_bases, set_rotary_base
 
 AVERAGE_PREFIX = "average."
+HEAD_PREFIX = "ctc_head."  # the CTC head's tensors among the averaged ones
 
 
 def _is_rotary_buffer(name: str) -> bool:
@@ -24,17 +25,28 @@ def _is_rotary_buffer(name: str) -> bool:
 
 
 class RunningAverage:
-    """Cumulative mean of the model's weights over the steps it is updated at."""
+    """Cumulative mean of the model's weights over the steps it is updated at, and of the CTC
+    head's when training has one (so that the averaged model decodes jointly with a head that
+    matches its encoder, not with the last step's)."""
 
-    def __init__(self, model):
+    def __init__(self, model, ctc_head=None):
         self.count = 0
-        self.tensors = {name: t.detach().float().clone() for name, t in model.state_dict().items()
-                        if t.is_floating_point() and not _is_rotary_buffer(name)}
+        self.tensors = {name: t.detach().float().clone() for name, t in self._named(model, ctc_head).items()}
+
+    @staticmethod
+    def _named(model, ctc_head=None) -> dict[str, torch.Tensor]:
+        """The averaged tensors by name: the model's floating-point weights (not the rotary
+        frequencies) and the head's, prefixed with HEAD_PREFIX."""
+        named = {name: t for name, t in model.state_dict().items()
+                 if t.is_floating_point() and not _is_rotary_buffer(name)}
+        if ctc_head is not None:
+            named.update({HEAD_PREFIX + name: t for name, t in ctc_head.state_dict().items()})
+        return named
 
     @torch.no_grad()
-    def update(self, model) -> None:
+    def update(self, model, ctc_head=None) -> None:
         self.count += 1
-        current = model.state_dict()
+        current = self._named(model, ctc_head)
         for name, average in self.tensors.items():
             average += (current[name].detach().float() - average) / self.count
 
@@ -42,12 +54,24 @@ class RunningAverage:
         """Load the average into ``model`` (same architecture); its rotary base is kept."""
         state = model.state_dict()
         for name, average in self.tensors.items():
-            state[name].copy_(average.to(state[name].dtype))
+            if not name.startswith(HEAD_PREFIX):
+                state[name].copy_(average.to(state[name].dtype))
+
+    def ctc_head(self) -> Optional[CTCHead]:
+        """The averaged CTC head, or None when training has no head."""
+        if HEAD_PREFIX + "weight" not in self.tensors:
+            return None
+        return CTCHead(self.tensors[HEAD_PREFIX + "weight"].clone(), self.tensors[HEAD_PREFIX + "bias"].clone())
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {AVERAGE_PREFIX + name: t for name, t in self.tensors.items()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], count: int) -> None:
+        # a checkpoint written before the head was averaged has no head average: the average
+        # then goes on without a head (averaged/ is written without one), rather than mixing a
+        # head averaged over fewer steps with weights averaged over more
+        if count and HEAD_PREFIX + "weight" in self.tensors and AVERAGE_PREFIX + HEAD_PREFIX + "weight" not in tensors:
+            self.tensors = {name: t for name, t in self.tensors.items() if not name.startswith(HEAD_PREFIX)}
         for name in self.tensors:
             self.tensors[name].copy_(tensors[AVERAGE_PREFIX + name])
         self.count = count

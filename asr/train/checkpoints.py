@@ -8,7 +8,7 @@ A checkpoint is a directory ``RUN/checkpoints/step-00001000/``:
                            the run trains a CTC head (a copy, for joint CTC/attention decoding)
     state.pt               optimiser, grad scaler, every RNG state, sampler position, dynamic
                            base controller, step, metrics so far (loaded with weights_only=True)
-    tensors.safetensors    training-only tensors: the CTC head, the running weight average
+    tensors.safetensors    training-only tensors: the CTC head, the running average (weights and head)
     meta.json              step and the sha256 of every file above; written last
 
 It is built under a temporary name and renamed into place once complete (a directory rename is

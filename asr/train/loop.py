@@ -288,7 +288,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         latest = checkpoints.latest_valid()
         if latest is not None:
             restore_weights(latest, training_model)
-    average = RunningAverage(model) if config.checkpoint.average and ctx.is_main else None
+    average = RunningAverage(model, training_model.ctc_head) if config.checkpoint.average and ctx.is_main else None
     wrapped, rank0_copy = dist.wrap(training_model, ctx, config)
     if dist.sharded(ctx, config):
         say(f"fsdp: parameters, gradients and optimiser state sharded over {ctx.world_size} ranks")
@@ -359,7 +359,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
                 and step % config.checkpoint.average_every == 0:
             full = run.full_model()
             if average:
-                average.update(full.model)
+                average.update(full.model, full.ctc_head)
 
         elapsed = time.perf_counter() - step_start
         bases = rotary_bases(model)
@@ -551,9 +551,9 @@ def restore_state(path: Path, run: Run) -> Progress:
 
 
 def finish(run_dir: Path, model, tokenizer, average, model_config: dict, ctc_head=None) -> None:
-    """The final weights as a model directory (with the CTC head, for joint decoding), and the
-    running average beside them (without: the head was trained with the last weights, not
-    with their average)."""
+    """The final weights as a model directory and the running average beside them, each with
+    its CTC head (the last step's, and the average of the head over the same steps) for joint
+    decoding."""
     from ..nn.ctc_head import CTCHead
     from ..store.checkpoint import save_checkpoint
 
@@ -565,5 +565,6 @@ def finish(run_dir: Path, model, tokenizer, average, model_config: dict, ctc_hea
 
         averaged = copy.deepcopy(model)
         average.copy_into(averaged)
+        averaged.ctc_head = average.ctc_head()  # None (no head file) when training had no head
         save_checkpoint(averaged, run_dir / "averaged", tokenizer=tokenizer,
                         extra={**extra, "averaged_steps": average.count})
