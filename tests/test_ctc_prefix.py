@@ -252,3 +252,40 @@ def test_running_average_keeps_the_ctc_head(tokenizer):
     assert resumed.ctc_head() is None
     torch.testing.assert_close(resumed.state_tensors()["average.decoder.ln.weight"], torch.stack(seen_ln).mean(0))
     assert RunningAverage(model).ctc_head() is None  # training without a CTC loss
+
+
+def test_joint_beam_search_finds_the_best_joint_sequence(tokenizer):
+    """Beam search with the CTC term: the per-step joint scores telescope to
+    (1 - w) log p_att(h, <|endoftext|>) + w log P_ctc(exactly h). The decoded hypothesis carries
+    that score (P_ctc summed over every alignment by brute force) and, in this small space, is
+    the best of every hypothesis of up to 4 tokens under Whisper's length-normalised ranking
+    (patience 2: with 1, Whisper's rule stops at the first 3 finished hypotheses, before the
+    best one, 3 tokens long, has finished)."""
+    a, b, c = words(tokenizer, 3)
+    eot, blank = tokenizer.eot, tokenizer.n_text
+    weight = 0.5
+    # the decoder prefers "a" and then stops early; the audio says "b c a" less loudly
+    table = {(): {a: 0.6, b: 0.3}, (a,): {eot: 0.6, c: 0.2}, (b,): {c: 0.6, eot: 0.2},
+             (b, c): {a: 0.4, eot: 0.4}, (b, c, a): {eot: 0.8}, (a, c): {eot: 0.7}}
+    options = toy_options(ctc_weight=weight, beam_size=3, patience=2.0)
+    model = TableModel(tokenizer, table, options, default={eot: 0.5})
+    g = torch.Generator().manual_seed(5)
+    loud = torch.tensor([[0.1, 3, 0.1, 1], [0.1, 0.1, 0.1, 3], [0.1, 0.1, 3, 0.5], [0.1, 0.1, 2, 2],
+                         [3, 0.1, 0.1, 0.5], [1, 0.1, 0.1, 3]], dtype=torch.float64)
+    loud = loud + 0.1 * torch.rand(loud.shape, generator=g, dtype=torch.float64)
+    log_probs = torch.full((1, loud.shape[0], blank + 1), -1.0e4, dtype=torch.float64)
+    log_probs[0][:, [a, b, c, blank]] = torch.log_softmax(loud, -1)
+    model.ctc_head = FixedCTC(log_probs, blank)
+    [result] = decode(model, tokenizer, torch.zeros(1, 1, 1), None, options)
+
+    _, exact = brute_force(log_probs[0], [a, b, c], blank)
+
+    def joint(h):
+        return (1 - weight) * model.sum_logprob(h) + weight * math.log(exact.get(tuple(h), 1e-300))
+
+    hypotheses = [list(h) for n in range(1, 5) for h in itertools.product([a, b, c], repeat=n)]
+    best = max(hypotheses, key=lambda h: joint(h) / len(h))
+    assert result.tokens == best
+    assert result.avg_logprob * (len(best) + 1) == pytest.approx(joint(best), abs=1e-4)
+    greedy = decode(model, tokenizer, torch.zeros(1, 1, 1), None, toy_options())[0].tokens
+    assert greedy == [a] and best != greedy  # the decoder alone stops after "a"
