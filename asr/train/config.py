@@ -51,6 +51,7 @@ class RunConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on CPU)
     log_every: int = 1  # optimiser steps between metrics.jsonl rows
     progress: bool = True  # tqdm bar
+    tensorboard: bool = False  # also write the metrics as TensorBoard events in RUN_DIR/tensorboard/
 
 
 @dataclass
@@ -328,6 +329,11 @@ def check_values(config: TrainConfig, where: str) -> None:
     need(base.cooldown_steps >= 1, "dynamic_base.cooldown_steps", "must be >= 1")
     need(config.validation.every_steps >= 1, "validation.every_steps", "must be >= 1")
     need(0.0 <= config.validation.ctc_weight <= 1.0, "validation.ctc_weight", "must be in [0, 1]")
+    if config.run.tensorboard:
+        try:
+            import torch.utils.tensorboard  # noqa: F401  (needs the tensorboard package)
+        except ImportError:
+            need(False, "run.tensorboard", "true needs the tensorboard package (pip install 'asr[tensorboard]')")
     need(not config.validation.ctc_weight or config.loss.ctc_weight > 0, "validation.ctc_weight",
          "joint CTC/attention decoding needs a CTC head: set loss.ctc_weight > 0")
     need(config.checkpoint.every_steps >= 1, "checkpoint.every_steps", "must be >= 1")

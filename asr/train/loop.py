@@ -38,6 +38,7 @@ from .dynamic_base import DynamicBaseController, rotary_bases, set_rotary_base
 from .objective import TrainingModel
 from .precision import choose_precision
 from .schedule import lr_factor
+from .tensorboard_log import TensorBoardLog
 from .validate import run_validation, tokens_per_second
 
 CONFIG_FILE = "config.yaml"
@@ -162,6 +163,7 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool):
         self.path = path
         self.enabled = enabled
+        self.tensorboard = None  # a TensorBoardLog that gets every row too (run.tensorboard)
 
     def truncate_after(self, step: int) -> None:
         if not self.enabled or not self.path.exists():
@@ -173,6 +175,16 @@ class MetricsLog:
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as f:  # a log: appended, flushed per row
                 f.write(json.dumps(row) + "\n")
+            if self.tensorboard:
+                self.tensorboard.write(row)
+
+    def flush(self) -> None:
+        if self.tensorboard:
+            self.tensorboard.writer.flush()
+
+    def close(self) -> None:
+        if self.tensorboard:
+            self.tensorboard.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,6 +316,8 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         say(f"resumed from {latest} (step {run.progress.step}, epoch {run.progress.epoch}, "
             f"batch {run.progress.batches_in_epoch})")
     metrics.truncate_after(run.progress.step)
+    if config.run.tensorboard and ctx.is_main:
+        metrics.tensorboard = TensorBoardLog(run_dir, first_step=run.progress.step + 1)
 
     forward = torch.compile(wrapped) if config.run.compile else wrapped
     stream = epoch_batches(run, lambda sampler, generator: make_loader(
@@ -395,6 +409,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         metrics.write(row)
         # the best by dev WER always gets a checkpoint (rank 0 alone validates: tell the others)
         if dist.any_flag(new_best, ctx) or step % config.checkpoint.every_steps == 0 or final:
+            metrics.flush()  # TensorBoard's events up to this checkpoint on disk before it exists
             save(run, validation, new_best, write_checkpoint_files)
         bar.update(1)
         bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{lr:.2e}", base=f"{row['rotary_base'] or 0:.0f}",
@@ -404,6 +419,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
                 f"(asr train --resume {run_dir} continues)")
             break
     bar.close()
+    metrics.close()
 
     if ctx.distributed and not dist.sharded(ctx, config):
         say(f"replicas: largest weight difference from rank 0: {dist.replica_difference(model, ctx):g}")
