@@ -65,11 +65,33 @@ class SpeechModel:
         as faster-whisper's WhisperModel.detect_language."""
         return detect_file_language(self.model, self.tokenizer, open_audio(audio))
 
+    def _suppressing(self, options: dict) -> dict:
+        """options with suppress_tokens as Whisper reads it: token ids (a list, or a string of
+        comma-separated ids) in which -1 stands for the model's non-speech symbols; not given:
+        those symbols. Raises ValueError for a string that is not such a list."""
+        given = options.get("suppress_tokens")
+        if given is None:
+            return {**options, "suppress_tokens": self.suppress_tokens}
+        if isinstance(given, str):
+            try:
+                given = [int(item) for item in given.split(",") if item.strip()]
+            except ValueError:
+                raise ValueError(f"suppress tokens {options['suppress_tokens']!r}: expected comma-separated "
+                                 "token ids (-1: the model's non-speech symbols)") from None
+        ids = []
+        for token in given:
+            ids.extend(self.suppress_tokens if token == -1 else [int(token)])
+        return {**options, "suppress_tokens": tuple(dict.fromkeys(ids))}
+
     def check_options(self, batched: bool = False, **options) -> None:
         """Raise ValueError (one line) for options this model cannot honour, before any audio
         is read: an unknown language, translation with an English-only model, or batched
         decoding conditioned on previous text, joint CTC decoding without a CTC head."""
-        opts = transcribe_options(**options)
+        opts = transcribe_options(**self._suppressing(dict(options)))
+        bad = [t for t in opts.suppress_tokens if not 0 <= t < self.tokenizer.n_vocab]
+        if bad:
+            raise ValueError(f"suppress tokens: {bad[0]} is not a token id of this model (0 to "
+                             f"{self.tokenizer.n_vocab - 1}, or -1 for its non-speech symbols)")
         if batched and opts.condition_on_previous_text:
             raise ValueError("batched transcription decodes the windows of a file independently: "
                              "it cannot condition on previous text")
@@ -93,8 +115,7 @@ class SpeechModel:
                 if isinstance(result, AudioError):
                     raise result
             return [results[i] for i in range(len(audios))]
-        options.setdefault("suppress_tokens", self.suppress_tokens)
-        opts = transcribe_options(**options)
+        opts = transcribe_options(**self._suppressing(options))
         return transcribe_arrays(self.model, self.tokenizer, list(audios), opts, on_progress, self.english_only)
 
     def transcribe_stream(self, audios: Iterable, on_progress=None, batched: bool = False,
@@ -102,8 +123,7 @@ class SpeechModel:
         """Yield (index, result dict or AudioError) as each input finishes; a file that cannot be
         decoded costs no other file its transcript. At most batch_size files are open at once
         (with ``batched``: one file at a time, batch_size of its windows at once)."""
-        options.setdefault("suppress_tokens", self.suppress_tokens)
-        opts = transcribe_options(**options)
+        opts = transcribe_options(**self._suppressing(options))
         run = transcribe_stream_batched if batched else transcribe_stream
         return run(self.model, self.tokenizer, audios, opts, on_progress, self.english_only)
 

@@ -204,3 +204,38 @@ def test_empty_directory_is_one_line_error(cache, tmp_path, capsys):
     assert cli_main(["transcribe", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no audio files found" in err[0]
+
+
+def cli_json(tmp_path, name: str, *options) -> dict:
+    out = tmp_path / name
+    assert cli_main(["transcribe", str(DATA / "goforward.flac"), "--quiet", "-f", "json", "-o", str(out),
+                     "--temperature", "0", *options]) == 0
+    return json.loads((out / "goforward.json").read_text())
+
+
+def test_cli_whisper_decoding_options(cache, tmp_path, capsys):
+    """Whisper's --suppress-tokens (-1: the model's non-speech symbols), and the thresholds that
+    decide fallback and silence, as whisper's CLI reads them."""
+    plain = cli_json(tmp_path, "plain")
+    tokens = [t for s in plain["segments"] for t in s["tokens"]]
+    ten = asr.load_model("tiny.en", quiet=True).tokenizer.encode(" 10")
+    assert len(ten) == 1 and ten[0] in tokens, plain["text"]  # "Go forward 10 meters."
+    # one token forbidden, Whisper's set kept: the number is spelt another way
+    without = cli_json(tmp_path, "without", f"--suppress-tokens=-1,{ten[0]}")
+    assert ten[0] not in [t for s in without["segments"] for t in s["tokens"]]
+    assert "forward" in without["text"].lower() and without["text"] != plain["text"]
+    assert cli_json(tmp_path, "default", "--suppress-tokens=-1")["text"] == plain["text"]
+    # sampled at temperature 1 first: kept when nothing checks it; when every window "repeats
+    # itself", decoded again at 0 and the more probable attempt (the greedy one) kept
+    hot_first = ("--temperature", "1,0", "--logprob-threshold", "none", "--no-speech-threshold", "none")
+    kept = cli_json(tmp_path, "kept", *hot_first, "--compression-ratio-threshold", "none")
+    redone = cli_json(tmp_path, "redone", *hot_first, "--compression-ratio-threshold", "0.1")
+    assert kept["segments"][0]["temperature"] == 1.0 and redone["segments"][0]["temperature"] == 0.0
+    # every window unsure (log-probability < 0) and possibly silent (no-speech probability > 0)
+    silent = cli_json(tmp_path, "silent", "--no-speech-threshold", "0", "--logprob-threshold", "0")
+    assert silent["text"] == "" and cli_json(tmp_path, "on", "--no-speech-threshold", "none",
+                                             "--logprob-threshold", "0")["text"] == plain["text"]
+    capsys.readouterr()
+    assert cli_main(["transcribe", str(DATA / "goforward.flac"), "--quiet", "--suppress-tokens", "99999"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "99999 is not a token id" in err[0]

@@ -99,6 +99,19 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def optional_float(text: str) -> Optional[float]:
+    """argparse type of Whisper's threshold options: a number, or "none" to turn the check off."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or none") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
 def ctc_weight(text: str) -> float:
     """argparse type of --ctc-weight: a number in [0, 1]."""
     try:

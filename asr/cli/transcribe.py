@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from .common import (EXIT_FAILURE, EXIT_OK, check_output_dir, error, expand_inputs, expand_patterns,
-                     ctc_weight, non_negative_float, positive_int, printable, temperatures, warning)
+                     ctc_weight, non_negative_float, optional_float, positive_int, printable, temperatures, warning)
 from ..inference.compute import COMPUTE_TYPES
 from ..inference.transcribe import TranscribeOptions
 from ..inference.writers import FORMATS
@@ -106,7 +106,10 @@ def cmd_transcribe(args) -> int:
                    language=args.language, task=args.task, seed=args.seed,
                    initial_prompt=args.initial_prompt, batch_size=args.batch_size,
                    condition_on_previous_text=args.condition_on_previous_text,
-                   without_timestamps=args.without_timestamps, batched=args.batched, ctc_weight=args.ctc_weight)
+                   without_timestamps=args.without_timestamps, batched=args.batched, ctc_weight=args.ctc_weight,
+                   suppress_tokens=args.suppress_tokens,
+                   compression_ratio_threshold=args.compression_ratio_threshold,
+                   logprob_threshold=args.logprob_threshold, no_speech_threshold=args.no_speech_threshold)
     try:
         model.check_options(**options)
     except ValueError as err:
@@ -170,6 +173,18 @@ def add_transcribe_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--initial-prompt", default=None, help="text that conditions the first window")
     p.add_argument("--condition-on-previous-text", action="store_true",
                    help="feed each window's text to the next as a prompt")
+    p.add_argument("--suppress-tokens", default=None, metavar="IDS",
+                   help="comma-separated token ids never to produce; -1: the model's non-speech symbols "
+                        "(default: -1, as Whisper)")
+    p.add_argument("--compression-ratio-threshold", type=optional_float, default=defaults.compression_ratio_threshold,
+                   help="gzip compression ratio above which a window is decoded again at the next "
+                        "temperature (default: %(default)s; none: never)")
+    p.add_argument("--logprob-threshold", type=optional_float, default=defaults.logprob_threshold,
+                   help="mean token log-probability below which a window is decoded again "
+                        "(default: %(default)s; none: never)")
+    p.add_argument("--no-speech-threshold", type=optional_float, default=defaults.no_speech_threshold,
+                   help="<|nospeech|> probability above which a window is taken as silence when its "
+                        "log-probability is also below --logprob-threshold (default: %(default)s; none: never)")
     p.add_argument("--without-timestamps", action="store_true", help="no timestamp tokens (one segment per window)")
     p.add_argument("--ctc-weight", type=ctc_weight, default=0.0,
                    help="joint CTC/attention decoding with this weight on the CTC prefix score, 0-1 (models "
