@@ -215,26 +215,23 @@ class Run:
         return dist.full_model(self.training_model, self.rank0_copy, self.ctx, self.config)
 
 
-def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: str = "config",
-          write_checkpoint_files=None) -> dict:
-    """Train (or continue) a run; returns the final metrics. Raises InputError for bad input and
-    TrainingStopped when the run had to stop."""
-    run_dir = Path(run_dir)
-    ctx = dist.setup(config)  # rank, world size, device
-    say = dist.printer(ctx)
-    if config.run.threads:
-        torch.set_num_threads(config.run.threads)
-    if config.run.deterministic:
-        torch.use_deterministic_algorithms(True)
-    if ctx.is_main:
-        prepare_run_dir(run_dir, config, resume)
-    dist.barrier(ctx)
-    seed_everything(config.run.seed)
+@dataclass
+class Setup:
+    """What a run trains: its checked data, tokenizer and model."""
 
-    autocast_dtype, why = choose_precision(config.precision, ctx.device)
-    say(f"precision: {why}")
+    train_utts: list
+    dev_utts: list
+    tokenizer: object
+    model: object  # ASRModel
+    training_model: TrainingModel  # the model, with the CTC head and the losses
+    model_config: dict  # config.json sections of every saved model
 
-    # ---- data, tokenizer, model ----
+
+def build_setup(config: TrainConfig, run_dir: Path, resume: bool, ctx, say, config_path: str) -> Setup:
+    """Data checked up front (bad audio is an error or dropped with --skip-bad), the tokenizer
+    (the run's own on resume, trained from the training text or the pretrained model's), the
+    model (fresh from its preset, or pretrained weights), and the utterances it cannot take
+    dropped with a count."""
     train_utts, bad = read_checked(config.data.train, check_audio=config.data.check_audio,
                                    skip_bad=config.data.skip_bad, what="training")
     if bad:
@@ -275,6 +272,32 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     training_model = TrainingModel(model, tokenizer.n_text, config.loss.ctc_weight, config.loss.label_smoothing,
                                    dropout=config.model.dropout,
                                    attention_window_sigma_s=config.loss.attention_window_sigma_s).to(ctx.device)
+    return Setup(train_utts, dev_utts, tokenizer, model, training_model, model_config)
+
+
+def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: str = "config",
+          write_checkpoint_files=None) -> dict:
+    """Train (or continue) a run; returns the final metrics. Raises InputError for bad input and
+    TrainingStopped when the run had to stop."""
+    run_dir = Path(run_dir)
+    ctx = dist.setup(config)  # rank, world size, device
+    say = dist.printer(ctx)
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    if config.run.deterministic:
+        torch.use_deterministic_algorithms(True)
+    if ctx.is_main:
+        prepare_run_dir(run_dir, config, resume)
+    dist.barrier(ctx)
+    seed_everything(config.run.seed)
+
+    autocast_dtype, why = choose_precision(config.precision, ctx.device)
+    say(f"precision: {why}")
+
+    # ---- data, tokenizer, model ----
+    setup = build_setup(config, run_dir, resume, ctx, say, config_path)
+    train_utts, dev_utts, tokenizer, model = setup.train_utts, setup.dev_utts, setup.tokenizer, setup.model
+    model_config, training_model = setup.model_config, setup.training_model
     frozen = freeze(training_model, config.optim.freeze, config_path)
     if frozen:
         say(f"frozen: {frozen / 1e6:.2f} M parameters under {', '.join(config.optim.freeze)}")
