@@ -87,7 +87,7 @@ class SpeechModel:
         """Raise ValueError (one line) for options this model cannot honour, before any audio
         is read: an unknown language, translation with an English-only model, or batched
         decoding conditioned on previous text, joint CTC decoding without a CTC head."""
-        opts = transcribe_options(**self._suppressing(dict(options)))
+        opts = transcribe_options(**self._suppressing(options))
         bad = [t for t in opts.suppress_tokens if not 0 <= t < self.tokenizer.n_vocab]
         if bad:
             raise ValueError(f"suppress tokens: {bad[0]} is not a token id of this model (0 to "

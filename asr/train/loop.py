@@ -180,7 +180,7 @@ class MetricsLog:
 
     def flush(self) -> None:
         if self.tensorboard:
-            self.tensorboard.writer.flush()
+            self.tensorboard.flush()
 
     def close(self) -> None:
         if self.tensorboard:

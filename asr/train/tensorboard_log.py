@@ -28,7 +28,10 @@ class TensorBoardLog:
             if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(key, value, step)
         if any(key.startswith("dev_") for key in row):  # validations are rare: show them at once
-            self.writer.flush()
+            self.flush()
+
+    def flush(self) -> None:
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
