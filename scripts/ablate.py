@@ -116,9 +116,9 @@ def train_and_score(row: str, seed: int, args) -> dict:
     result_file = run_dir / "result.json"
     kept = args.keep / f"{row}-seed{seed}" if args.keep else None
     if kept is not None and (kept / "result.json").exists():
-        return json.loads((kept / "result.json").read_text())
+        return same_scoring(json.loads((kept / "result.json").read_text()), kept, args)
     if result_file.exists():
-        result = json.loads(result_file.read_text())
+        result = same_scoring(json.loads(result_file.read_text()), run_dir, args)
         return keep_run(result, run_dir, kept) if kept is not None else result
     run_dir.mkdir(parents=True, exist_ok=True)
     log = args.out / "runs" / f"{row}-seed{seed}.log"
@@ -133,13 +133,36 @@ def train_and_score(row: str, seed: int, args) -> dict:
         run_logged(command, log)
     run_logged(asr_command("evaluate", "--model", run_dir / "final", "--data", *args.data, "--limit", args.limit,
                            "--without-timestamps", "--batch-size", 16, "--quiet", "--resume",
-                           "--output-dir", run_dir / "eval"), log)
+                           "--ctc-weight", args.ctc_weight, "--output-dir", run_dir / "eval"), log)
     run_logged(asr_command("plot", run_dir), log)
     diagnose(run_dir, args.data[0], log)
     result = summarise_run(row, seed, run_dir)
+    result["scoring"] = scoring(args)
     result["wall_seconds_this_invocation"] = round(time.time() - started, 1)
     result_file.write_text(json.dumps(result, indent=1) + "\n")
     return keep_run(result, run_dir, kept) if kept is not None else result
+
+
+# How runs kept before the scoring was recorded were decoded: greedy, the attention decoder alone,
+# with the first-step bug fixed on 2026-12-03 (RESULTS.md, "Decoding"). A table never mixes them
+# with runs decoded otherwise.
+LEGACY_SCORING = "greedy, attention decoder only, before the first-step fix"
+
+
+def scoring(args) -> str:
+    """How this invocation decodes the runs it scores (recorded in every result)."""
+    return "greedy, " + (f"joint CTC/attention, CTC weight {args.ctc_weight:g}" if args.ctc_weight
+                         else "attention decoder only")
+
+
+def same_scoring(result: dict, where: Path, args) -> dict:
+    """A finished run, provided it was decoded as this invocation decodes (else one clear error:
+    its weights may be gone, so it cannot be rescored here)."""
+    found = result.get("scoring", LEGACY_SCORING)
+    if found != scoring(args):
+        raise SystemExit(f"ablate: {where} was scored \"{found}\", not \"{scoring(args)}\" as asked; "
+                         "use another --out/--keep folder for a table decoded this way")
+    return result
 
 
 def diagnose(run_dir: Path, data: str, log: Path) -> None:
@@ -417,8 +440,8 @@ def markdown(summary: dict, args) -> str:
             "CPU, hence the column relative to vanilla on the same CPU): "
             + "; ".join(f"{cpu}: {len(names)} runs ({', '.join(names)})" for cpu, names in cpus.items()) + ".",
             f"Table built on: {cpu_description()}.",
-            f"Config: `{args.config}`; first {args.limit} utterances of each data set; greedy, whisper-english "
-            "normaliser. CTC CER: the encoder read through the CTC head, greedy, on the first "
+            f"Config: `{args.config}`; first {args.limit} utterances of each data set; {scoring(args)}; "
+            "whisper-english normaliser. CTC CER: the encoder read through the CTC head, greedy, on the first "
             f"{DIAGNOSIS_UTTERANCES} utterances of the first data set; audio use: the decoder's loss with another "
             "clip's audio minus with its own (0: it ignores the audio). P(better): the paired bootstrap (`asr compare`'s, over word errors; the same over "
             "character errors) against vanilla of the same seed, data sets pooled."]
@@ -534,6 +557,9 @@ def main() -> int:
     parser.add_argument("--main-seeds", type=int, default=3, help="seeds of vanilla and all (default 3)")
     parser.add_argument("--limit", type=int, default=200, help="utterances scored per data set (default 200)")
     parser.add_argument("--keep", type=Path, help="also copy each finished run's small files here (see above)")
+    parser.add_argument("--ctc-weight", type=float, default=0.3,
+                        help="decode for scoring with joint CTC/attention at this CTC weight, as the recipes "
+                             "validate (default 0.3; 0: the attention decoder alone)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe override for every run (e.g. run.max_steps=10)")
     args = parser.parse_args()
@@ -556,7 +582,7 @@ def main() -> int:
                       "seed_spread_mean_cer": summary["seed_spread_mean_cer"], "runs": len(results),
                       "against": {f"{a['row']} vs {a['against']}": {"change_mean_wer": a["change"]["mean_wer"],
                                                                    "verdict": a["verdict"]} for a in summary["against"]},
-                      "cpu": cpu_description()}))
+                      "scoring": scoring(args), "cpu": cpu_description()}))
     return 0
 
 

@@ -106,6 +106,17 @@ def test_ablation_runs_every_row_pairs_with_vanilla_and_resumes(tmp_path):
     assert not (out / "runs").exists() or not list((out / "runs").glob("*.log"))
     assert after["rows"] == before["rows"] and after["runs"] == 3
 
+    # every run was decoded jointly (the recipes' CTC weight 0.3) and says so; a table decoded
+    # another way refuses the kept runs rather than mixing two decodings in one table
+    assert after["scoring"] == "greedy, joint CTC/attention, CTC weight 0.3"
+    settings = json.loads((kept / "vanilla-seed0/eval/settings.json").read_text())
+    assert settings["decoding"]["ctc_weight"] == 0.3
+    refused = subprocess.run([sys.executable, "scripts/ablate.py", "--out", str(out), "--config", str(config),
+                              "--data", str(dev), "--rows", "vanilla", "--main-seeds", "1", "--keep", str(kept),
+                              "--ctc-weight", "0"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "vanilla-seed0 was scored" in refused.stderr and "attention decoder only" in refused.stderr
+
 
 def load_ablate():
     import importlib.util
