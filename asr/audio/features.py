@@ -15,14 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Hard-coded audio hyperparameters (Whisper's).
-SAMPLE_RATE = 16000  # Hz; every model input is resampled to this rate
-N_FFT = 400  # samples per STFT window = 25 ms at 16 kHz
-HOP_LENGTH = 160  # samples between STFT frames = 10 ms at 16 kHz
-CHUNK_LENGTH = 30  # seconds in one fixed-size Whisper input window
-N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30 s window
-N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a 30 s window
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second (10 ms each)
+from .constants import CHUNK_LENGTH, FRAMES_PER_SECOND, HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 
 # Log-mel compression constants, as in Whisper.
 LOG_FLOOR = 1e-10  # power floor before log10, so silence does not give -inf

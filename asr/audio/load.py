@@ -24,7 +24,7 @@ import soundfile as sf
 import soxr
 
 from ..errors import InputError, one_line
-from .features import SAMPLE_RATE
+from .constants import SAMPLE_RATE
 
 SOUNDFILE_REASON_CHARS = 70  # how much of libsndfile's complaint goes into an error
 FFMPEG_REASON_CHARS = 90  # the same for ffmpeg's stderr
@@ -85,14 +85,9 @@ def soundfile_name(path: Union[str, os.PathLike]) -> bytes:
     return os.fsencode(path)
 
 
-def load_audio(path: Union[str, os.PathLike], sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode an audio file to a mono float32 waveform at ``sr`` Hz, shape [samples].
-
-    Multichannel audio is averaged to mono. Raises AudioError for a missing path,
-    a directory, an unreadable file, content that is not audio, or zero samples.
-    """
-    if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
-        raise ValueError(f"sr must be a positive int, got {sr!r}")
+def check_audio_path(path: Union[str, os.PathLike]) -> None:
+    """AudioError unless `path` is a readable, non-empty file: what can be told without decoding
+    it (the command line checks its inputs this way before it loads a model)."""
     p = Path(path)
     try:
         os.stat(p)
@@ -107,6 +102,17 @@ def load_audio(path: Union[str, os.PathLike], sr: int = SAMPLE_RATE) -> np.ndarr
     if p.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
 
+
+def load_audio(path: Union[str, os.PathLike], sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode an audio file to a mono float32 waveform at ``sr`` Hz, shape [samples].
+
+    Multichannel audio is averaged to mono. Raises AudioError for a missing path,
+    a directory, an unreadable file, content that is not audio, or zero samples.
+    """
+    if not isinstance(sr, (int, np.integer)) or isinstance(sr, bool) or sr <= 0:
+        raise ValueError(f"sr must be a positive int, got {sr!r}")
+    check_audio_path(path)
+    p = Path(path)
     try:
         with c_library_quiet():
             data, rate = sf.read(soundfile_name(p), dtype="float32", always_2d=True)

@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .features import N_FFT, SAMPLE_RATE
+from .constants import N_FFT, SAMPLE_RATE
 from .load import AudioError, c_library_quiet, load_audio, replace_non_finite, soundfile_name, warn_non_finite
 
 READ_BLOCK_S = 10  # seconds of input decoded per read

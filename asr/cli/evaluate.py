@@ -55,7 +55,7 @@ def _shared(load, rank: int, size: int):
 def _make_system(args, size: int):
     import torch
 
-    from ..inference.transcribe import TEMPERATURES
+    from ..inference.options import TEMPERATURES
 
     threads = args.threads or max(1, (os.cpu_count() or 1) // size)
     torch.set_num_threads(threads)
@@ -159,8 +159,8 @@ def cmd_benchmark_build(args) -> int:
 
 def add_evaluate_parsers(subparsers) -> None:
     from ..evaluate.datasets import PRESETS
-    from ..inference.compute import COMPUTE_TYPES
     from ..evaluate.systems import SYSTEMS
+    from ..inference.options import COMPUTE_TYPES
     from ..text.normalize import NORMALIZERS
 
     p = subparsers.add_parser(

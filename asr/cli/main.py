@@ -10,7 +10,7 @@ import threading
 
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, error
 from ..audio import AudioError
-from ..store.checkpoint import CheckpointError
+from ..store.layout import CheckpointError
 
 
 def build_parser() -> argparse.ArgumentParser:

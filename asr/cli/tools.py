@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from .common import EXIT_FAILURE, EXIT_OK, error, expand_inputs
-from ..audio import SAMPLE_RATE, AudioError, load_audio, log_mel_spectrogram
+from ..audio import SAMPLE_RATE, AudioError, load_audio
 from ..config import WHISPER_EN_VOCAB
 
 
 def cmd_features(args) -> int:
     from tqdm import tqdm
+
+    from ..audio import log_mel_spectrogram
 
     failed = 0
     out_dir = Path(args.output_dir) if args.output_dir else None
@@ -39,6 +41,7 @@ def cmd_encode(args) -> int:
     import torch
     from tqdm import tqdm
 
+    from ..audio import log_mel_spectrogram
     from ..store.checkpoint import load_checkpoint
 
     if args.threads:

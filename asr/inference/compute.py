@@ -39,9 +39,9 @@ from typing import Callable, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .options import COMPUTE_TYPES
 from ..store.checkpoint import EMBEDDING  # the tied table: token embedding and output projection
 
-COMPUTE_TYPES = ("auto", "float32", "float32_shortlist", "int8", "bfloat16", "float16")
 # what auto resolves to: the fastest type measured to agree with float32 on >= 99% of words
 # (see the module docstring for the figures)
 AUTO = {"cpu": "float32_shortlist", "cuda": "float32"}

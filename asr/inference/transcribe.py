@@ -22,43 +22,9 @@ from ..audio.stream import open_audio
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from ..text.tokenizer import TIMESTAMP_STEP, Tokenizer
 from ..audio.whisper_windows import log10_mel_peak, whisper_window
+from .options import TranscribeOptions
 
-TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-COMPRESSION_RATIO_THRESHOLD = 2.4  # above: the text repeats itself, decode again hotter
-LOGPROB_THRESHOLD = -1.0  # mean token log-probability below: unsure, decode again hotter
-NO_SPEECH_THRESHOLD = 0.6  # <|nospeech|> probability above (and unsure): the window is silent
 INPUT_STRIDE = 2  # mel frames per encoder position = per timestamp step (0.02 s)
-# A window quieter than this (RMS, dB below full scale) is silence and is not decoded: Whisper
-# models invent words (" you", " Thank you.") for digital silence with confidence above the
-# log-probability threshold, so the no-speech rule alone does not catch it.
-SILENCE_RMS_DBFS = -60.0
-
-
-@dataclass
-class TranscribeOptions:
-    language: Optional[str] = None  # None: detected per file on its first decoded window
-    task: str = "transcribe"
-    temperatures: Sequence[float] = TEMPERATURES
-    beam_size: Optional[int] = None
-    patience: float = 1.0
-    length_penalty: Optional[float] = None
-    compression_ratio_threshold: Optional[float] = COMPRESSION_RATIO_THRESHOLD
-    logprob_threshold: Optional[float] = LOGPROB_THRESHOLD
-    no_speech_threshold: Optional[float] = NO_SPEECH_THRESHOLD
-    condition_on_previous_text: bool = False
-    initial_prompt: Optional[str] = None
-    without_timestamps: bool = False
-    batch_size: int = 8
-    silence_rms_dbfs: Optional[float] = SILENCE_RMS_DBFS  # None: decode every window
-    suppress_tokens: Sequence[int] = ()
-    # None: at most half the text context per window (Whisper's cap); a rate: at most
-    # MIN_SAMPLE_LEN + rate x the batch's longest window in seconds, so a loop ends with the audio
-    max_tokens_per_second: Optional[float] = None
-    seed: int = 0  # sampling at temperature > 0 is seeded per window from this: reruns agree
-    # > 0: joint CTC/attention decoding (models saved with a CTC head; without timestamps)
-    ctc_weight: float = 0.0
-
-
 MIN_SAMPLE_LEN = 16  # tokens any window may take, however short (timestamps, a few words)
 
 

@@ -21,14 +21,7 @@ from ..config import dims_from_dict, options_from_dict, to_dict
 from ..nn.ctc_head import CTC_HEAD_FILE, CTCHead
 from ..nn.model import ASRModel
 
-FORMAT = "asr-checkpoint"
-FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that cannot be read; the message names it and the reason."""
+from .layout import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, CheckpointError
 
 
 def save_checkpoint(model: ASRModel, directory: Union[str, Path], *,

@@ -19,7 +19,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Union
 
-from .checkpoint import CONFIG_FILE, CheckpointError
+from .layout import CONFIG_FILE, CheckpointError
 
 CACHE_ENV = "ASR_CACHE_DIR"
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "models"  # asr/models/NAME/{config.json,delta.safetensors}
