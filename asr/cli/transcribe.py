@@ -121,6 +121,8 @@ def cmd_transcribe(args) -> int:
                    initial_prompt=args.initial_prompt, batch_size=args.batch_size,
                    condition_on_previous_text=args.condition_on_previous_text,
                    without_timestamps=args.without_timestamps, batched=args.batched, ctc_weight=args.ctc_weight,
+                   word_timestamps=args.word_timestamps, prepend_punctuations=args.prepend_punctuations,
+                   append_punctuations=args.append_punctuations,
                    suppress_tokens=args.suppress_tokens,
                    compression_ratio_threshold=args.compression_ratio_threshold,
                    logprob_threshold=args.logprob_threshold, no_speech_threshold=args.no_speech_threshold)
@@ -200,6 +202,13 @@ def add_transcribe_parser(subparsers) -> argparse.ArgumentParser:
                    help="<|nospeech|> probability above which a window is taken as silence when its "
                         "log-probability is also below --logprob-threshold (default: %(default)s; none: never)")
     p.add_argument("--without-timestamps", action="store_true", help="no timestamp tokens (one segment per window)")
+    p.add_argument("--word-timestamps", action="store_true",
+                   help="time every word (from the decoder's cross-attention, as Whisper); the json output "
+                        "gets words with start, end and probability per segment")
+    p.add_argument("--prepend-punctuations", default=defaults.prepend_punctuations, metavar="CHARS",
+                   help="with --word-timestamps, punctuation joined to the next word (default: %(default)s)")
+    p.add_argument("--append-punctuations", default=defaults.append_punctuations, metavar="CHARS",
+                   help="with --word-timestamps, punctuation joined to the previous word (default: %(default)s)")
     p.add_argument("--ctc-weight", type=ctc_weight, default=0.0,
                    help="joint CTC/attention decoding with this weight on the CTC prefix score, 0-1 (models "
                         "trained with a CTC head; needs --without-timestamps; default 0: attention only)")

@@ -254,6 +254,10 @@ def decode_chunks(model, tokenizer: Tokenizer, batch: list[tuple[PlannedFile, Ch
         on_progress(sum(c.stop - c.start for _, c in batch) / SAMPLE_RATE)
 
 
+# word timestamps follow the sequential windows' rules (the seek moves to the last word's end)
+NO_WORD_TIMESTAMPS = "word timestamps are computed window by window: leave out --batched (batched=True) to have them"
+
+
 def transcribe_stream_batched(model, tokenizer: Tokenizer, audios: Iterable,
                               opts: TranscribeOptions = TranscribeOptions(),
                               on_progress: Optional[Callable[[float], None]] = None,
@@ -265,6 +269,8 @@ def transcribe_stream_batched(model, tokenizer: Tokenizer, audios: Iterable,
     if opts.condition_on_previous_text:
         raise ValueError("batched transcription decodes the windows of a file independently: "
                          "it cannot condition on previous text")
+    if opts.word_timestamps:
+        raise ValueError(NO_WORD_TIMESTAMPS)
     opts = check_language(tokenizer, opts, english_only)
     initial = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
     base = DecodingOptions(task=None if english_only else opts.task,

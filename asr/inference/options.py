@@ -15,6 +15,10 @@ NO_SPEECH_THRESHOLD = 0.6  # <|nospeech|> probability above (and unsure): the wi
 # models invent words (" you", " Thank you.") for digital silence with confidence above the
 # log-probability threshold, so the no-speech rule alone does not catch it.
 SILENCE_RMS_DBFS = -60.0
+# With word timestamps, punctuation that belongs to the next word (prepended) or to the previous
+# one (appended): Whisper's and faster-whisper's defaults
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
 
 @dataclass
@@ -40,3 +44,7 @@ class TranscribeOptions:
     seed: int = 0  # sampling at temperature > 0 is seeded per window from this: reruns agree
     # > 0: joint CTC/attention decoding (models saved with a CTC head; without timestamps)
     ctc_weight: float = 0.0
+    # each segment gets "words" with their own times (asr.inference.word_timing)
+    word_timestamps: bool = False
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS
+    append_punctuations: str = APPEND_PUNCTUATIONS

@@ -17,12 +17,13 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, AudioError, batch_log_mel
+from ..audio import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, AudioError, batch_log_mel
 from ..audio.stream import open_audio
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from ..text.tokenizer import TIMESTAMP_STEP, Tokenizer
 from ..audio.whisper_windows import log10_mel_peak, whisper_window
 from .options import TranscribeOptions
+from .word_timing import add_word_timestamps, speech_end
 
 INPUT_STRIDE = 2  # mel frames per encoder position = per timestamp step (0.02 s)
 MIN_SAMPLE_LEN = 16  # tokens any window may take, however short (timestamps, a few words)
@@ -43,6 +44,7 @@ class FileState:
     # the last window's text ran past its last complete segment, so the next window starts
     # inside speech: its no-speech verdict alone does not skip it (see decode_with_fallback)
     in_speech: bool = False
+    last_speech_timestamp: float = 0.0  # where the last word ended (word timestamps' rules)
 
     @property
     def total_frames(self) -> int:
@@ -394,11 +396,31 @@ def decode_step(model, tokenizer: Tokenizer, active: list[FileState], pieces: li
         for i, result in zip(rows, decode_with_fallback(model, tokenizer, rows_features, rows_mask, options, opts,
                                                         seeks, in_speech)):
             results[i] = result
-    for state, result in zip(active, results):
-        before = state.seek
+    for i, (state, result) in enumerate(zip(active, results)):
+        before, n_segments = state.seek, len(state.segments)
         add_window_result(state, result, tokenizer, window, opts)
+        if opts.word_timestamps and len(state.segments) > n_segments:
+            sot = tokenizer.sot_sequence(None, None) if english_only else tokenizer.sot_sequence(state.language, opts.task)
+            time_window_words(model, tokenizer, state, state.segments[n_segments:], result, sot, features[i: i + 1],
+                              min(window, state.total_frames - before), before, opts)
         if on_progress:
             on_progress((min(state.seek, state.total_frames) - before) * HOP_LENGTH / SAMPLE_RATE)
+
+
+def time_window_words(model, tokenizer: Tokenizer, state: FileState, segments: list[dict], result: DecodingResult,
+                      sot_sequence: Sequence[int], audio, frames: int, seek: int, opts: TranscribeOptions) -> None:
+    """Word timestamps for the segments one window added (asr.inference.word_timing). As in
+    Whisper and faster-whisper, a window that did not end on a lone timestamp is followed from
+    the end of its last word, not from its last timestamp."""
+    offset = seek * HOP_LENGTH / SAMPLE_RATE
+    state.last_speech_timestamp = add_word_timestamps(
+        model, tokenizer, segments, sot_sequence, audio, frames, offset, state.language, state.last_speech_timestamp,
+        opts.prepend_punctuations, opts.append_punctuations)
+    begin = tokenizer.timestamp_begin
+    single_timestamp_ending = [t >= begin for t in result.tokens[-2:]] == [False, True]
+    last_word_end = speech_end(segments, None)
+    if not single_timestamp_ending and last_word_end is not None and last_word_end > offset:
+        state.seek = round(last_word_end * FRAMES_PER_SECOND)
 
 
 def transcribe_arrays(model, tokenizer: Tokenizer, audios: Sequence,

@@ -214,6 +214,14 @@ class CrossAttention(nn.Module):
         return self.out(merge_heads(y))
 
 
+def cross_attention_scores(layer: "CrossAttention", x: Tensor, audio: Tensor) -> Tensor:
+    """The layer's attention scores before the softmax, q k^T / sqrt(head_dim), [batch, n_head,
+    tokens, frames]: what word-level timestamps align text with (asr.inference.word_timing)."""
+    q = split_heads(layer.query(x), layer.n_head)
+    k = split_heads(layer.kv(audio).chunk(2, dim=-1)[0], layer.n_head)
+    return torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+
+
 def fold_group(q: Tensor, group: int) -> Tensor:
     """[utterances * group, H, T, h] -> [utterances, H, group * T, h]: the hypotheses of one
     utterance become extra query rows against that utterance's keys."""

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelDimensions, ModelOptions, StackOptions
-from .attention import AttentionInputs, CrossAttention, MultiHeadAttention
+from .attention import AttentionInputs, CrossAttention, MultiHeadAttention, cross_attention_scores
 from .dynconv import DynamicConvAttention
 from .extras_init import check_function_preserving, reset_extras
 from .hybrid_attention import HybridAttention
@@ -56,10 +56,15 @@ class ResidualAttentionBlock(nn.Module):
 
     def forward(self, x: Tensor, inputs: AttentionInputs, audio: Optional[Tensor] = None,
                 audio_mask: Optional[Tensor] = None, cache: Optional[LayerCache] = None,
-                group: int = 1) -> Tensor:
+                group: int = 1, cross_scores: Optional[list] = None) -> Tensor:
+        """`cross_scores`: a list to append this block's cross-attention scores to (before the
+        softmax; see cross_attention_scores), for word-level timestamps."""
         x = x + self.attn(self.attn_ln(x), inputs, cache)
         if self.cross_attn is not None:
-            x = x + self.cross_attn(self.cross_attn_ln(x), audio, audio_mask, cache, group)
+            queries = self.cross_attn_ln(x)
+            if cross_scores is not None:
+                cross_scores.append(cross_attention_scores(self.cross_attn, queries, audio))
+            x = x + self.cross_attn(queries, audio, audio_mask, cache, group)
         return x + self.mlp(self.mlp_ln(x))
 
 
@@ -133,10 +138,11 @@ class TextDecoder(nn.Module):
         self.output_projection: Optional[nn.Module] = None
 
     def forward(self, tokens: Tensor, audio: Tensor, audio_mask: Optional[Tensor] = None,
-                cache: Optional[DecoderCache] = None) -> Tensor:
+                cache: Optional[DecoderCache] = None, cross_scores: Optional[list] = None) -> Tensor:
         """tokens [batch, n] (only the new ones when a cache is given) -> logits [batch, n, n_vocab]
         in float32. The cache advances by n. With a cache of group_size g, tokens has
-        g rows per utterance of audio (beam search)."""
+        g rows per utterance of audio (beam search). Given a list, `cross_scores` receives each
+        layer's cross-attention scores [batch, n_head, n, frames] (word-level timestamps)."""
         offset = cache.offset if cache is not None else 0
         group = cache.group_size if cache is not None else 1
         x = self.token_embedding(tokens)
@@ -145,7 +151,8 @@ class TextDecoder(nn.Module):
             x = x + absolute.to(x.dtype)
         inputs = self.positions.attention_inputs(tokens.shape[1], offset, key_mask=None)
         for i, block in enumerate(self.blocks):
-            x = block(x, inputs, audio, audio_mask, cache.layers[i] if cache is not None else None, group)
+            x = block(x, inputs, audio, audio_mask, cache.layers[i] if cache is not None else None, group,
+                      cross_scores)
         if cache is not None:
             cache.offset += tokens.shape[1]
         x = self.ln(x)
@@ -186,6 +193,10 @@ class ASRModel(nn.Module):
         # inference only: the CTC head a jointly trained model was saved with (asr.nn.ctc_head;
         # plain tensors outside the state dict), read by joint CTC/attention decoding
         self.ctc_head = None
+        # inference only: the decoder's (layer, head) cross-attention pairs that follow the audio
+        # in time (Whisper's alignment heads, kept by the conversion), for word-level timestamps;
+        # None: asr.inference.word_timing's default
+        self.alignment_heads: Optional[list] = None
         # where the extras start is decided in one place: asr/nn/extras_init.py
         preserving = self.options.function_preserving_init
         for name, stack in self.stacks().items():
