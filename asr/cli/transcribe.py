@@ -10,6 +10,7 @@ from typing import Optional
 from .common import (EXIT_FAILURE, EXIT_OK, check_output_dir, error, expand_inputs, expand_patterns,
                      ctc_weight, non_negative_float, optional_float, positive_int, printable, temperatures, warning)
 from ..inference.options import COMPUTE_TYPES, TranscribeOptions
+from ..inference.subtitles import SubtitleOptions
 from ..inference.writers import FORMATS
 from ..store.registry import DEFAULT_MODEL
 
@@ -91,6 +92,11 @@ def cmd_transcribe(args) -> int:
         for err in unopenable:
             error(str(err))
         return EXIT_FAILURE
+    try:
+        subtitles = subtitle_options(args)
+    except ValueError as err:
+        error(str(err))
+        return EXIT_FAILURE
     output_dir = args.output_dir or ("." if args.output_format else None)
     problem = output_dir and check_output_dir(output_dir)
     if problem:  # before the model loads and anything is decoded
@@ -154,13 +160,33 @@ def cmd_transcribe(args) -> int:
                 print_result(path, result, args.verbose, many=len(paths) > 1)
             if output_dir:
                 try:
-                    write_result(result, path, output_dir, args.output_format or "all")
+                    write_result(result, path, output_dir, args.output_format or "all", subtitles=subtitles)
                 except OSError as err:  # e.g. the disk filled up: the other files go on
                     error(f"{output_dir}: cannot write the outputs of {path} ({err.strerror or err})", bar)
                     failed += 1
         bar.set_postfix(files=f"{done}/{len(paths)}")
     bar.close()
     return EXIT_FAILURE if failed or empty else EXIT_OK
+
+
+def subtitle_options(args) -> SubtitleOptions:
+    """The subtitle shape asked for; ValueError (one line) for a combination that would do
+    nothing: each option needs word timestamps, a line count needs a line width, and words per
+    line do nothing once both a width and a count are given (cues then follow the width)."""
+    options = SubtitleOptions(args.max_line_width, args.max_line_count, args.max_words_per_line,
+                              args.highlight_words)
+    given = [name for name, value in (("--max-line-width", args.max_line_width),
+                                      ("--max-line-count", args.max_line_count),
+                                      ("--max-words-per-line", args.max_words_per_line),
+                                      ("--highlight-words", args.highlight_words)) if value]
+    if given and not args.word_timestamps:
+        raise ValueError(f"{given[0]}: subtitles are shaped from word timestamps: add --word-timestamps")
+    if args.max_line_count and not args.max_line_width:
+        raise ValueError("--max-line-count: lines only break at a width: add --max-line-width")
+    if args.max_words_per_line and args.max_line_width and args.max_line_count:
+        raise ValueError("--max-words-per-line does nothing once --max-line-width and --max-line-count "
+                         "are both given: leave one of the three out")
+    return options
 
 
 def add_transcribe_parser(subparsers) -> argparse.ArgumentParser:
@@ -209,6 +235,15 @@ def add_transcribe_parser(subparsers) -> argparse.ArgumentParser:
                    help="with --word-timestamps, punctuation joined to the next word (default: %(default)s)")
     p.add_argument("--append-punctuations", default=defaults.append_punctuations, metavar="CHARS",
                    help="with --word-timestamps, punctuation joined to the previous word (default: %(default)s)")
+    p.add_argument("--max-line-width", type=positive_int, metavar="CHARS",
+                   help="with --word-timestamps: srt/vtt lines of at most this many characters")
+    p.add_argument("--max-line-count", type=positive_int, metavar="LINES",
+                   help="with --max-line-width: at most this many lines per subtitle (cues then run across "
+                        "segments, and a pause over 3 s starts a new one)")
+    p.add_argument("--max-words-per-line", type=positive_int, metavar="WORDS",
+                   help="with --word-timestamps: at most this many words per subtitle line")
+    p.add_argument("--highlight-words", action="store_true",
+                   help="with --word-timestamps: srt/vtt cues word by word, the spoken word underlined")
     p.add_argument("--ctc-weight", type=ctc_weight, default=0.0,
                    help="joint CTC/attention decoding with this weight on the CTC prefix score, 0-1 (models "
                         "trained with a CTC head; needs --without-timestamps; default 0: attention only)")

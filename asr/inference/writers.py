@@ -5,8 +5,9 @@ Every format is rendered to a string first and then written atomically, so a cra
 segment never leaves a half-written subtitle file behind, and an older file of the same name
 survives until the new one is complete.
 
-Subtitle cues are always one line of text: a blank line would end an SRT/VTT cue early and a
-line holding "-->" would be read as a timing line, so such text is sanitised (see cue_text).
+Subtitle cues are one line of text, or with word-shaped cues (asr.inference.subtitles) the lines
+those options break them into: a blank line would end an SRT/VTT cue early and a line holding
+"-->" would be read as a timing line, so such text is sanitised (see cue_body).
 Segments with no text after stripping are left out of txt, srt, vtt and tsv (an empty cue is
 invalid in some players) but kept in json, which is the result exactly as given.
 """
@@ -21,6 +22,7 @@ from typing import Callable, Optional, Union
 
 from ..errors import one_line
 from ..store.atomic import write_text_atomic
+from .subtitles import Cue, SubtitleOptions, has_words, word_cues
 
 FORMATS = ("txt", "vtt", "srt", "tsv", "json", "all")
 ALL_FORMATS = ("txt", "vtt", "srt", "tsv", "json")  # what "all" writes, in whisper's order
@@ -55,11 +57,6 @@ def format_timestamp(seconds: float, decimal_marker: str = ".", always_include_h
     return f"{hours_marker}{minutes:02d}:{secs:02d}{decimal_marker}{milliseconds:03d}"
 
 
-def cue_text(text: str) -> str:
-    """Subtitle text that cannot break the cue structure: one line, and no "-->"."""
-    return ARROW.sub("->", one_line(text))
-
-
 def spoken_segments(result: dict) -> list[dict]:
     """The segments that have text to show."""
     return [segment for segment in result["segments"] if one_line(segment["text"])]
@@ -69,12 +66,37 @@ def render_txt(result: dict) -> str:
     return "".join(f"{one_line(segment['text'])}\n" for segment in spoken_segments(result))
 
 
-def render_srt(result: dict) -> str:
+def subtitle_cues(result: dict, options: SubtitleOptions) -> list[Cue]:
+    """One cue per segment with text, or with word options and words, cues shaped from the
+    words (asr.inference.subtitles)."""
+    if options.by_words and has_words(result):
+        return word_cues(result, options)
+    return [Cue(segment["start"], segment["end"], [[segment["text"]]]) for segment in spoken_segments(result)]
+
+
+def cue_body(cue: Cue, escape: Callable[[str], str] = lambda text: text) -> str:
+    """The cue's lines, each on one line of text (escaped), the highlighted word underlined as
+    Whisper does (<u>word</u>, its leading space outside), no "-->" anywhere."""
+    lines, index = [], 0
+    for line in cue.lines:
+        parts = []
+        for word in line:
+            word = escape(ARROW.sub("->", word))
+            if index == cue.highlight:
+                core = word.lstrip()
+                word = f"{word[: len(word) - len(core)]}<u>{core}</u>"
+            parts.append(word)
+            index += 1
+        lines.append(ARROW.sub("->", one_line("".join(parts))))
+    return "\n".join(line for line in lines if line)
+
+
+def render_srt(result: dict, options: SubtitleOptions = SubtitleOptions()) -> str:
     cues = []
-    for index, segment in enumerate(spoken_segments(result), start=1):
-        start = format_timestamp(segment["start"], ",", always_include_hours=True)
-        end = format_timestamp(segment["end"], ",", always_include_hours=True)
-        cues.append(f"{index}\n{start} --> {end}\n{cue_text(segment['text'])}\n\n")
+    for index, cue in enumerate(subtitle_cues(result, options), start=1):
+        start = format_timestamp(cue.start, ",", always_include_hours=True)
+        end = format_timestamp(cue.end, ",", always_include_hours=True)
+        cues.append(f"{index}\n{start} --> {end}\n{cue_body(cue)}\n\n")
     return "".join(cues)
 
 
@@ -83,12 +105,12 @@ def escape_vtt(text: str) -> str:
     return "".join(VTT_ESCAPES.get(char, char) for char in text)
 
 
-def render_vtt(result: dict) -> str:
+def render_vtt(result: dict, options: SubtitleOptions = SubtitleOptions()) -> str:
     cues = ["WEBVTT\n\n"]
-    for segment in spoken_segments(result):
-        start = format_timestamp(segment["start"], ".")
-        end = format_timestamp(segment["end"], ".")
-        cues.append(f"{start} --> {end}\n{escape_vtt(cue_text(segment['text']))}\n\n")
+    for cue in subtitle_cues(result, options):
+        start = format_timestamp(cue.start, ".")
+        end = format_timestamp(cue.end, ".")
+        cues.append(f"{start} --> {end}\n{cue_body(cue, escape_vtt)}\n\n")
     return "".join(cues)
 
 
@@ -114,15 +136,26 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
 }
 
 
+def render(result: dict, fmt: str, json_indent: Optional[int] = None,
+           subtitles: SubtitleOptions = SubtitleOptions()) -> str:
+    if fmt == "json":
+        return render_json(result, json_indent)
+    if fmt in ("srt", "vtt"):
+        return RENDERERS[fmt](result, subtitles)
+    return RENDERERS[fmt](result)
+
+
 def write_result(result: dict, audio_path: Union[str, os.PathLike], output_dir: Union[str, os.PathLike],
-                 output_format: str, *, json_indent: Optional[int] = None) -> list[Path]:
+                 output_format: str, *, json_indent: Optional[int] = None,
+                 subtitles: SubtitleOptions = SubtitleOptions()) -> list[Path]:
     """Write `result` as `<audio stem>.<format>` in output_dir (created if missing); "all" writes
-    every format. Returns the paths written, in the order of ALL_FORMATS."""
+    every format. `subtitles` shapes the srt and vtt cues from word timestamps. Returns the paths
+    written, in the order of ALL_FORMATS."""
     if output_format not in FORMATS:
         raise ValueError(f"unknown output format {output_format!r}; choose from {', '.join(FORMATS)}")
     formats = ALL_FORMATS if output_format == "all" else (output_format,)
     # render everything before touching the disk, so a bad segment writes no file at all
-    texts = {fmt: render_json(result, json_indent) if fmt == "json" else RENDERERS[fmt](result) for fmt in formats}
+    texts = {fmt: render(result, fmt, json_indent, subtitles) for fmt in formats}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(audio_path).stem  # only the last suffix goes: talk.final.wav -> talk.final
