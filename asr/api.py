@@ -15,7 +15,7 @@ from .audio import AudioError
 from .inference.transcribe import (TranscribeOptions, check_language, detect_file_language, transcribe_arrays,
                                    transcribe_stream)
 from .audio.stream import open_audio
-from .inference.batched import NO_WORD_TIMESTAMPS, transcribe_stream_batched
+from .inference.batched import transcribe_stream_batched
 from .inference.compute import apply_compute_type, loading_converter, resolve_compute_type
 
 OPTION_NAMES = {f.name for f in fields(TranscribeOptions)}
@@ -99,8 +99,6 @@ class SpeechModel:
         if batched and opts.condition_on_previous_text:
             raise ValueError("batched transcription decodes the windows of a file independently: "
                              "it cannot condition on previous text")
-        if batched and opts.word_timestamps:
-            raise ValueError(NO_WORD_TIMESTAMPS)
         if opts.ctc_weight:
             if not 0.0 < opts.ctc_weight <= 1.0:
                 raise ValueError(f"CTC weight {opts.ctc_weight}: must be between 0 and 1")

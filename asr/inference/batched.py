@@ -32,6 +32,7 @@ from ..audio.stream import ArrayAudio, open_audio
 from ..audio.whisper_windows import log10_mel_frames, log10_mel_peak
 from ..text.tokenizer import Tokenizer
 from .decoding import DecodingOptions, DecodingResult, detect_language
+from .word_timing import add_word_timestamps
 from .transcribe import (FileState, TranscribeOptions, add_segment, check_language, decode_with_fallback,
                          is_silence, make_result)
 
@@ -247,15 +248,21 @@ def decode_chunks(model, tokenizer: Tokenizer, batch: list[tuple[PlannedFile, Ch
                                        [batch[i][1].seek for i in rows])
         for i, result in zip(rows, decoded):
             results[i] = result
-    for (f, chunk), result in zip(batch, results):
+    for i, ((f, chunk), result) in enumerate(zip(batch, results)):
+        n_segments = len(f.state.segments)
         chunk_segments(f.state, chunk, result, tokenizer, opts, f.pauses_s)
+        if opts.word_timestamps and len(f.state.segments) > n_segments:
+            # a file's chunks are decoded in order, so the rules that look back at the last
+            # word read the chunk before
+            language = None if english_only else f.state.language
+            sot = tokenizer.sot_sequence(language, None if english_only else opts.task)
+            f.state.last_speech_timestamp = add_word_timestamps(
+                model, tokenizer, f.state.segments[n_segments:], sot, features[i:i + 1],
+                (chunk.stop - chunk.start) // HOP_LENGTH, chunk.start / SAMPLE_RATE, f.state.language,
+                f.state.last_speech_timestamp, opts.prepend_punctuations, opts.append_punctuations)
         f.left -= 1
     if on_progress:
         on_progress(sum(c.stop - c.start for _, c in batch) / SAMPLE_RATE)
-
-
-# word timestamps follow the sequential windows' rules (the seek moves to the last word's end)
-NO_WORD_TIMESTAMPS = "word timestamps are computed window by window: leave out --batched (batched=True) to have them"
 
 
 def transcribe_stream_batched(model, tokenizer: Tokenizer, audios: Iterable,
@@ -269,8 +276,6 @@ def transcribe_stream_batched(model, tokenizer: Tokenizer, audios: Iterable,
     if opts.condition_on_previous_text:
         raise ValueError("batched transcription decodes the windows of a file independently: "
                          "it cannot condition on previous text")
-    if opts.word_timestamps:
-        raise ValueError(NO_WORD_TIMESTAMPS)
     opts = check_language(tokenizer, opts, english_only)
     initial = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
     base = DecodingOptions(task=None if english_only else opts.task,
