@@ -58,7 +58,7 @@ def test_failed_fallback_prefers_attempts_that_do_not_repeat(monkeypatch):
 def test_sampling_is_seeded_per_window(model):
     clip = load_audio(DATA / "librivox-0880.flac")
     other = load_audio(DATA / "goforward.flac")
-    hot = dict(temperature=1.0, batch_size=2)  # sampling from the first attempt
+    hot = dict(temperature=1.0, batch_size=2, best_of=1)  # sampling from the first attempt, one sample
     first = model.transcribe(clip, **hot)["text"]
     again = model.transcribe(clip, **hot)["text"]
     batched = model.transcribe_many([other, clip], **hot)[1]["text"]
@@ -66,6 +66,30 @@ def test_sampling_is_seeded_per_window(model):
     assert first == again == batched
     # the seed does matter (at temperature 1.0 tiny.en's text on this clip varies from draw to draw)
     assert other_seed != first
+
+
+def test_best_of_keeps_the_best_ranked_of_its_samples(model):
+    """best_of=k decodes k samples of a window and keeps the one with the highest mean log-
+    probability per token (Whisper's ranking, no length penalty); its first sample is best_of=1's."""
+    from dataclasses import replace
+
+    from asr.inference.decoding import decode
+    from asr.inference.transcribe import read_windows, window_features, window_generator
+
+    tok = model.tokenizer
+    state = FileState(ArrayAudio(load_audio(DATA / "librivox-0880.flac")))
+    _, pieces, _ = read_windows(model.model, [state])
+    mels, _ = window_features(model.model, pieces)
+    features, mask = model.model.embed_audio(mels)
+    base = DecodingOptions(task=None, language=None, suppress_tokens=model.suppress_tokens)
+    samples = [decode(model.model, tok, features, mask, replace(base, temperature=1.0),
+                      [window_generator(0, 0, 1.0, candidate)])[0] for candidate in range(4)]
+    assert len({tuple(s.tokens) for s in samples}) > 1  # the draws differ, so the choice matters
+    by_hand = max(samples, key=lambda s: s.sum_logprob / max(len(s.tokens), 1))
+    for best_of, expected in ((1, samples[0]), (4, by_hand)):
+        opts = TranscribeOptions(temperatures=(1.0,), best_of=best_of)
+        [kept] = decode_with_fallback(model.model, tok, features, mask, base, opts, seeks=[0])
+        assert kept.tokens == expected.tokens
 
 
 def test_segments_end_with_the_audio(model):

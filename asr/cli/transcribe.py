@@ -121,7 +121,8 @@ def cmd_transcribe(args) -> int:
     except ComputeTypeError as err:
         error(f"--compute-type {args.compute_type}: {err}")
         return EXIT_FAILURE
-    options = dict(beam_size=args.beam_size, patience=args.patience, length_penalty=args.length_penalty,
+    options = dict(beam_size=args.beam_size, best_of=args.best_of, patience=args.patience,
+                   length_penalty=args.length_penalty,
                    temperature=fallback_temperatures(args.temperature, args.temperature_increment_on_fallback),
                    language=args.language, task=args.task, seed=args.seed,
                    initial_prompt=args.initial_prompt, batch_size=args.batch_size,
@@ -199,6 +200,9 @@ def add_transcribe_parser(subparsers) -> argparse.ArgumentParser:
                    help="txt, vtt, srt, tsv, json or all (default with --output-dir: all)")
     p.add_argument("--beam-size", type=positive_int, default=defaults.beam_size,
                    help="beam search width (default: greedy)")
+    p.add_argument("--best-of", type=positive_int, default=defaults.best_of,
+                   help="samples of a window decoded again at a temperature above 0, the best ranked kept "
+                        "(default: %(default)s, as Whisper)")
     p.add_argument("--patience", type=float, default=defaults.patience)
     p.add_argument("--length-penalty", type=float, default=defaults.length_penalty)
     p.add_argument("--temperature", type=temperatures, default=(0.0,),

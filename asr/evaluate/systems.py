@@ -63,6 +63,7 @@ class AsrSystem:
         o = self.options
         return {"system": self.name, "model": self.model_name, "checkpoint": str(self.speech_model.path),
                 "decoding": {"beam_size": o.beam_size or 1, "temperatures": list(o.temperatures),
+                             "best_of": o.best_of if any(o.temperatures) else None,
                              "language": o.language or "en (English-only model)",
                              "without_timestamps": o.without_timestamps,
                              "condition_on_previous_text": o.condition_on_previous_text, "batch_size": o.batch_size,

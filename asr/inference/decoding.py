@@ -58,6 +58,20 @@ class DecodingResult:
     temperature: float
     compression_ratio: float
     language: Optional[str] = None
+    sum_logprob: float = 0.0  # of the tokens and the final <|endoftext|>
+
+    def rank(self, length_penalty: Optional[float]) -> float:
+        """How it ranks against other candidates for the same window (see rank_score)."""
+        return rank_score(self.sum_logprob, len(self.tokens), length_penalty)
+
+
+def rank_score(sum_logprob: float, length: int, length_penalty: Optional[float]) -> float:
+    """Whisper's ranking of finished sequences (beam hypotheses, or samples with best_of): the
+    mean log-probability per token, or with a length penalty p, the sum over ((5 + length) / 6)^p
+    (Google NMT's length normalisation)."""
+    if length_penalty is None:
+        return sum_logprob / max(length, 1)
+    return sum_logprob / ((5 + length) / 6) ** length_penalty
 
 
 def compression_ratio(text: str) -> float:
@@ -342,7 +356,7 @@ def make_result(tokenizer, sequence, sum_logprob, no_speech_prob, options) -> De
     return DecodingResult(tokens=list(sequence), text=text,
                           avg_logprob=sum_logprob / (len(sequence) + 1), no_speech_prob=no_speech_prob,
                           temperature=options.temperature, compression_ratio=compression_ratio(text),
-                          language=options.language)
+                          language=options.language, sum_logprob=sum_logprob)
 
 
 class GreedySearch:
@@ -480,12 +494,6 @@ class BeamSearch:
                 yield [], float("-inf")
                 continue
 
-            def rank(item):
-                sequence, logprob = item
-                length = len(sequence) - sample_begin
-                if length_penalty is None:
-                    return logprob / max(length, 1)
-                return logprob / ((5 + length) / 6) ** length_penalty
-
-            sequence, logprob = max(finished.items(), key=rank)
+            sequence, logprob = max(finished.items(),
+                                    key=lambda item: rank_score(item[1], len(item[0]) - sample_begin, length_penalty))
             yield list(sequence[sample_begin:]), logprob

@@ -27,6 +27,8 @@ class TranscribeOptions:
     task: str = "transcribe"
     temperatures: Sequence[float] = TEMPERATURES
     beam_size: Optional[int] = None
+    # at a temperature above 0, this many samples of a window, the best ranked kept (Whisper's 5)
+    best_of: int = 5
     patience: float = 1.0
     length_penalty: Optional[float] = None
     compression_ratio_threshold: Optional[float] = COMPRESSION_RATIO_THRESHOLD

@@ -76,11 +76,12 @@ def is_silence(result: DecodingResult, opts: TranscribeOptions) -> bool:
     return opts.logprob_threshold is None or result.avg_logprob < opts.logprob_threshold
 
 
-def window_generator(seed: int, seek: int, temperature: float) -> torch.Generator:
-    """The random stream for sampling one window at one temperature: a function of the seed,
-    where the window starts and the temperature only, so a rerun (or another batch size)
-    samples the same tokens."""
-    key = [seed, seek, round(temperature * TEMPERATURE_KEY_SCALE)]
+def window_generator(seed: int, seek: int, temperature: float, candidate: int = 0) -> torch.Generator:
+    """The random stream for sampling one window at one temperature (its `candidate`-th sample,
+    with best_of): a function of the seed, where the window starts, the temperature and the
+    candidate only, so a rerun (or another batch size) samples the same tokens, and best_of=k
+    draws the first k samples of best_of=k+1."""
+    key = [seed, seek, round(temperature * TEMPERATURE_KEY_SCALE)] + ([candidate] if candidate else [])
     return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
 
@@ -116,13 +117,20 @@ def decode_with_fallback(model, tokenizer, features, mask, base: DecodingOptions
     pending = list(range(features.shape[0]))
     for temperature in opts.temperatures:
         options = replace(base, temperature=temperature)
-        generators = None
-        if temperature > 0:
-            options = replace(options, beam_size=None)  # sampling instead of beam search
-            generators = [window_generator(opts.seed, seeks[i], temperature) for i in pending]
         index = torch.tensor(pending, device=features.device)
         sub_mask = None if mask is None else mask[index]
-        for i, result in zip(pending, decode(model, tokenizer, features[index], sub_mask, options, generators)):
+        if temperature > 0:
+            # sampling instead of beam search: best_of samples of each window, the best ranked
+            # kept, as Whisper does (one decode per candidate, so memory stays that of one)
+            options = replace(options, beam_size=None)
+            candidates = []
+            for candidate in range(max(1, opts.best_of)):
+                generators = [window_generator(opts.seed, seeks[i], temperature, candidate) for i in pending]
+                candidates.append(decode(model, tokenizer, features[index], sub_mask, options, generators))
+            results = [max(samples, key=lambda r: r.rank(options.length_penalty)) for samples in zip(*candidates)]
+        else:
+            results = decode(model, tokenizer, features[index], sub_mask, options)
+        for i, result in zip(pending, results):
             attempts[i].append(result)
         pending = [i for i in pending if needs_fallback(attempts[i][-1], opts, trust[i])]
         if not pending:
