@@ -135,7 +135,8 @@ def token_alignment(model, tokenizer, sot_sequence: Sequence[int], text_tokens: 
     first = len(sot_sequence)  # the <|notimestamps|> position predicts the first text token
     text_logits = logits[0, first: first + len(text_tokens), : tokenizer.eot].float()
     probabilities = torch.softmax(text_logits, dim=-1)
-    token_probabilities = probabilities[torch.arange(len(text_tokens)), torch.tensor(text_tokens)].cpu().numpy()
+    rows = torch.arange(len(text_tokens), device=probabilities.device)
+    token_probabilities = probabilities[rows, torch.tensor(text_tokens, device=probabilities.device)].cpu().numpy()
     columns = n_frames // FRAMES_PER_TOKEN
     weights = torch.stack([scores[layer][0, head, :, :columns] for layer, head in alignment_heads(model)])
     weights = torch.softmax(weights.float(), dim=-1).cpu().numpy().astype(np.float64)  # [heads, tokens, columns]
