@@ -53,7 +53,7 @@ def word_groups(segments: list[dict], options: SubtitleOptions) -> Iterator[list
     last_start = None
     for segment in segments:
         for index, word in enumerate(segment.get("words") or ()):
-            new_chunk = index % per_line == 0 if per_line != math.inf else index == 0
+            new_chunk = index % per_line == 0  # (index 0 only, when per_line is infinite)
             pause = (not keep_segments and last_start is not None
                      and word["start"] - last_start > LONG_PAUSE_SECONDS)
             segment_break = keep_segments and new_chunk and bool(cue)
