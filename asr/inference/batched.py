@@ -254,8 +254,7 @@ def decode_chunks(model, tokenizer: Tokenizer, batch: list[tuple[PlannedFile, Ch
         if opts.word_timestamps and len(f.state.segments) > n_segments:
             # a file's chunks are decoded in order, so the rules that look back at the last
             # word read the chunk before
-            language = None if english_only else f.state.language
-            sot = tokenizer.sot_sequence(language, None if english_only else opts.task)
+            sot = tokenizer.sot_sequence(None if english_only else f.state.language, base.task)
             f.state.last_speech_timestamp = add_word_timestamps(
                 model, tokenizer, f.state.segments[n_segments:], sot, features[i:i + 1],
                 (chunk.stop - chunk.start) // HOP_LENGTH, chunk.start / SAMPLE_RATE, f.state.language,

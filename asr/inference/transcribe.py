@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..audio import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, AudioError, batch_log_mel
+from ..audio.constants import INPUT_STRIDE
 from ..audio.stream import open_audio
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from ..text.tokenizer import TIMESTAMP_STEP, Tokenizer
@@ -25,7 +26,6 @@ from ..audio.whisper_windows import log10_mel_peak, whisper_window
 from .options import TranscribeOptions
 from .word_timing import add_word_timestamps, speech_end
 
-INPUT_STRIDE = 2  # mel frames per encoder position = per timestamp step (0.02 s)
 MIN_SAMPLE_LEN = 16  # tokens any window may take, however short (timestamps, a few words)
 
 
@@ -171,6 +171,12 @@ def window_features(model, pieces: list):
     return batch_log_mel(pieces, model.dims.n_mels)
 
 
+def ends_on_lone_timestamp(tokens: Sequence[int], tokenizer: Tokenizer) -> bool:
+    """Text then one timestamp at the end: the window's last segment is complete and the next
+    window starts after the whole window."""
+    return [t >= tokenizer.timestamp_begin for t in tokens[-2:]] == [False, True]
+
+
 def add_window_result(state: FileState, result: DecodingResult, tokenizer: Tokenizer,
                       window_frames: int, opts: TranscribeOptions) -> None:
     """Turn one window's tokens into segments and move the file's seek on."""
@@ -183,7 +189,7 @@ def add_window_result(state: FileState, result: DecodingResult, tokenizer: Token
     tokens = result.tokens
     begin = tokenizer.timestamp_begin
     is_ts = [t >= begin for t in tokens]
-    single_timestamp_ending = is_ts[-2:] == [False, True]
+    single_timestamp_ending = ends_on_lone_timestamp(tokens, tokenizer)
     # positions right after a pair of timestamps: the boundaries between segments
     boundaries = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
     if boundaries:
@@ -408,7 +414,7 @@ def decode_step(model, tokenizer: Tokenizer, active: list[FileState], pieces: li
         before, n_segments = state.seek, len(state.segments)
         add_window_result(state, result, tokenizer, window, opts)
         if opts.word_timestamps and len(state.segments) > n_segments:
-            sot = tokenizer.sot_sequence(None, None) if english_only else tokenizer.sot_sequence(state.language, opts.task)
+            sot = tokenizer.sot_sequence(None if english_only else state.language, base.task)
             time_window_words(model, tokenizer, state, state.segments[n_segments:], result, sot, features[i: i + 1],
                               min(window, state.total_frames - before), before, opts)
         if on_progress:
@@ -424,10 +430,8 @@ def time_window_words(model, tokenizer: Tokenizer, state: FileState, segments: l
     state.last_speech_timestamp = add_word_timestamps(
         model, tokenizer, segments, sot_sequence, audio, frames, offset, state.language, state.last_speech_timestamp,
         opts.prepend_punctuations, opts.append_punctuations)
-    begin = tokenizer.timestamp_begin
-    single_timestamp_ending = [t >= begin for t in result.tokens[-2:]] == [False, True]
     last_word_end = speech_end(segments, None)
-    if not single_timestamp_ending and last_word_end is not None and last_word_end > offset:
+    if not ends_on_lone_timestamp(result.tokens, tokenizer) and last_word_end is not None and last_word_end > offset:
         state.seek = round(last_word_end * FRAMES_PER_SECOND)
 
 

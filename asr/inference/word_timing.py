@@ -19,11 +19,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..audio import FRAMES_PER_SECOND
+from ..audio.constants import INPUT_STRIDE, POSITIONS_PER_SECOND
 from .options import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 
-FRAMES_PER_TOKEN = 2  # the encoder's stride-2 stem: one attention column per two mel frames
-COLUMNS_PER_SECOND = FRAMES_PER_SECOND // FRAMES_PER_TOKEN  # 50 attention columns per second (20 ms each)
 MEDIAN_FILTER_WIDTH = 7  # attention columns smoothed together (Whisper's and faster-whisper's)
 SENTENCE_END_MARKS = ".。!！?？"
 MAX_MEDIAN_WORD_SECONDS = 0.7  # the median word length used by the rules below is capped here
@@ -137,7 +135,7 @@ def token_alignment(model, tokenizer, sot_sequence: Sequence[int], text_tokens: 
     probabilities = torch.softmax(text_logits, dim=-1)
     rows = torch.arange(len(text_tokens), device=probabilities.device)
     token_probabilities = probabilities[rows, torch.tensor(text_tokens, device=probabilities.device)].cpu().numpy()
-    columns = n_frames // FRAMES_PER_TOKEN
+    columns = n_frames // INPUT_STRIDE  # one attention column per encoder position
     weights = torch.stack([scores[layer][0, head, :, :columns] for layer, head in alignment_heads(model)])
     weights = torch.softmax(weights.float(), dim=-1).cpu().numpy().astype(np.float64)  # [heads, tokens, columns]
     # each column standardised over the tokens, so loud frames do not pull every token to them
@@ -161,7 +159,7 @@ def find_word_timings(model, tokenizer, sot_sequence: Sequence[int], text_tokens
     boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
     # the path's first step onto each token is where that token starts
     jumps = np.pad(np.diff(rows), (1, 0), constant_values=1).astype(bool)
-    jump_times = cols[jumps] / COLUMNS_PER_SECOND
+    jump_times = cols[jumps] / POSITIONS_PER_SECOND
     starts, ends = jump_times[boundaries[:-1]], jump_times[boundaries[1:]]
     return [{"word": word, "tokens": tokens, "start": float(start), "end": float(end),
              "probability": float(np.mean(token_probabilities[i:j]))}
