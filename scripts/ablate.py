@@ -83,9 +83,12 @@ def run_logged(command: list[str], log: Path) -> str:
     return result.stdout
 
 
-def jobs(rows: list[str], main_seeds: int, other_seeds: int) -> list[tuple[str, int]]:
-    """Seed 0 of every row first, then seed 1, ...: a partial table already covers every row."""
+def jobs(rows: list[str], main_seeds: int, other_seeds: int,
+         seeds_of: dict[str, int] | None = None) -> list[tuple[str, int]]:
+    """Seed 0 of every row first, then seed 1, ...: a partial table already covers every row.
+    `seeds_of` overrides the number of seeds of single rows (e.g. {"rotary": 3})."""
     wanted = {row: main_seeds if row in MAIN_ROWS else other_seeds for row in rows}
+    wanted.update({row: n for row, n in (seeds_of or {}).items() if row in wanted})
     return [(row, seed) for seed in range(max(wanted.values(), default=0)) for row in rows if seed < wanted[row]]
 
 
@@ -547,6 +550,14 @@ def plot_curves(results: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
+def row_seeds(text: str) -> tuple[str, int]:
+    """--seeds-of ROW=N, checked as argparse checks a type (one clear error otherwise)."""
+    row, _, count = text.partition("=")
+    if row not in ROWS or not count.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ROW=N with ROW one of {', '.join(ROWS)}")
+    return row, int(count)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("out/ablation"))
@@ -555,6 +566,8 @@ def main() -> int:
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--seeds", type=int, default=2, help="seeds of every row but vanilla and all (default 2)")
     parser.add_argument("--main-seeds", type=int, default=3, help="seeds of vanilla and all (default 3)")
+    parser.add_argument("--seeds-of", action="append", default=[], metavar="ROW=N", type=row_seeds,
+                        help="the number of seeds of one row, over --seeds/--main-seeds (repeatable)")
     parser.add_argument("--limit", type=int, default=200, help="utterances scored per data set (default 200)")
     parser.add_argument("--keep", type=Path, help="also copy each finished run's small files here (see above)")
     parser.add_argument("--ctc-weight", type=float, default=0.3,
@@ -566,7 +579,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
-    todo = jobs(args.rows, args.main_seeds, args.seeds)
+    todo = jobs(args.rows, args.main_seeds, args.seeds, dict(args.seeds_of))
     results, summary = [], table([], args.rows)
     for row, seed in tqdm(todo, desc="ablation runs", unit="run"):
         results.append(train_and_score(row, seed, args))

@@ -3,10 +3,13 @@ table pairs each row with vanilla of the same seed, and a second invocation reru
 while an interrupted run continues from its checkpoint."""
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
 import sys
+
+import pytest
 
 from test_train_resume import REPO, make_toy_corpus
 
@@ -145,6 +148,12 @@ def test_verdict_needs_every_seed_confident_and_a_change_beyond_the_seed_spread(
     assert ablate.verdict(line(0.45, 0.99), {**summary, "seed_spread_mean_wer": None}, "wer").startswith("undecided")
     jobs = ablate.jobs(["vanilla", "rotary", "all"], main_seeds=3, other_seeds=2)
     assert jobs[:3] == [("vanilla", 0), ("rotary", 0), ("all", 0)] and len(jobs) == 8
+    # --seeds-of gives one row more seeds; a row not in the table is ignored
+    jobs = ablate.jobs(["vanilla", "rotary"], main_seeds=2, other_seeds=2, seeds_of={"rotary": 3, "hybrid": 5})
+    assert jobs == [("vanilla", 0), ("rotary", 0), ("vanilla", 1), ("rotary", 1), ("rotary", 2)]
+    assert ablate.row_seeds("rotary=3") == ("rotary", 3)
+    with pytest.raises(argparse.ArgumentTypeError, match="rotaryy=3"):
+        ablate.row_seeds("rotaryy=3")
 
 
 def test_ctc_verdict_weighs_every_seed_against_vanilla_and_the_spread():
