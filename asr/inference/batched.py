@@ -33,7 +33,7 @@ from ..audio.whisper_windows import log10_mel_frames, log10_mel_peak
 from ..text.tokenizer import Tokenizer
 from .decoding import DecodingOptions, DecodingResult, detect_language
 from .word_timing import add_word_timestamps
-from .transcribe import (FileState, TranscribeOptions, add_segment, check_language, decode_with_fallback,
+from .transcribe import (FileState, TranscribeOptions, add_segment, decode_with_fallback, decoding_setup,
                          is_silence, make_result)
 
 # energy detector
@@ -275,13 +275,7 @@ def transcribe_stream_batched(model, tokenizer: Tokenizer, audios: Iterable,
     if opts.condition_on_previous_text:
         raise ValueError("batched transcription decodes the windows of a file independently: "
                          "it cannot condition on previous text")
-    opts = check_language(tokenizer, opts, english_only)
-    initial = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
-    base = DecodingOptions(task=None if english_only else opts.task,
-                           language=None if english_only else opts.language, beam_size=opts.beam_size,
-                           patience=opts.patience, length_penalty=opts.length_penalty,
-                           without_timestamps=opts.without_timestamps, suppress_tokens=tuple(opts.suppress_tokens),
-                           ctc_weight=opts.ctc_weight)
+    opts, initial, base = decoding_setup(tokenizer, opts, english_only)
     batch_size = max(1, opts.batch_size)
     queue: list[tuple[PlannedFile, Chunk]] = []  # chunks waiting, in file order
     waiting: list[PlannedFile] = []  # files with chunks not decoded yet, in input order

@@ -287,6 +287,20 @@ def check_language(tokenizer: Tokenizer, opts: TranscribeOptions, english_only: 
     return opts
 
 
+def decoding_setup(tokenizer: Tokenizer, opts: TranscribeOptions,
+                   english_only: bool) -> tuple[TranscribeOptions, list[int], DecodingOptions]:
+    """What every window of a transcription starts from: the options with the language settled,
+    the initial prompt's tokens, and the decoding options shared by all windows."""
+    opts = check_language(tokenizer, opts, english_only)
+    initial = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
+    base = DecodingOptions(task=None if english_only else opts.task,
+                           language=None if english_only else opts.language, beam_size=opts.beam_size,
+                           patience=opts.patience, length_penalty=opts.length_penalty,
+                           without_timestamps=opts.without_timestamps, suppress_tokens=tuple(opts.suppress_tokens),
+                           ctc_weight=opts.ctc_weight)
+    return opts, initial, base
+
+
 def settle_languages(model, tokenizer: Tokenizer, states: list[FileState], features, mask) -> None:
     """Detect the language of the files in this batch that have none yet, from this window.
 
@@ -337,13 +351,7 @@ def transcribe_stream(model, tokenizer: Tokenizer, audios: Iterable,
     Whisper models were trained with a bare <|startoftranscript|> (no language or task token):
     ``english_only`` decodes that way. With no language given, a multilingual model detects each
     file's language on its first decoded window, as Whisper does."""
-    opts = check_language(tokenizer, opts, english_only)
-    initial = tokenizer.encode(" " + opts.initial_prompt.strip()) if opts.initial_prompt else []
-    base = DecodingOptions(task=None if english_only else opts.task,
-                           language=None if english_only else opts.language, beam_size=opts.beam_size,
-                           patience=opts.patience, length_penalty=opts.length_penalty,
-                           without_timestamps=opts.without_timestamps, suppress_tokens=tuple(opts.suppress_tokens),
-                           ctc_weight=opts.ctc_weight)
+    opts, initial, base = decoding_setup(tokenizer, opts, english_only)
     window = 2 * model.dims.n_audio_ctx
     inputs = enumerate(audios)
     open_files: list[FileState] = []
