@@ -490,13 +490,9 @@ def runs_markdown(summary: dict) -> str:
 
 
 def cpu_description() -> str:
-    import os
+    from asr.hardware import describe_cpu
 
-    from asr.evaluate.runner import environment
-    from asr.train.precision import cpu_flags
-
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
-    return f"{environment().get('cpu')}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none'}"
+    return describe_cpu()
 
 
 def plot(summary: dict, path: Path) -> None:

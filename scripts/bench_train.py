@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
@@ -25,11 +24,10 @@ from asr.config import ModelDimensions
 from asr.nn.model import ASRModel
 from asr.nn.presets import seed_options, vanilla_options
 from asr.train.objective import TrainingModel
-from asr.train.precision import cpu_flags, cpu_has_native_bf16
+from asr.hardware import cpu_model, native_bf16, shown_flags
 
 FRAMES_PER_SECOND = 100
 N_VOCAB = 2510  # a 1000-piece sentencepiece vocabulary + Whisper's specials and timestamps
-FLAGS_SHOWN = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def our_model(kind: str, args) -> torch.nn.Module:
@@ -94,9 +92,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    flags = sorted(set(FLAGS_SHOWN) & cpu_flags())
-    native, why = cpu_has_native_bf16()
-    print(f"CPU: {platform.processor() or platform.machine()}, flags {' '.join(flags) or 'none of ' + str(FLAGS_SHOWN)}; "
+    flags = shown_flags()
+    native, why = native_bf16()
+    print(f"CPU: {cpu_model()}, flags {' '.join(flags) or 'none of note'}; "
           f"torch {torch.__version__}, {args.threads} threads; bf16: {why}")
     precisions = [("float32", None)] + ([("bf16", torch.bfloat16)] if native else [])
     models = {"vanilla": our_model("vanilla", args), "seed": our_model("seed", args)}

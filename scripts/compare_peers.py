@@ -58,6 +58,8 @@ from typing import Optional
 
 import numpy as np
 
+from asr.hardware import cpu_flags, cpu_model
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # asr systems are "asr" (float32) or "asr:<compute type>[:batched]", e.g. asr:auto:batched
@@ -291,15 +293,7 @@ def steal_fraction(before, after) -> Optional[float]:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}
+    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()}
 
 
 def other_benchmarks() -> list[str]:
@@ -465,7 +459,7 @@ def main(argv=None) -> None:
                "rows": rows, "systems": per_system, "wall_s": round(total_s, 1),
                "concurrent_benchmarks": sorted(concurrent), "whole_process_rows": whole_rows,
                "load_average_before": load_before, "load_average_after": load_after,
-               "cpu_flags": sorted(f for f in cpu_flag_set() if f.startswith(("avx", "amx")))}
+               "cpu_flags": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))}
     if concurrent:
         print(f"WARNING: other benchmarks ran during this run, timings are skewed: {sorted(concurrent)}",
               file=sys.stderr)
@@ -478,16 +472,6 @@ def main(argv=None) -> None:
     for i, a, b in diffs:
         print(f"  short-b1 differs {i}: asr {a!r} | fw-float32 {b!r}", file=sys.stderr)
     print(json.dumps(summary))
-
-
-def cpu_flag_set() -> set:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def whole_process_table(rows) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,8 @@ sys.path.insert(0, str(HERE.parent))
 from offline_testset import build_testset  # noqa: E402
 
 from asr.evaluate.metrics import agreement, corpus_wer  # noqa: E402
-from asr.inference.compute import COMPUTE_TYPES, ComputeTypeError, cpu_flags, resolve_compute_type  # noqa: E402
+from asr.hardware import describe_cpu, shown_flags  # noqa: E402
+from asr.inference.compute import COMPUTE_TYPES, ComputeTypeError, resolve_compute_type  # noqa: E402
 
 REFERENCE = "float32"
 
@@ -81,13 +81,13 @@ def main(argv=None) -> None:
 
     decoding = f"beam {args.beam_size}" if args.beam_size else "greedy"
     print(f"\n{len(utts)} utterances, tiny.en, {decoding}, temperature 0, {args.threads} threads, "
-          f"CPU {platform.processor() or platform.machine()}")
+          f"CPU {describe_cpu()}")
     print("| compute type | agreement with float32 | utterances differing | WER | warm wall s |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['compute_type']} | {100 * r['agreement']:.2f}% | {r['utterances_differing']}/{len(utts)} "
               f"| {100 * r['wer']:.2f}% | {r['wall_s']:.1f} |")
-    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))
+    flags = shown_flags()
     print(json.dumps({"utterances": len(utts), "decoding": decoding, "threads": args.threads, "rows": rows,
                       "cpu_flags": flags, "seconds": round(time.perf_counter() - started, 1)}))
 

@@ -10,8 +10,8 @@ import torch
 
 import asr
 from asr.cli.main import main as cli_main
-from asr.inference.compute import (ComputeTypeError, cpu_has_native_bf16, quantizable_linears,
-                                   resolve_compute_type)
+from asr.hardware import native_bf16
+from asr.inference.compute import ComputeTypeError, quantizable_linears, resolve_compute_type
 from asr.text.normalize import basic_normalize
 from test_transcribe import cache  # noqa: F401 (session fixture: the model cache)
 
@@ -24,7 +24,7 @@ SAMPLES = ["librivox-0870.flac", "librivox-0880.flac", "librivox-0930.flac", "go
 # AVX2-only one, whose int8 kernels round differently. A broken type agrees on far less.
 MIN_AGREEMENT = 0.85
 
-RUNNABLE = ["float32_shortlist", "int8"] + (["bfloat16"] if cpu_has_native_bf16() else [])
+RUNNABLE = ["float32_shortlist", "int8"] + (["bfloat16"] if native_bf16()[0] else [])
 
 
 def transcripts(model):
@@ -79,7 +79,7 @@ def test_auto_picks_the_shortlist_on_cpu_and_refuses_what_the_device_cannot_run(
         resolve_compute_type("float32_shortlist", "cuda")
     with pytest.raises(ComputeTypeError, match="unknown compute type"):
         resolve_compute_type("int4", "cpu")
-    if not cpu_has_native_bf16():
+    if not native_bf16()[0]:
         with pytest.raises(ComputeTypeError, match="emulated"):
             resolve_compute_type("bfloat16", "cpu")
 

@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 import soundfile as sf
 
 from ..audio import SAMPLE_RATE, AudioError, load_audio
+from ..hardware import cpu_model
 from ..store.atomic import write_text_atomic
 from .datasets import Dataset
 from .report import ROWS_FILE, Report, build_report, make_row, read_rows, write_report, write_rows
@@ -116,14 +117,7 @@ def measured_duration(utterance) -> float:
 def environment() -> dict:
     import numpy
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         import torch
 

@@ -40,34 +40,16 @@ import torch
 from torch import Tensor, nn
 
 from .options import COMPUTE_TYPES
+from ..hardware import native_bf16
 from ..store.checkpoint import EMBEDDING  # the tied table: token embedding and output projection
 
 # what auto resolves to: the fastest type measured to agree with float32 on >= 99% of words
 # (see the module docstring for the figures)
 AUTO = {"cpu": "float32_shortlist", "cuda": "float32"}
-# CPU flags (as /proc/cpuinfo names them) that mean bfloat16 matmuls run natively
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 class ComputeTypeError(ValueError):
     """A compute type this machine cannot run; the message says why and what to use instead."""
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_flags() -> frozenset:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none to read)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def cpu_has_native_bf16() -> bool:
-    return any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
 
 
 def resolve_compute_type(compute_type: str, device: Union[str, torch.device]) -> str:
@@ -82,7 +64,7 @@ def resolve_compute_type(compute_type: str, device: Union[str, torch.device]) ->
         raise ComputeTypeError(f"compute type {compute_type} runs on the CPU only (use float16 or bfloat16 on CUDA)")
     if compute_type == "float16" and not cuda:
         raise ComputeTypeError("compute type float16 needs CUDA (on the CPU use int8 or float32)")
-    if compute_type == "bfloat16" and not cuda and not cpu_has_native_bf16():
+    if compute_type == "bfloat16" and not cuda and not native_bf16()[0]:
         raise ComputeTypeError("compute type bfloat16: this CPU has no AVX512-BF16/AMX, bfloat16 would be "
                                "emulated (~100x slower); use int8 or float32")
     return compute_type

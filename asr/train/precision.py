@@ -6,33 +6,11 @@ slowdown where a CPU only emulates it (AVX2: ~1 GFLOP/s). So ``auto`` probes, ne
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def cpu_has_native_bf16() -> tuple[bool, str]:
-    capability = torch.backends.cpu.get_cpu_capability()  # "AVX2", "AVX512", "AMX" ... (no bf16 detail)
-    found = sorted(set(CPU_BF16_FLAGS) & cpu_flags())
-    if found:
-        return True, f"CPU has {', '.join(found)} (torch capability {capability})"
-    if "AMX" in capability.upper():
-        return True, f"torch reports CPU capability {capability}"
-    return False, f"CPU has no avx512_bf16/amx_bf16 (torch capability {capability}): bf16 would be emulated"
+from ..hardware import native_bf16
 
 
 def choose_precision(requested: str, device: torch.device) -> tuple[Optional[torch.dtype], str]:
@@ -50,5 +28,5 @@ def choose_precision(requested: str, device: torch.device) -> tuple[Optional[tor
         if torch.cuda.is_bf16_supported():
             return torch.bfloat16, f"auto: {torch.cuda.get_device_name(device)} computes bf16 natively"
         return None, f"auto: {torch.cuda.get_device_name(device)} has no bf16: float32"
-    native, why = cpu_has_native_bf16()
+    native, why = native_bf16()
     return (torch.bfloat16, f"auto: bfloat16, {why}") if native else (None, f"auto: float32, {why}")
