@@ -338,9 +338,30 @@ def against_other_row(summary: dict, results: list[dict], row: str, other: str) 
             "verdict": verdicts(line, versus)}
 
 
+# Where the table reads each run's training loss (the mean of the LOSS_WINDOW steps up to each):
+# a run from scratch sits on a plateau near 3.2 nats (the text without the audio) until it starts
+# reading, and at 1200 steps whether and when it leaves it decides most of its WER.
+LOSS_STEPS = (200, 400, 800)
+LOSS_WINDOW = 50
+
+
+def training_loss_at(run_dir: Path, steps=LOSS_STEPS, window: int = LOSS_WINDOW) -> dict[int, float | None]:
+    """{step: mean training loss of the `window` optimiser steps up to it} from the run's
+    metrics.jsonl (None where the run has no such steps, or no metrics)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    losses = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    losses = [(m["step"], m["loss"]) for m in losses if m.get("loss") is not None]
+    out = {}
+    for step in steps:
+        near = [loss for s, loss in losses if step - window < s <= step]
+        out[step] = sum(near) / len(near) if near else None
+    return out
+
+
 def run_line(result: dict, paired: dict | None, step_ratio: float | None) -> dict:
     """One run of the table, with the bootstrap interval of each data set's WER."""
     return {"run": f"{result['row']}-seed{result['seed']}", "cpu": result_cpu(result),
+            "train_loss_at": {**training_loss_at(result["run_dir"]), "end": result.get("final_train_loss")},
             "train_seconds": result.get("train_seconds"), "step_seconds": result["median_step_seconds"],
             "step_vs_vanilla": step_ratio,
             "datasets": {d: {"wer": v["wer"], "wer_ci95": v["wer_ci95"], "cer": v["cer"]}
@@ -471,7 +492,8 @@ def runs_markdown(summary: dict) -> str:
     """Every run on its own line: WER with its 95 % bootstrap interval per data set, the paired
     test against vanilla of its seed, its CPU and time."""
     datasets = summary["datasets"]
-    head = ["run", *[f"{d} WER % [95 % CI]" for d in datasets], "CTC CER %", "P(better than vanilla), WER / CER",
+    head = ["run", *[f"{d} WER % [95 % CI]" for d in datasets], "CTC CER %",
+            f"training loss at step {' / '.join(map(str, LOSS_STEPS))} / end", "P(better than vanilla), WER / CER",
             "rotary base at end", "CPU", "training (s)", "step (s)", "step / vanilla's"]
     out = ["", "Every run:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in summary.get("per_run", []):
@@ -481,6 +503,7 @@ def runs_markdown(summary: dict) -> str:
             cells.append(f"{100 * v['wer']:.1f} [{100 * v['wer_ci95'][0]:.1f}, {100 * v['wer_ci95'][1]:.1f}]")
         paired = run["paired"]
         cells += [or_dash(run["ctc_cer"], lambda v: f"{100 * v:.1f}"),
+                  " / ".join(or_dash(v, "{:.2f}".format) for v in run.get("train_loss_at", {}).values()) or "-",
                   or_dash(paired, lambda p: f"{p['p_better']:.2f} / {p['p_better_cer']:.2f}"),
                   or_dash(run["rotary_base_final"], "{:.0f}".format), run["cpu"],
                   or_dash(run["train_seconds"], "{:.0f}".format), or_dash(run["step_seconds"], "{:.2f}".format),

@@ -216,3 +216,12 @@ def test_dynamic_base_is_also_weighed_against_the_fixed_base_run(monkeypatch):
     # worse by WER on both seeds and by more than the spread; CER and CTC CER within it
     assert "WER: hurts (+5.00" in against["verdict"]
     assert "CER: no clear effect (+1.00" in against["verdict"] and "CTC CER: no clear effect (+1.0" in against["verdict"]
+
+
+def test_training_loss_at_averages_the_window_up_to_each_step(tmp_path):
+    ablate = load_ablate()
+    rows = [{"step": s, "loss": float(s)} for s in range(1, 11)] + [{"step": 10, "dev_wer": 0.5}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # the window (step - 3, step]: steps 2, 3, 4 -> 3.0; steps 8, 9, 10 -> 9.0; no step 12 or later
+    assert ablate.training_loss_at(tmp_path, steps=(4, 10, 14), window=3) == {4: 3.0, 10: 9.0, 14: None}
+    assert ablate.training_loss_at(tmp_path / "missing", steps=(4,)) == {4: None}
