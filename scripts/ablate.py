@@ -10,6 +10,7 @@ base alone).
 Rows (each one change to the vanilla Whisper blocks, then all of them together):
 
     vanilla               Whisper's blocks: sinusoidal encoder / learned decoder positions, MHA
+    rotary_plain          + rotary embeddings alone (no Givens rotations, no orthogonal matrix)
     rotary                + rotary with learned Givens rotations and an orthogonal matrix (fixed base)
     rotary+dynamic_base   + the same rotary with dynamic base adjustment
     relative_bias         + relative position bias
@@ -47,8 +48,12 @@ DEFAULT_DATA = ["out/synth_grammar16/dev.jsonl", "out/synth_grammar16/test-seen-
 ROTARY = ["model.audio.rotary=true", "model.text.rotary=true",
           "model.audio.rotary_givens=true", "model.text.rotary_givens=true",
           "model.audio.rotary_rotation=true", "model.text.rotary_rotation=true"]
+ROTARY_PLAIN = ["model.audio.rotary=true", "model.text.rotary=true",
+                "model.audio.rotary_givens=false", "model.text.rotary_givens=false",
+                "model.audio.rotary_rotation=false", "model.text.rotary_rotation=false"]
 ROWS = {
     "vanilla": ("Whisper blocks", []),
+    "rotary_plain": ("+ rotary alone (no Givens rotations, no orthogonal matrix), fixed base", ROTARY_PLAIN),
     "rotary": ("+ rotary, Givens + orthogonal rotation, fixed base", ROTARY),
     "rotary+dynamic_base": ("+ rotary as above, dynamic base adjustment", [*ROTARY, "dynamic_base.enabled=true"]),
     "relative_bias": ("+ relative position bias", ["model.audio.relative_bias=true", "model.text.relative_bias=true"]),
@@ -63,7 +68,9 @@ REFERENCE = "vanilla"
 # rows also paired with another row of the same seed: dynamic base adjustment against the same
 # rotary run with a fixed base (one switch apart), and all components against rotary with dynamic
 # base alone (what relative bias, learned sinusoidal, hybrid and dynconv add on top of it)
-ALSO_AGAINST = {"rotary+dynamic_base": "rotary", "all": "rotary+dynamic_base"}
+# the pairs weighed against each other besides vanilla: the learned rotations against plain
+# rotary, dynamic base against a fixed one, everything against rotary with dynamic base
+ALSO_AGAINST = {"rotary": "rotary_plain", "rotary+dynamic_base": "rotary", "all": "rotary+dynamic_base"}
 CONFIDENT = 0.95  # paired-bootstrap probability for "better" / "worse" on a seed
 
 
