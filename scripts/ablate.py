@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from asr.hardware import describe_cpu
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "recipes/synth_en/conf/ablation.yaml"
 # the build conf/ablation.yaml trains on (prepare.py --out out/synth_grammar16 --hours 16 --text grammar)
@@ -65,11 +67,10 @@ ROWS = {
 }
 MAIN_ROWS = ("vanilla", "all")  # the rows with the most seeds: they set the seed-to-seed spread
 REFERENCE = "vanilla"
-# rows also paired with another row of the same seed: dynamic base adjustment against the same
-# rotary run with a fixed base (one switch apart), and all components against rotary with dynamic
-# base alone (what relative bias, learned sinusoidal, hybrid and dynconv add on top of it)
-# the pairs weighed against each other besides vanilla: the learned rotations against plain
-# rotary, dynamic base against a fixed one, everything against rotary with dynamic base
+# rows also paired with another row of the same seed: the learned rotations against plain rotary,
+# dynamic base adjustment against the same rotary run with a fixed base (one switch apart), and
+# all components against rotary with dynamic base alone (what relative bias, learned sinusoidal,
+# hybrid and dynconv add on top of it)
 ALSO_AGAINST = {"rotary": "rotary_plain", "rotary+dynamic_base": "rotary", "all": "rotary+dynamic_base"}
 CONFIDENT = 0.95  # paired-bootstrap probability for "better" / "worse" on a seed
 
@@ -470,7 +471,7 @@ def markdown(summary: dict, args) -> str:
             "CPUs the runs were trained and scored on (float32 everywhere; step times compare only on one "
             "CPU, hence the column relative to vanilla on the same CPU): "
             + "; ".join(f"{cpu}: {len(names)} runs ({', '.join(names)})" for cpu, names in cpus.items()) + ".",
-            f"Table built on: {cpu_description()}.",
+            f"Table built on: {describe_cpu()}.",
             f"Config: `{args.config}`; first {args.limit} utterances of each data set; {scoring(args)}; "
             "whisper-english normaliser. CTC CER: the encoder read through the CTC head, greedy, on the first "
             f"{DIAGNOSIS_UTTERANCES} utterances of the first data set; audio use: the decoder's loss with another "
@@ -517,12 +518,6 @@ def runs_markdown(summary: dict) -> str:
                   or_dash(run["step_vs_vanilla"], "{:.2f}".format)]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
-
-
-def cpu_description() -> str:
-    from asr.hardware import describe_cpu
-
-    return describe_cpu()
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -621,7 +616,7 @@ def main() -> int:
                       "seed_spread_mean_cer": summary["seed_spread_mean_cer"], "runs": len(results),
                       "against": {f"{a['row']} vs {a['against']}": {"change_mean_wer": a["change"]["mean_wer"],
                                                                    "verdict": a["verdict"]} for a in summary["against"]},
-                      "scoring": scoring(args), "cpu": cpu_description()}))
+                      "scoring": scoring(args), "cpu": describe_cpu()}))
     return 0
 
 
