@@ -85,6 +85,25 @@ def test_prefix_scores_equal_the_sum_over_alignments():
     assert checked > 80
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_prefix_scores_on_cuda_equal_those_on_the_cpu():
+    """Validation decodes on the training device: CTC log-probabilities and attention logits on
+    CUDA, token rows on either side. That mix once stopped every CUDA training run at its first
+    validation (tensors on two devices); the joint scores must come back on the logits' device
+    and equal the CPU's, which the brute-force test above checks."""
+    g = torch.Generator().manual_seed(0)
+    log_probs = torch.log_softmax(torch.randn(2, 6, 4, generator=g, dtype=torch.float64), -1)
+    logits = torch.randn(2, 8, generator=g)
+    tokens = torch.tensor([[0, 1], [2, 2]])
+    cpu_scorer = CTCPrefixScorer(log_probs, weight=0.5, eot=7, sample_begin=0)
+    gpu_scorer = CTCPrefixScorer(log_probs.cuda(), weight=0.5, eot=7, sample_begin=0)
+    for length in range(3):
+        expected = cpu_scorer.joint_scores(logits, tokens[:, :length])
+        got = gpu_scorer.joint_scores(logits.cuda(), tokens[:, :length].cuda(), torch.arange(2).cuda())
+        assert got.is_cuda
+        assert torch.allclose(got.cpu(), expected, atol=1e-6, equal_nan=True)
+
+
 def test_joint_weight_mixes_attention_and_ctc():
     log_probs = torch.log_softmax(torch.randn(1, 5, 4, dtype=torch.float64), -1)
     logits = torch.randn(1, 6)

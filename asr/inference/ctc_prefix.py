@@ -60,7 +60,9 @@ class CTCPrefixScorer:
                  rows_per_utterance: int = 1, candidates: int = CANDIDATES):
         if not 0.0 < weight <= 1.0:
             raise ValueError(f"CTC weight must be in (0, 1], got {weight}")
-        self.log_probs = log_probs.double()
+        # on the CPU whatever the model's device: the per-step work is small, bookkeeping-heavy
+        # and float64, and the attention scores it meets are brought to the CPU too
+        self.log_probs = log_probs.detach().double().cpu()
         self.weight = weight
         self.eot = eot
         self.blank = log_probs.shape[-1] - 1
