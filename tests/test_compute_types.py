@@ -251,3 +251,46 @@ def test_int8_weights_are_cached_and_a_rewritten_checkpoint_is_requantised(tmp_p
             assert torch.equal(got.int_repr(), want.int_repr())
             assert torch.allclose(got.q_per_channel_scales(), want.q_per_channel_scales(), rtol=1e-6)
     assert len(list((tmp_path / "cache" / "int8").iterdir())) == 2  # one entry per version of the file
+
+
+def perturbed_seed_model() -> torch.nn.Module:
+    """A small seed model (rotary with Givens rotations and the orthogonal matrix in both stacks)
+    whose learned rotations have moved away from the identity they start at, as after training."""
+    from asr.config import ModelDimensions
+    from asr.nn.model import ASRModel
+    from asr.nn.presets import seed_options
+    from asr.nn.rotary import RotaryEmbeddingWithRotation
+
+    torch.manual_seed(0)
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=2,
+                           n_vocab=300, n_text_ctx=64, n_text_state=64, n_text_head=2, n_text_layer=2)
+    model = ASRModel(dims, seed_options()).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, RotaryEmbeddingWithRotation):
+                module.thetas.uniform_(-1.0, 1.0)
+                module.basis.parametrizations.weight.original.add_(0.3 * torch.randn_like(module.basis.parametrizations.weight.original))
+    return model
+
+
+@pytest.mark.parametrize("compute_type", ["bfloat16", "float16"])
+def test_half_types_of_a_seed_model_follow_float32(compute_type):
+    """A trained seed model in bfloat16 or float16 once decoded nothing but unknown tokens (NaN out
+    of the orthogonal matrix's matrix_exp in 16 bits, on an H200 and on the CPU alike). Its
+    logits over a 30-s window must stay close to the float32 model's. Run on the CPU, where these
+    types are slow (emulated) but compute the same formats; the CLI refuses them here."""
+    from asr.inference.compute import apply_compute_type
+
+    reference = perturbed_seed_model()
+    half = apply_compute_type(perturbed_seed_model(), compute_type)
+    dtype = getattr(torch, compute_type)
+    torch.manual_seed(1)
+    mel = torch.randn(1, 80, 3000)
+    tokens = torch.randint(0, 300, (1, 40))
+    with torch.no_grad():
+        expected = reference(mel, tokens)
+        got = half(mel.to(dtype), tokens).float()
+    assert torch.isfinite(got).all()
+    assert (got - expected).norm() / expected.norm() < 0.05
+    # the top choice is what greedy decoding takes: it must rarely change
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() >= 0.9

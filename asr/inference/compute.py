@@ -13,8 +13,9 @@ bfloat16, float16.
   ranks the text tokens with an int8 copy of the table and recomputes only the top 128 of them
   (and every special token) in float32 (asr.inference.shortlist). A decoding step reads ~20 MB
   of the table instead of 80 MB; what the search picks carries its float32 logit.
-- bfloat16: all weights in bfloat16, logits in float32. Only where the hardware computes it:
-  CUDA, or a CPU with AVX512-BF16 or AMX (elsewhere bf16 is emulated, ~100x slower).
+- bfloat16: all weights in bfloat16 but the rotary machinery (to_half), logits in float32. Only
+  where the hardware computes it: CUDA, or a CPU with AVX512-BF16 or AMX (elsewhere bf16 is
+  emulated, ~100x slower).
 - float16: CUDA only (no fast float16 matmul on CPUs).
 - auto: the fastest type whose transcripts agree with float32's on >= 99% of words over the
   offline test set (scripts/compute_agreement.py: scripts/offline_testset.py's 45 utterances,
@@ -41,11 +42,14 @@ from torch import Tensor, nn
 
 from .options import COMPUTE_TYPES
 from ..hardware import native_bf16
+from ..nn.rotary import RotaryEmbeddingWithRotation, RotaryFrequencies
 from ..store.checkpoint import EMBEDDING  # the tied table: token embedding and output projection
 
 # what auto resolves to: the fastest type measured to agree with float32 on >= 99% of words
 # (see the module docstring for the figures)
 AUTO = {"cpu": "float32_shortlist", "cuda": "float32"}
+# kept in their trained precision by bfloat16 and float16 (to_half)
+FULL_PRECISION_MODULES = (RotaryFrequencies, RotaryEmbeddingWithRotation)
 
 
 class ComputeTypeError(ValueError):
@@ -96,12 +100,31 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
         model.decoder.output_projection = ShortlistProjection(rows, quantized, n_text)
         return model
     if compute_type in ("bfloat16", "float16"):
-        return model.to(getattr(torch, compute_type))
+        return to_half(model, getattr(torch, compute_type))
     if compute_type == "int8":
         state = model.state_dict()
         quantize_int8(model, state.__getitem__)
         return model
     raise ComputeTypeError(f"unknown compute type {compute_type!r}")
+
+
+def to_half(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Every weight in `dtype` except the rotary machinery, which stays as trained: its
+    frequencies (in a 16-bit format a position-1500 phase is off by radians), its float64 base
+    and its learned basis change (torch's orthogonal parametrisation computes matrix_exp in the
+    weight's dtype, which gave NaN in bfloat16 and float16). Those modules compute in float32
+    anyway (asr.nn.rotary) and hold a few thousand numbers."""
+    kept = [(owner, name, tensor.detach().clone())
+            for module in model.modules() if isinstance(module, FULL_PRECISION_MODULES)
+            for owner in module.modules()
+            for name, tensor in [*owner._parameters.items(), *owner._buffers.items()] if tensor is not None]
+    model.to(dtype)
+    for owner, name, tensor in kept:
+        if name in owner._parameters:
+            owner._parameters[name].data = tensor
+        else:
+            owner._buffers[name] = tensor
+    return model
 
 
 def loading_converter(compute_type: str, weights: Optional[Path] = None) -> Optional[Callable]:
