@@ -132,6 +132,18 @@ def freeze(training_model: torch.nn.Module, prefixes: list[str], where: str) -> 
     return frozen
 
 
+def compiled(forward: torch.nn.Module, device: torch.device):
+    """torch.compile of the training forward. Bucketed batches change shape, so after the first
+    recompile Inductor traces dynamic shapes; on CUDA its coalescing analysis for tiling then
+    failed an internal assertion (torch 2.11, H200: `get_pw_red_splits`, scripts/cuda_smoke.sh).
+    That analysis only picks tile shapes, so it is switched off there."""
+    if device.type == "cuda":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.triton.coalesce_tiling_analysis = False
+    return torch.compile(forward)
+
+
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only (not on norms, biases, gains, angles)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
@@ -342,7 +354,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     if config.run.tensorboard and ctx.is_main:
         metrics.tensorboard = TensorBoardLog(run_dir, first_step=run.progress.step + 1)
 
-    forward = torch.compile(wrapped) if config.run.compile else wrapped
+    forward = compiled(wrapped, ctx.device) if config.run.compile else wrapped
     stream = epoch_batches(run, lambda sampler, generator: make_loader(
         train_utts, sampler, tokenizer, model.dims.n_mels, config.data.num_workers, augmenter, fixed_frames,
         generator=generator, timestamp_prob=config.data.timestamp_prob, timestamp_seed=config.run.seed,
