@@ -9,8 +9,9 @@ fastest step, so load from other processes hurts all alike and ratios are what t
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python scripts/bench_train.py [--state 256 --heads 4 --layers 4 --batch 16 --seconds 4]
+    python scripts/bench_train.py --device cuda --state 512 --heads 8 --layers 6 --batch 32 --seconds 30
 
-Prints the CPU flags, a table, and as its last line one JSON object.
+Prints the hardware (CPU flags, or the GPU), a table, and as its last line one JSON object.
 """
 from __future__ import annotations
 
@@ -51,20 +52,21 @@ def hf_model(args) -> torch.nn.Module:
     return WhisperForConditionalGeneration(config)
 
 
-def make_step(name: str, model: torch.nn.Module, args, dtype):
+def make_step(name: str, model: torch.nn.Module, args, dtype, device: torch.device):
     frames = args.seconds * FRAMES_PER_SECOND
-    mels = torch.randn(args.batch, 80, frames)
-    n_frames = torch.full((args.batch,), frames)
-    tokens = torch.randint(3, 1000, (args.batch, args.tokens))
-    targets = torch.randint(3, 1000, (args.batch, args.tokens))
+    mels = torch.randn(args.batch, 80, frames, device=device)
+    n_frames = torch.full((args.batch,), frames, device=device)
+    tokens = torch.randint(3, 1000, (args.batch, args.tokens), device=device)
+    targets = torch.randint(3, 1000, (args.batch, args.tokens), device=device)
     try:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     except (RuntimeError, TypeError):
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> float:
+        synchronize(device)  # CUDA runs asynchronously: time from an idle device to an idle device
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             if name == "hf":
                 loss = model(input_features=mels, decoder_input_ids=tokens, labels=targets).loss
             else:
@@ -72,9 +74,27 @@ def make_step(name: str, model: torch.nn.Module, args, dtype):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
         return time.perf_counter() - start
 
     return step
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def describe_device(device: torch.device, threads: int) -> tuple[str, bool]:
+    """(a line naming the hardware and the bf16 verdict, whether bf16 runs natively)."""
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+        return (f"GPU: {torch.cuda.get_device_name(device)}; torch {torch.__version__} (CUDA {torch.version.cuda}); "
+                f"bf16: {'native' if native else 'not supported'}"), native
+    native, why = native_bf16()
+    flags = shown_flags()
+    return (f"CPU: {cpu_model()}, flags {' '.join(flags) or 'none of note'}; "
+            f"torch {torch.__version__}, {threads} threads; bf16: {why}"), native
 
 
 def main() -> None:
@@ -88,19 +108,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds; the fastest step counts")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-hf", action="store_true", help="leave out the transformers peer")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (CUDA: bf16 autocast where the GPU has it)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    flags = shown_flags()
-    native, why = native_bf16()
-    print(f"CPU: {cpu_model()}, flags {' '.join(flags) or 'none of note'}; "
-          f"torch {torch.__version__}, {args.threads} threads; bf16: {why}")
+    line, native = describe_device(device, args.threads)
+    print(line)
     precisions = [("float32", None)] + ([("bf16", torch.bfloat16)] if native else [])
     models = {"vanilla": our_model("vanilla", args), "seed": our_model("seed", args)}
     if not args.no_hf:
         models["hf"] = hf_model(args)
-    steps = {(name, p): make_step(name, model, args, dtype) for name, model in models.items()
+    models = {name: model.to(device) for name, model in models.items()}
+    steps = {(name, p): make_step(name, model, args, dtype, device) for name, model in models.items()
              for p, dtype in precisions}
     for step in steps.values():  # warm-up: first-call allocations and kernel selection
         step()
@@ -124,7 +145,8 @@ def main() -> None:
     summary = {"audio_s_per_s": {k: v["audio_s_per_s"] for k, v in rows.items()},
                "step_seconds": {k: v["step_s"] for k, v in rows.items()},
                "seed_vs_vanilla_fp32": round(best[("seed", "float32")] / best[("vanilla", "float32")], 3),
-               "cpu_flags": flags, "bf16_native": native, "threads": args.threads,
+               "device": line.split(";")[0], "cpu_flags": shown_flags(), "bf16_native": native,
+               "threads": args.threads,
                "batch": args.batch, "seconds": args.seconds, "state": args.state, "layers": args.layers}
     if "hf" in models:
         summary["vanilla_vs_hf_fp32"] = round(best[("vanilla", "float32")] / best[("hf", "float32")], 3)
