@@ -11,13 +11,15 @@
 # output), summary.txt (one line per step: name, exit status, seconds), evals.tgz (the three
 # evaluations' utterances.jsonl, to compare with a CPU float32 evaluation) and bench_train.log.
 # Steps are independent: one that fails is reported and the next one runs. STEPS="train_auto
-# eval_float16 ..." runs only the steps named (a rerun within a short GPU lease).
+# eval_float16 ..." runs only the steps named (a rerun within a short GPU lease); DEVICE=cpu
+# tries the same command lines on the CPU first (the CUDA-only steps then fail, the others run).
 set -u
 DATA=$(realpath "$1") MODEL=$(realpath "$2") OUT=$(realpath "$3")
 PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
 RUNS=$(mktemp -d)
 TINY=recipes/synth_en/conf/tiny.yaml
-TRAIN=(--set run.device=cuda --set run.progress=false
+TRAIN=(--set run.device=$DEVICE --set run.progress=false
        --set data.train="$DATA/train.jsonl" --set data.dev="$DATA/dev.jsonl")
 mkdir -p "$OUT"
 : > "$OUT/summary.txt"
@@ -34,9 +36,9 @@ step() {  # step NAME SECONDS COMMAND...: run it, log it, one summary line
     echo "$name rc=$rc $(( $(date +%s) - start ))s" | tee -a "$OUT/summary.txt"
 }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee -a "$OUT/cuda_smoke.log"
-$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())" \
-    | tee -a "$OUT/cuda_smoke.log"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$OUT/cuda_smoke.log"
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+    torch.cuda.get_device_name() if torch.cuda.is_available() else '(no GPU)')" | tee -a "$OUT/cuda_smoke.log"
 
 # Most telling first: a run cut short by a time limit still reports what it reached.
 step log_mel_test 120 $PY -m pytest -q -p no:cacheprovider tests/test_audio.py -k cuda
@@ -47,17 +49,17 @@ step torchrun_fsdp 150 torchrun --standalone --nproc_per_node 1 -m asr train $TI
     "${TRAIN[@]}" --set distributed.strategy=fsdp
 for type in float32 float16 bfloat16; do
     step "eval_$type" 120 $PY -m asr evaluate --model "$MODEL" --data "$DATA/train.jsonl" "$DATA/dev.jsonl" \
-        --device cuda --compute-type "$type" --ctc-weight 0.3 --without-timestamps --normalizer basic --output-dir "$RUNS/eval_$type" --quiet
+        --device $DEVICE --compute-type "$type" --ctc-weight 0.3 --without-timestamps --normalizer basic --output-dir "$RUNS/eval_$type" --quiet
 done
 evals=$(cd "$RUNS" && ls -d eval_*/utterances.jsonl eval_*/summary.json 2>/dev/null)
 [[ -n "$evals" ]] && tar czf "$OUT/evals.tgz" -C "$RUNS" $evals
-step bench_train 150 $PY scripts/bench_train.py --device cuda --state 512 --heads 8 --layers 6 \
+step bench_train 150 $PY scripts/bench_train.py --device $DEVICE --state 512 --heads 8 --layers 6 \
     --batch 32 --seconds 30 --tokens 100 --rounds 5
 [[ -f "$RUNS/bench_train.log" ]] && cp "$RUNS/bench_train.log" "$OUT/"
 step train_half 150 $PY -m asr train $TINY --run-dir "$RUNS/resumed" "${TRAIN[@]}" --max-steps 20
 step train_resume 150 $PY -m asr train --resume "$RUNS/resumed" --max-steps 40
 step eval_torchrun 120 torchrun --standalone --nproc_per_node 1 -m asr evaluate --model "$MODEL" \
-    --data "$DATA/dev.jsonl" --device cuda --normalizer basic --output-dir "$RUNS/eval_torchrun" --quiet
+    --data "$DATA/dev.jsonl" --device $DEVICE --normalizer basic --output-dir "$RUNS/eval_torchrun" --quiet
 step train_fp32 150 $PY -m asr train $TINY --run-dir "$RUNS/fp32" "${TRAIN[@]}" --set precision=float32
 # the slowest (Inductor compiles the model, then again once shapes vary), so last
 step train_compile 190 $PY -m asr train $TINY --run-dir "$RUNS/compile" "${TRAIN[@]}" --set run.compile=true
