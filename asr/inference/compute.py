@@ -114,16 +114,16 @@ def to_half(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     and its learned basis change (torch's orthogonal parametrisation computes matrix_exp in the
     weight's dtype, which gave NaN in bfloat16 and float16). Those modules compute in float32
     anyway (asr.nn.rotary) and hold a few thousand numbers."""
-    kept = [(owner, name, tensor.detach().clone())
+    kept = [(owner, name, tensor.detach().clone(), isinstance(tensor, nn.Parameter))
             for module in model.modules() if isinstance(module, FULL_PRECISION_MODULES)
             for owner in module.modules()
-            for name, tensor in [*owner._parameters.items(), *owner._buffers.items()] if tensor is not None]
+            for name, tensor in [*owner.named_parameters(recurse=False), *owner.named_buffers(recurse=False)]]
     model.to(dtype)
-    for owner, name, tensor in kept:
-        if name in owner._parameters:
-            owner._parameters[name].data = tensor
+    for owner, name, tensor, is_parameter in kept:
+        if is_parameter:
+            getattr(owner, name).data = tensor
         else:
-            owner._buffers[name] = tensor
+            setattr(owner, name, tensor)
     return model
 
 
