@@ -174,3 +174,31 @@ def test_grid_gradient_accumulates_into_the_values():
 def test_values_must_cover_every_relative_position():
     with pytest.raises(ValueError, match="have 9 relative positions"):
         RelativeBias(torch.zeros(8, 2), 4, 6)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_attention_with_a_learnable_bias_equals_the_fused_kernel(device):
+    """scaled_dot_product writes the attention out on the CPU when the mask holds the learnable
+    bias (faster there) and hands it to SDPA on a GPU: values and every gradient must equal
+    F.scaled_dot_product_attention's, a padded key masked with -inf included."""
+    from asr.nn.attention import scaled_dot_product
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    bias = torch.randn(1, 3, 5, 5, generator=g, dtype=torch.float64)
+    q, k, v, bias = (t.to(device).requires_grad_() for t in (q, k, v, bias))
+    padded = torch.zeros(2, 1, 1, 5, dtype=torch.bool, device=device)
+    padded[1, ..., 4] = True  # the second utterance's last key is padding
+
+    def run(attend):
+        mask = bias.masked_fill(padded, float("-inf"))
+        out = attend(q, k, v, mask)
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype,
+                                                          device=device).view_as(out)).sum(), (q, k, v, bias))
+        return out, grads
+
+    out, grads = run(scaled_dot_product)
+    ref_out, ref_grads = run(lambda q, k, v, mask: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    assert torch.allclose(out, ref_out, atol=1e-10)
+    for got, expected in zip(grads, ref_grads):
+        assert torch.allclose(got, expected, atol=1e-10)

@@ -133,9 +133,13 @@ def scaled_dot_product(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor]) 
     extra passes to zero fully masked rows. Written out here it is the same function with fewer
     passes (measured faster on CPU); our masks never mask a whole row (every real query sees
     itself or a real key, padded rows get a fallback key), so the plain softmax is safe.
-    Everything else (no mask, boolean masks, constant float masks) goes to SDPA's fused kernel.
+    Everything else (no mask, boolean masks, constant float masks) goes to SDPA's fused kernel,
+    and so does every call on a GPU: there the written-out path materialises the scores, in
+    float32 under autocast (softmax autocasts up), [batch, heads, T, T] per layer, where SDPA's
+    memory-efficient kernel takes the bias and its gradient without them. (On an H200 the seed
+    model trained at 1.8x its float32 speed in bf16 with the written-out path, vanilla at 5.3x.)
     """
-    if mask is None or mask.dtype == torch.bool or not mask.requires_grad:
+    if mask is None or mask.dtype == torch.bool or not mask.requires_grad or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5) + mask
     return torch.matmul(torch.softmax(scores, dim=-1), v)
