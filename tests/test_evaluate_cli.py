@@ -170,3 +170,15 @@ def test_resume_under_torchrun_decodes_only_the_missing(single, manifest, env, t
     resumed = read_rows(out / "utterances.jsonl")
     assert resumed[:2] == kept  # kept as they were, timings included: not decoded again
     assert without_timing(resumed) == without_timing(rows)
+
+
+def test_each_torchrun_process_takes_its_own_gpu(monkeypatch):
+    """`torchrun --nproc_per_node N -m asr evaluate --device cuda`: process k decodes on cuda:k,
+    not all N on cuda:0; an explicit index, the CPU and a single process are left alone."""
+    from asr.cli.evaluate import _rank_device
+
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert _rank_device("cuda", 4) == "cuda:3"
+    assert _rank_device("cuda:1", 4) == "cuda:1"
+    assert _rank_device("cpu", 4) == "cpu"
+    assert _rank_device("cuda", 1) == "cuda"

@@ -33,6 +33,14 @@ def _init_distributed():
     return dist.get_rank(), size
 
 
+def _rank_device(device: str, size: int) -> str:
+    """Under torchrun each process takes its own GPU: a bare "cuda" means cuda:LOCAL_RANK (all
+    on cuda:0 otherwise)."""
+    if device == "cuda" and size > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
 def _shared(load, rank: int, size: int):
     """``load()`` on rank 0 only, its result (or its one-line error) sent to every rank: the
     data sources are read, and a Hugging Face dataset's audio written, once."""
@@ -64,7 +72,8 @@ def _make_system(args, size: int):
         from ..api import load_model
         from ..evaluate.systems import AsrSystem
 
-        model = load_model(args.model, device=args.device, quiet=True, compute_type=args.compute_type)
+        model = load_model(args.model, device=_rank_device(args.device, size), quiet=True,
+                           compute_type=args.compute_type)
         model.check_options(without_timestamps=args.without_timestamps, ctc_weight=args.ctc_weight)
         return AsrSystem(model, args.model, beam_size=args.beam_size, batch_size=args.batch_size,
                          temperatures=temperatures, without_timestamps=args.without_timestamps, seed=args.seed,

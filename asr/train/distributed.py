@@ -98,20 +98,20 @@ def all_reduce_mean(values: torch.Tensor, ctx: Context, sum_last: bool = False) 
     """Mean over ranks (the last entry summed instead with sum_last: audio seconds)."""
     if not ctx.distributed:
         return values
-    values = values.clone()
+    values = values.to(ctx.device, copy=True)  # NCCL reduces CUDA tensors only
     td.all_reduce(values)
     if sum_last:
         values[:-1] /= ctx.world_size
     else:
         values /= ctx.world_size
-    return values
+    return values.cpu()
 
 
 def any_flag(flag: bool, ctx: Context) -> bool:
     """True on every rank if it is True on any rank."""
     if not ctx.distributed:
         return bool(flag)
-    value = torch.tensor([1.0 if flag else 0.0])
+    value = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
     td.all_reduce(value, op=td.ReduceOp.MAX)
     return bool(value.item() > 0)
 
@@ -249,7 +249,7 @@ def replica_difference(module: torch.nn.Module, ctx: Context) -> float:
     replicas are identical, as DDP must keep them), maximised over ranks."""
     if not ctx.distributed:
         return 0.0
-    worst = torch.zeros(1, dtype=torch.float64)
+    worst = torch.zeros(1, dtype=torch.float64, device=ctx.device)
     for tensor in module.state_dict().values():
         theirs = tensor.detach().clone()
         td.broadcast(theirs, src=0)
