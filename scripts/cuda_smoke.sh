@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The CUDA paths in one run, for a machine with a GPU (CI has none, so nothing else runs them):
 # training in bf16 autocast, fp16 with a GradScaler and float32; torch.compile; kill-free resume;
-# DDP and FSDP over nccl under torchrun; the CUDA log-mel test; evaluation in float32, float16
-# and bfloat16 (plus a torchrun-sharded one); training throughput at Whisper-base size.
+# DDP and FSDP under torchrun, one process per GPU (NCCL needs two GPUs or more: a world of one
+# process opens no process group); the CUDA log-mel test; evaluation in float32, float16
+# and bfloat16 (plus beam search and a torchrun-sharded one); sequential and batched long-form
+# transcription of data/audio; training throughput at Whisper-base size.
 #
 #   scripts/cuda_smoke.sh DATA_DIR MODEL_DIR OUT_DIR
 #
@@ -17,6 +19,8 @@ set -u
 DATA=$(realpath "$1") MODEL=$(realpath "$2") OUT=$(realpath "$3")
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
+if [[ $DEVICE == cpu ]]; then NPROC=2; else NPROC=$(nvidia-smi -L 2>/dev/null | wc -l); fi
+(( NPROC >= 1 )) || NPROC=1
 RUNS=$(mktemp -d)
 TINY=recipes/synth_en/conf/tiny.yaml
 TRAIN=(--set run.device=$DEVICE --set run.progress=false
@@ -44,8 +48,8 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 step log_mel_test 120 $PY -m pytest -q -p no:cacheprovider tests/test_audio.py -k cuda
 step train_auto 150 $PY -m asr train $TINY --run-dir "$RUNS/auto" "${TRAIN[@]}"
 step train_fp16 150 $PY -m asr train $TINY --run-dir "$RUNS/fp16" "${TRAIN[@]}" --set precision=float16
-step torchrun_ddp 150 torchrun --standalone --nproc_per_node 1 -m asr train $TINY --run-dir "$RUNS/ddp" "${TRAIN[@]}"
-step torchrun_fsdp 150 torchrun --standalone --nproc_per_node 1 -m asr train $TINY --run-dir "$RUNS/fsdp" \
+step torchrun_ddp 150 torchrun --standalone --nproc_per_node $NPROC -m asr train $TINY --run-dir "$RUNS/ddp" "${TRAIN[@]}"
+step torchrun_fsdp 150 torchrun --standalone --nproc_per_node $NPROC -m asr train $TINY --run-dir "$RUNS/fsdp" \
     "${TRAIN[@]}" --set distributed.strategy=fsdp
 for type in float32 float16 bfloat16; do
     step "eval_$type" 120 $PY -m asr evaluate --model "$MODEL" --data "$DATA/train.jsonl" "$DATA/dev.jsonl" \
@@ -58,7 +62,11 @@ step bench_train 150 $PY scripts/bench_train.py --device $DEVICE --state 512 --h
 [[ -f "$RUNS/bench_train.log" ]] && cp "$RUNS/bench_train.log" "$OUT/"
 step train_half 150 $PY -m asr train $TINY --run-dir "$RUNS/resumed" "${TRAIN[@]}" --max-steps 20
 step train_resume 150 $PY -m asr train --resume "$RUNS/resumed" --max-steps 40
-step eval_torchrun 120 torchrun --standalone --nproc_per_node 1 -m asr evaluate --model "$MODEL" \
+step eval_beam 120 $PY -m asr evaluate --model "$MODEL" --data "$DATA/dev.jsonl" --device $DEVICE --beam-size 5 \
+    --ctc-weight 0.3 --without-timestamps --normalizer basic --output-dir "$RUNS/eval_beam" --quiet
+step transcribe_long 120 $PY -m asr transcribe data/audio --model "$MODEL" --device $DEVICE --verbose
+step transcribe_batched 120 $PY -m asr transcribe data/audio --model "$MODEL" --device $DEVICE --batched --verbose
+step eval_torchrun 120 torchrun --standalone --nproc_per_node $NPROC -m asr evaluate --model "$MODEL" \
     --data "$DATA/dev.jsonl" --device $DEVICE --normalizer basic --output-dir "$RUNS/eval_torchrun" --quiet
 step train_fp32 150 $PY -m asr train $TINY --run-dir "$RUNS/fp32" "${TRAIN[@]}" --set precision=float32
 # the slowest (Inductor compiles the model, then again once shapes vary), so last
