@@ -23,9 +23,11 @@ bfloat16, float16.
   5 (the two utterances that differ are near-ties, 0.002 apart in average log-probability), the
   same WER (16.58% greedy, 12.50% beam 5), and a decoding step at beam 5 in ~60% of float32's
   time (2-core AVX2 EPYC, 2026-12-03). The other types fall short: int8 90.4% (WER 17.6%),
-  bfloat16 96.5% (16.8%; AVX512-BF16 CPU), and int8 variants tried earlier (float32 output
+  bfloat16 96.5% (16.8%; AVX512-BF16 CPU), and variants tried (int8 with a float32 output
   projection: 93.2%; full-range int8 activations: 96.5%; int8 in the encoder only: 92.9%; in
-  the decoder's layers only: 97.0%); faster-whisper's int8 agrees with its own float32 on 92.9%
+  the decoder's layers only: 97.0%; bfloat16 in the encoder only, decoder as float32_shortlist:
+  97.5% greedy, 96.0% beam 5, for an encoder 1.4x faster, 0.165 against 0.228 s a 30-s window,
+  AVX512-BF16 EPYC, 2026-12-05); faster-whisper's int8 agrees with its own float32 on 92.9%
   of the same words (scripts/RESULTS-peers.md). int8 is the fast choice when ~1 point of WER is
   acceptable: ask for it by name. On CUDA auto is float32 (float16 there is not measured here).
 """
