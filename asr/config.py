@@ -16,13 +16,14 @@ DEFAULT_ROTARY_BASE = 10000.0
 RENAMED_STACK_FIELDS = {"n_conv_heads": "channel_blocks"}
 LEGACY_MODEL_ROTARY_BASE = "rotary_base"
 
+AUDIO_STRIDES = (2, 4)  # mel frames per encoder position that the stem can make (ModelOptions)
 WHISPER_EN_VOCAB = 51864  # tokens of Whisper's English-only vocabulary (multilingual: 51865+)
 
 
 @dataclass
 class ModelDimensions:
     n_mels: int = 80
-    n_audio_ctx: int = 1500  # encoder positions after the stride-2 stem (1500 = 30 s)
+    n_audio_ctx: int = 1500  # encoder positions after the stem (1500 = 30 s at Whisper's stride 2)
     n_audio_state: int = 384
     n_audio_head: int = 6
     n_audio_layer: int = 4
@@ -99,6 +100,18 @@ class ModelOptions:
     #   False (training from scratch): the same, except rotary scale 1 (the position rotation is
     #         on from the first step) and any hybrid window.
     function_preserving_init: bool = False
+    # mel frames (10 ms) per encoder position. 2 is Whisper's stem (one stride-2 convolution,
+    # 20 ms positions); 4 makes the first convolution stride 2 as well (40 ms positions, as the
+    # 4x subsampling front ends of ESPnet and icefall): the encoder's sequence is half as long,
+    # so its attention and linear layers cost half. n_audio_ctx * audio_stride frames are the
+    # longest audio the encoder takes.
+    audio_stride: int = 2
+
+    def __post_init__(self):
+        if self.audio_stride not in AUDIO_STRIDES:
+            raise ValueError(f"audio_stride must be one of {AUDIO_STRIDES}, got {self.audio_stride!r}")
+        if self.fixed_audio_window and self.audio_stride != 2:
+            raise ValueError("fixed_audio_window is Whisper's 30 s window, which needs audio_stride 2")
 
 
 def to_dict(obj) -> dict:

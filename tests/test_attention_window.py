@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import torch
 
-from asr.config import ModelDimensions
+from asr.config import ModelDimensions, ModelOptions
 from asr.data.collate import IGNORE_INDEX
 from asr.nn.model import ASRModel
 from asr.train.attention_prior import attention_window
@@ -123,3 +123,12 @@ def test_strength_scales_the_log_window():
     finite = torch.isfinite(full)
     torch.testing.assert_close(half[finite], 0.5 * full[finite])
     assert torch.equal(torch.isfinite(half), finite)
+
+
+@pytest.mark.parametrize("audio_stride, positions_per_second", [(2, 50), (4, 25)])
+def test_window_width_is_in_seconds_whatever_the_encoder_rate(audio_stride, positions_per_second):
+    dims = ModelDimensions(n_mels=8, n_audio_ctx=64, n_audio_state=32, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=40, n_text_ctx=16, n_text_state=32, n_text_head=2, n_text_layer=1)
+    training = TrainingModel(ASRModel(dims, ModelOptions(audio_stride=audio_stride)), n_text=20, ctc_weight=0.0,
+                             label_smoothing=0.0, attention_window_sigma_s=0.3)
+    assert training.window_sigma == pytest.approx(0.3 * positions_per_second)

@@ -67,10 +67,10 @@ def ref_sinusoids(length, channels):
     return torch.tensor(np.concatenate([np.sin(t), np.cos(t)], axis=1))
 
 
-def ref_forward(model, mel, tokens):
+def ref_forward(model, mel, tokens, first_stride=1):
     sd = model.state_dict()
     d = DIMS.n_audio_state
-    x = F.gelu(F.conv1d(mel, sd["encoder.conv1.weight"], sd["encoder.conv1.bias"], padding=1))
+    x = F.gelu(F.conv1d(mel, sd["encoder.conv1.weight"], sd["encoder.conv1.bias"], stride=first_stride, padding=1))
     x = F.gelu(F.conv1d(x, sd["encoder.conv2.weight"], sd["encoder.conv2.bias"], stride=2, padding=1))
     x = x.transpose(1, 2)
     x = x + ref_sinusoids(x.shape[1], d).to(x.dtype)
@@ -99,12 +99,38 @@ def test_forward_matches_functional_reference():
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
 
 
-def test_encoder_output_length_follows_stride_two_stem():
-    model = make_model()
-    for frames in (9, 10, 11):
+def test_forward_with_audio_stride_four_matches_functional_reference():
+    """audio_stride 4: both stem convolutions have stride 2 (40 ms encoder positions)."""
+    model = make_model(ModelOptions(audio_stride=4))
+    mel = torch.randn(2, 80, 43, dtype=torch.float64)
+    tokens = torch.randint(0, DIMS.n_vocab, (2, 7))
+    with torch.no_grad():
+        got = model(mel, tokens)
+        want = ref_forward(model, mel, tokens, first_stride=2)
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+
+
+def conv_output_length(n, stride, kernel=3, padding=1):
+    """torch.nn.Conv1d's documented output length."""
+    return (n + 2 * padding - kernel) // stride + 1
+
+
+@pytest.mark.parametrize("audio_stride,first_stride", [(2, 1), (4, 2)])
+def test_encoder_output_length_follows_the_stem(audio_stride, first_stride):
+    model = make_model(ModelOptions(audio_stride=audio_stride))
+    assert model.window_frames == audio_stride * DIMS.n_audio_ctx
+    for frames in range(5, 14):
         features, mask = model.embed_audio(torch.randn(1, 80, frames, dtype=torch.float64),
                                            torch.tensor([frames]))
-        assert features.shape[1] == (frames + 1) // 2 == int(mask.sum())
+        want = conv_output_length(conv_output_length(frames, first_stride), 2)
+        assert features.shape[1] == want == int(mask.sum()) == int(model.encoder_lengths(torch.tensor(frames)))
+
+
+def test_audio_stride_must_be_one_the_stem_can_make():
+    with pytest.raises(ValueError, match="audio_stride must be one of"):
+        ModelOptions(audio_stride=3)
+    with pytest.raises(ValueError, match="fixed_audio_window"):
+        ModelOptions(audio_stride=4, fixed_audio_window=True)
 
 
 def test_kv_cache_incremental_equals_full_forward():
@@ -140,14 +166,15 @@ def test_cache_reorder_follows_beams():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_padded_batch_equals_one_by_one():
-    model = make_model()
-    lengths = [37, 20, 8]
+@pytest.mark.parametrize("audio_stride", [2, 4])
+def test_padded_batch_equals_one_by_one(audio_stride):
+    model = make_model(ModelOptions(audio_stride=audio_stride))
+    lengths = [37, 20, 8, 7]
     mels = [torch.randn(80, n, dtype=torch.float64) for n in lengths]
-    batch = torch.zeros(3, 80, max(lengths), dtype=torch.float64)
+    batch = torch.zeros(len(lengths), 80, max(lengths), dtype=torch.float64)
     for i, m in enumerate(mels):
         batch[i, :, :m.shape[1]] = m
-    tokens = torch.randint(0, DIMS.n_vocab, (3, 6))
+    tokens = torch.randint(0, DIMS.n_vocab, (len(lengths), 6))
     with torch.no_grad():
         audio, mask = model.embed_audio(batch, torch.tensor(lengths))
         logits = model.logits(tokens, audio, mask)
@@ -179,7 +206,8 @@ def test_positions_past_context_raise_clear_error():
 
 
 def test_save_load_round_trip(tmp_path):
-    options = ModelOptions(audio=StackOptions(positions="sinusoidal"), text=StackOptions(positions="learned"))
+    options = ModelOptions(audio=StackOptions(positions="sinusoidal"), text=StackOptions(positions="learned"),
+                           audio_stride=4)
     model = make_model(options, dtype=torch.float32)
     save_checkpoint(model, tmp_path / "ckpt", tokenizer={"kind": "test", "n_vocab": 50})
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())

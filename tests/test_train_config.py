@@ -51,6 +51,7 @@ def test_values_are_typed_and_overrides_applied(tmp_path):
     ("data: {train: a}\n", ["loss.ctc_weight=0", "validation.ctc_weight=0.3"], "validation.ctc_weight: joint"),
     ("data: {train: a}\n", ["data.target_style=shouting"], "data.target_style: 'shouting' is not one of"),
     ("optim: {lr: 0.1}\n", [], "data.train: no training manifest"),
+    ("data: {train: a}\nmodel: {audio_stride: 3}\n", [], "model: audio_stride must be one of (2, 4)"),
 ])
 def test_bad_config_names_the_key_and_the_file(tmp_path, text, overrides, named):
     path = write(tmp_path, text)
@@ -111,3 +112,16 @@ def test_init_from_with_extras_that_cannot_start_as_identity_is_one_line(tmp_pat
     assert "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert str(path) in line and "cannot add these extras to tiny.en" in line
+
+
+def test_init_from_with_another_audio_stride_is_one_line(tmp_path):
+    # tiny.en's convolutions were trained at 20 ms positions: a stride-4 stem cannot reuse them
+    path = write(tmp_path, f"data: {{train: {REPO / 'data' / 'samples.jsonl'}}}\nmodel: {{audio_stride: 4}}\n")
+    env = {**__import__("os").environ, "ASR_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "asr", "train", str(path), "--run-dir", str(tmp_path / "run"),
+                             "--init-from", "tiny.en"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert str(path) in line and "model.audio_stride: 4, but tiny.en was trained with 2" in line

@@ -7,5 +7,4 @@ CHUNK_LENGTH = 30  # seconds in one fixed-size Whisper input window
 N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30 s window
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a 30 s window
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second (10 ms each)
-INPUT_STRIDE = 2  # mel frames per encoder position (the stride-2 stem) = per timestamp step (0.02 s)
-POSITIONS_PER_SECOND = FRAMES_PER_SECOND // INPUT_STRIDE  # 50 encoder positions per second
+FRAMES_PER_TIMESTAMP = 2  # mel frames per step of Whisper's timestamp tokens (0.02 s)

@@ -140,7 +140,7 @@ def chunk_input(model, source: ArrayAudio, chunk: Chunk, peak: Optional[float]):
     frames of the chunk padded with 0.0 to the window; otherwise its samples."""
     if not model.options.fixed_audio_window:
         return source.window(chunk.start, chunk.stop)
-    n_frames, n_mels = 2 * model.dims.n_audio_ctx, model.dims.n_mels
+    n_frames, n_mels = model.window_frames, model.dims.n_mels
     count = min(n_frames, (chunk.stop - chunk.start) // HOP_LENGTH)
     window = torch.zeros(n_mels, n_frames)
     window[:, :count] = scale_log_mel(log10_mel_frames(source, chunk.seek, count, n_mels), peak)
@@ -211,7 +211,7 @@ def plan_file(model, state: FileState) -> PlannedFile:
     samples = state.audio.window(0, len(state.audio))
     source = ArrayAudio(samples)
     found = find_pauses(samples)
-    chunks = plan_chunks(samples, 2 * model.dims.n_audio_ctx * HOP_LENGTH, found)
+    chunks = plan_chunks(samples, model.window_frames * HOP_LENGTH, found)
     peak = log10_mel_peak(source, model.dims.n_mels) if model.options.fixed_audio_window and chunks else None
     pauses_s = [(a * VAD_HOP_S, b * VAD_HOP_S) for a, b in found[1]]
     return PlannedFile(state, source, chunks, peak, pauses_s, left=len(chunks))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..audio import FRAMES_PER_SECOND, HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, AudioError, batch_log_mel
-from ..audio.constants import INPUT_STRIDE
+from ..audio.constants import FRAMES_PER_TIMESTAMP
 from ..audio.stream import open_audio
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from ..text.tokenizer import TIMESTAMP_STEP, Tokenizer
@@ -142,7 +142,7 @@ def read_windows(model, states: list[FileState]) -> tuple[list[FileState], list,
     """Each file's next window: samples, or for pretrained Whisper models the log-mel window.
     Returns (files read, their windows, (file, error) for files that failed to decode), so a
     file that breaks half-way costs no other file its transcript."""
-    window = 2 * model.dims.n_audio_ctx
+    window = model.window_frames
     n_mels = model.dims.n_mels
     read, pieces, failed = [], [], []
     for s in states:
@@ -204,7 +204,7 @@ def add_window_result(state: FileState, result: DecodingResult, tokenizer: Token
         if single_timestamp_ending:
             advance = frames
         else:  # the text after the last complete segment is decoded again in the next window
-            advance = (tokens[start - 1] - begin) * INPUT_STRIDE
+            advance = (tokens[start - 1] - begin) * FRAMES_PER_TIMESTAMP
             state.in_speech = 0 < advance < frames
     else:
         timestamps = [t for t in tokens if t >= begin]
@@ -323,7 +323,7 @@ def detect_file_language(model, tokenizer: Tokenizer, audio) -> tuple[str, float
     state = FileState(audio)
     if model.options.fixed_audio_window:
         mels = whisper_window(audio, 0, state.whisper_peak(model.dims.n_mels), model.dims.n_mels,
-                              2 * model.dims.n_audio_ctx, for_language=True)[None]
+                              model.window_frames, for_language=True)[None]
         n_frames = None
     else:
         _, pieces, failed = read_windows(model, [state])
@@ -352,7 +352,7 @@ def transcribe_stream(model, tokenizer: Tokenizer, audios: Iterable,
     ``english_only`` decodes that way. With no language given, a multilingual model detects each
     file's language on its first decoded window, as Whisper does."""
     opts, initial, base = decoding_setup(tokenizer, opts, english_only)
-    window = 2 * model.dims.n_audio_ctx
+    window = model.window_frames
     inputs = enumerate(audios)
     open_files: list[FileState] = []
     while True:
@@ -394,7 +394,7 @@ def decode_step(model, tokenizer: Tokenizer, active: list[FileState], pieces: li
                 opts: TranscribeOptions, english_only: bool, on_progress) -> None:
     """Encode the files' next windows in one batch, decode them (one decode per language), and
     move each file on."""
-    window = 2 * model.dims.n_audio_ctx
+    window = model.window_frames
     mels, n_frames = window_features(model, pieces)
     mels = mels.to(device=model.device, dtype=next(model.parameters()).dtype)
     n_frames = None if n_frames is None else n_frames.to(model.device)

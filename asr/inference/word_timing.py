@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..audio.constants import INPUT_STRIDE, POSITIONS_PER_SECOND
+from ..audio.constants import FRAMES_PER_SECOND
 from .options import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 
 MEDIAN_FILTER_WIDTH = 7  # attention columns smoothed together (Whisper's and faster-whisper's)
@@ -135,7 +135,7 @@ def token_alignment(model, tokenizer, sot_sequence: Sequence[int], text_tokens: 
     probabilities = torch.softmax(text_logits, dim=-1)
     rows = torch.arange(len(text_tokens), device=probabilities.device)
     token_probabilities = probabilities[rows, torch.tensor(text_tokens, device=probabilities.device)].cpu().numpy()
-    columns = n_frames // INPUT_STRIDE  # one attention column per encoder position
+    columns = n_frames // model.audio_stride  # one attention column per encoder position (as Whisper: floor)
     weights = torch.stack([scores[layer][0, head, :, :columns] for layer, head in alignment_heads(model)])
     weights = torch.softmax(weights.float(), dim=-1).cpu().numpy().astype(np.float64)  # [heads, tokens, columns]
     # each column standardised over the tokens, so loud frames do not pull every token to them
@@ -159,7 +159,7 @@ def find_word_timings(model, tokenizer, sot_sequence: Sequence[int], text_tokens
     boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
     # the path's first step onto each token is where that token starts
     jumps = np.pad(np.diff(rows), (1, 0), constant_values=1).astype(bool)
-    jump_times = cols[jumps] / POSITIONS_PER_SECOND
+    jump_times = cols[jumps] * model.audio_stride / FRAMES_PER_SECOND
     starts, ends = jump_times[boundaries[:-1]], jump_times[boundaries[1:]]
     return [{"word": word, "tokens": tokens, "start": float(start), "end": float(end),
              "probability": float(np.mean(token_probabilities[i:j]))}

@@ -1,7 +1,7 @@
 """The Whisper-style encoder-decoder: log-mel frames in, token logits out.
 
 Encoder: Conv1d(n_mels->d, k3) + GELU, Conv1d(d->d, k3, stride 2) + GELU, pre-LN residual
-blocks, LayerNorm. Batches of different lengths carry a padding mask; nothing forces 30 s
+blocks, LayerNorm (with ModelOptions.audio_stride 4 the first convolution has stride 2 too). Batches of different lengths carry a padding mask; nothing forces 30 s
 windows unless the model was built for them (imported Whisper weights).
 Decoder: token embedding + positions, pre-LN blocks of causal self-attention, cross-attention
 and a GELU MLP, LayerNorm, logits through the tied token embedding, in float32.
@@ -73,9 +73,20 @@ def length_mask(lengths: Tensor, max_length: int) -> Tensor:
     return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def encoder_lengths(n_frames: Tensor) -> Tensor:
-    """Output positions of the stride-2 stem (kernel 3, padding 1) for n_frames input frames."""
-    return (n_frames + 1) // 2
+def conv_lengths(n: Tensor, stride: int) -> Tensor:
+    """Output positions of a kernel-3, padding-1 convolution with this stride over n inputs."""
+    return (n + stride - 1) // stride
+
+
+def encoder_lengths(n_frames: Tensor, audio_stride: int = 2) -> Tensor:
+    """Encoder positions for n_frames mel frames: the stem's convolutions (kernel 3, padding 1)
+    have strides (1, 2) for audio_stride 2 (Whisper's) and (2, 2) for 4."""
+    first, second = stem_strides(audio_stride)
+    return conv_lengths(conv_lengths(n_frames, first), second)
+
+
+def stem_strides(audio_stride: int) -> tuple[int, int]:
+    return (audio_stride // 2, 2)
 
 
 class AudioEncoder(nn.Module):
@@ -85,8 +96,10 @@ class AudioEncoder(nn.Module):
         stack = options.audio
         self.fixed_window = options.fixed_audio_window
         self.n_ctx = dims.n_audio_ctx
-        self.conv1 = nn.Conv1d(dims.n_mels, d, kernel_size=3, padding=1)
-        self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
+        self.stride = options.audio_stride
+        first, second = stem_strides(self.stride)
+        self.conv1 = nn.Conv1d(dims.n_mels, d, kernel_size=3, stride=first, padding=1)
+        self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=second, padding=1)
         self.positions = StackPositions(dims.n_audio_ctx, d, n_head, stack, causal=False)
         self.blocks = nn.ModuleList(
             ResidualAttentionBlock(d, n_head, make_self_attention(kind, d, n_head, stack, self.positions,
@@ -100,17 +113,17 @@ class AudioEncoder(nn.Module):
         Returns (features [batch, positions, d], mask [batch, positions] bool or None)."""
         frames = mel.shape[-1]
         if self.fixed_window:
-            if frames != 2 * self.n_ctx:
-                raise ValueError(f"this model takes fixed windows of {2 * self.n_ctx} frames, got {frames}")
+            if frames != self.stride * self.n_ctx:
+                raise ValueError(f"this model takes fixed windows of {self.stride * self.n_ctx} frames, got {frames}")
             n_frames = None  # Whisper attends to its padding: no mask
-        frame_mask = None if n_frames is None else length_mask(n_frames, frames)
         x = F.gelu(self.conv1(mel))
-        if frame_mask is not None:
-            # the stride-2 conv must see zeros past the end, exactly like its own zero padding
+        if n_frames is not None:
+            # the second conv must see zeros past the end, exactly like its own zero padding
             # when the utterance is encoded alone
-            x = x * frame_mask[:, None, :].to(x.dtype)
+            first_lengths = conv_lengths(n_frames, stem_strides(self.stride)[0])
+            x = x * length_mask(first_lengths, x.shape[-1])[:, None, :].to(x.dtype)
         x = F.gelu(self.conv2(x)).transpose(1, 2)
-        mask = None if n_frames is None else length_mask(encoder_lengths(n_frames), x.shape[1])
+        mask = None if n_frames is None else length_mask(encoder_lengths(n_frames, self.stride), x.shape[1])
         absolute = self.positions.embed(0, x.shape[1], x.device)
         if absolute is not None:
             x = x + absolute.to(x.dtype)
@@ -237,6 +250,20 @@ class ASRModel(nn.Module):
         hybrid output scales 1, dynamic-convolution output projections 0."""
         for stack in self.stacks().values():
             reset_extras(stack, function_preserving=True)
+
+    # -- audio geometry ---------------------------------------------------------------------
+    @property
+    def audio_stride(self) -> int:
+        """Mel frames (10 ms each) per encoder position."""
+        return self.options.audio_stride
+
+    @property
+    def window_frames(self) -> int:
+        """The most mel frames the encoder takes at once (3000 = 30 s for Whisper)."""
+        return self.audio_stride * self.dims.n_audio_ctx
+
+    def encoder_lengths(self, n_frames: Tensor) -> Tensor:
+        return encoder_lengths(n_frames, self.audio_stride)
 
     # -- forward ----------------------------------------------------------------------------
     def embed_audio(self, mel: Tensor, n_frames: Optional[Tensor] = None):

@@ -11,7 +11,7 @@ idea as a soft window: for the j-th of n transcript tokens of a clip with L enco
 
     log prior(t) = -(t - c_j)^2 / (2 sigma^2),    c_j = (j + 0.5) / n * L,
 
-added to every cross-attention score, with sigma in encoder positions (50 per second). Prompt
+added to every cross-attention score, with sigma in encoder positions (50 per second at audio_stride 2, 25 at 4). Prompt
 positions (<|startoftranscript|> ...) get no window. The padding mask stays. After
 ``loss.attention_window_steps`` optimiser steps training goes on without it (with
 ``loss.attention_window_fade`` its strength, a factor on the log window, falls linearly from 1
@@ -22,10 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..audio.features import FRAMES_PER_SECOND
 from ..data.collate import IGNORE_INDEX
-
-ENCODER_POSITIONS_PER_SECOND = FRAMES_PER_SECOND // 2  # the encoder's stem has stride 2
 
 
 def attention_window(targets: Tensor, audio_lengths: Tensor, n_audio: int, sigma: float,

@@ -38,6 +38,8 @@ def _options_dict(options: ModelOptions, config: TrainConfig, where: str) -> dic
             d[stack]["rotary_base"] = config.model.rotary_base  # one base per stack
     if "rotary_base" not in STACK_FIELDS:
         d["rotary_base"] = config.model.rotary_base  # one base per model (older layout)
+    if config.model.audio_stride is not None:
+        d["audio_stride"] = config.model.audio_stride
     return d
 
 
@@ -87,6 +89,10 @@ def load_pretrained(name_or_path: str, config: TrainConfig, where: str) -> tuple
         raise InputError(name_or_path, f"cannot start from these weights ({err})") from None
     if tokenizer is None:
         raise InputError(name_or_path, "the checkpoint has no tokenizer to train with")
+    stride = config.model.audio_stride
+    if stride is not None and stride != pretrained.audio_stride:
+        raise ConfigError(where, f"model.audio_stride: {stride}, but {name_or_path} was trained with "
+                                 f"{pretrained.audio_stride} (leave it unset to keep it)")
     if not (config.model.audio or config.model.text):
         return pretrained.train(), tokenizer
     d = _options_dict(pretrained.options, config, where)

@@ -21,6 +21,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from ..config import AUDIO_STRIDES
 from ..data.augment import AugmentConfig
 from ..errors import InputError
 from ..text.target_style import TARGET_STYLES
@@ -61,8 +62,16 @@ class ModelConfig:
     audio: dict = field(default_factory=dict)  # StackOptions fields of the encoder to override
     text: dict = field(default_factory=dict)  # StackOptions fields of the decoder to override
     rotary_base: float = 10000.0
+    # mel frames per encoder position: 2 (Whisper's stem, 20 ms) or 4 (40 ms, half the encoder's
+    # sequence). None: the preset's (2), or with init_from the pretrained model's, which a set
+    # value must equal (its convolutions were trained at that stride)
+    audio_stride: Optional[int] = None
     dropout: float = 0.0  # residual dropout after every attention / MLP branch (training only)
     init_from: Optional[str] = None  # a checkpoint directory or built-in model name (tiny.en)
+
+    def __post_init__(self):
+        if self.audio_stride is not None and self.audio_stride not in AUDIO_STRIDES:
+            raise ValueError(f"audio_stride must be one of {AUDIO_STRIDES}, got {self.audio_stride}")
 
 
 @dataclass

@@ -83,10 +83,10 @@ def restyled(utterances: list[Utterance], style: str) -> list[Utterance]:
     return [replace(u, text=apply_target_style(u.text, style)) for u in utterances]
 
 
-def fits(utterance: Utterance, tokenizer, dims, fixed_window: bool, need_ctc: bool, dropped: Dropped,
-         prompt_length: int) -> bool:
+def fits(utterance: Utterance, tokenizer, model, need_ctc: bool, dropped: Dropped, prompt_length: int) -> bool:
+    dims = model.dims
     frames = utterance.duration * FRAMES_PER_SECOND
-    if frames > 2 * dims.n_audio_ctx:
+    if frames > model.window_frames:
         dropped.too_long_audio += 1
         return False
     n_tokens = len(tokenizer.encode(utterance.text))
@@ -94,7 +94,8 @@ def fits(utterance: Utterance, tokenizer, dims, fixed_window: bool, need_ctc: bo
         dropped.too_long_text += 1
         return False
     # CTC needs at least one encoder position per token (more where a token repeats)
-    encoder_positions = (2 * dims.n_audio_ctx if fixed_window else int(frames) + 1) // 2
+    encoder_positions = dims.n_audio_ctx if model.options.fixed_audio_window else int(
+        model.encoder_lengths(torch.tensor(int(frames))))
     if need_ctc and n_tokens > encoder_positions:
         dropped.too_short_for_ctc += 1
         return False
@@ -107,7 +108,7 @@ def filter_for_model(utterances: list[Utterance], tokenizer, model, need_ctc: bo
     # the timestamp format's inputs are one longer: 3 prompt tokens, <|0.00|>, text, <|end|>
     prompt = len(tokenizer.sot_sequence_including_notimestamps) + (1 if timestamps else 0)
     kept = [u for u in utterances
-            if fits(u, tokenizer, model.dims, model.options.fixed_audio_window, need_ctc, dropped, prompt)]
+            if fits(u, tokenizer, model, need_ctc, dropped, prompt)]
     return kept, dropped
 
 

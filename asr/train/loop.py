@@ -323,7 +323,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     controller = None
     if config.dynamic_base.enabled and rotary_bases(model):
         controller = DynamicBaseController(config.dynamic_base, config.model.rotary_base)
-    fixed_frames = 2 * model.dims.n_audio_ctx if model.options.fixed_audio_window else None
+    fixed_frames = model.window_frames if model.options.fixed_audio_window else None
     augmenter = make_augmenter(config.augment, config.run.seed)
 
     # ---- resume the weights, distribute, then the optimiser (under FSDP it needs the shards) ----

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.collate import IGNORE_INDEX
-from ..nn.model import ASRModel, encoder_lengths
-from .attention_prior import ENCODER_POSITIONS_PER_SECOND, attention_window
+from ..audio import FRAMES_PER_SECOND
+from ..nn.model import ASRModel
+from .attention_prior import attention_window
 
 
 class TrainingModel(nn.Module):
@@ -36,7 +37,7 @@ class TrainingModel(nn.Module):
         self.ctc_head = nn.Linear(model.dims.n_audio_state, n_text + 1) if ctc_weight > 0 else None
         # strength of the cross-attention window: the training loop sets it for its first steps
         self.attention_window = 0.0
-        self.window_sigma = attention_window_sigma_s * ENCODER_POSITIONS_PER_SECOND
+        self.window_sigma = attention_window_sigma_s * FRAMES_PER_SECOND / model.audio_stride  # in positions
         if dropout > 0:
             add_residual_dropout(model, dropout)
 
@@ -46,13 +47,13 @@ class TrainingModel(nn.Module):
         audio, audio_mask = self.model.embed_audio(mels, n_frames)
         cross_mask = audio_mask
         if self.attention_window > 0 and self.training:
-            cross_mask = attention_window(targets, encoder_lengths(n_frames), audio.shape[1], self.window_sigma,
+            cross_mask = attention_window(targets, self.model.encoder_lengths(n_frames), audio.shape[1], self.window_sigma,
                                           self.attention_window)
         logits = self.model.logits(tokens, audio, cross_mask)
         attention = attention_loss(logits, targets, smoothing)
         if self.ctc_head is None:
             return attention, attention, torch.zeros_like(attention)
-        ctc = self.ctc_loss(audio, encoder_lengths(n_frames), targets)
+        ctc = self.ctc_loss(audio, self.model.encoder_lengths(n_frames), targets)
         loss = (1.0 - self.ctc_weight) * attention + self.ctc_weight * ctc
         return loss, attention, ctc
 
