@@ -99,29 +99,27 @@ def test_precision_auto_follows_the_cpu_flags():
         choose_precision("float16", torch.device("cpu"))
 
 
-def test_init_from_with_extras_that_cannot_start_as_identity_is_one_line(tmp_path):
-    # a hybrid encoder whose window does not cover Whisper's 1500 positions cannot reproduce
-    # tiny.en at step 0: refused before any training, in one line naming the recipe
-    path = write(tmp_path, f"data: {{train: {REPO / 'data' / 'samples.jsonl'}}}\n"
-                           "model: {audio: {attention: hybrid, window: 16}}\n")
+def init_from_tiny_en_error(tmp_path, model_yaml: str) -> tuple[Path, str]:
+    """The recipe written and `asr train --init-from tiny.en` run on it: (recipe path, the one
+    line of the error it must stop with)."""
+    path = write(tmp_path, f"data: {{train: {REPO / 'data' / 'samples.jsonl'}}}\nmodel: {model_yaml}\n")
     env = {**__import__("os").environ, "ASR_CACHE_DIR": str(tmp_path / "cache")}
     result = subprocess.run([sys.executable, "-m", "asr", "train", str(path), "--run-dir", str(tmp_path / "run"),
                              "--init-from", "tiny.en"], cwd=REPO, capture_output=True, text=True, timeout=300,
                             env=env)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
-    line = result.stderr.strip().splitlines()[-1]
+    return path, result.stderr.strip().splitlines()[-1]
+
+
+def test_init_from_with_extras_that_cannot_start_as_identity_is_one_line(tmp_path):
+    # a hybrid encoder whose window does not cover Whisper's 1500 positions cannot reproduce
+    # tiny.en at step 0: refused before any training, in one line naming the recipe
+    path, line = init_from_tiny_en_error(tmp_path, "{audio: {attention: hybrid, window: 16}}")
     assert str(path) in line and "cannot add these extras to tiny.en" in line
 
 
 def test_init_from_with_another_audio_stride_is_one_line(tmp_path):
     # tiny.en's convolutions were trained at 20 ms positions: a stride-4 stem cannot reuse them
-    path = write(tmp_path, f"data: {{train: {REPO / 'data' / 'samples.jsonl'}}}\nmodel: {{audio_stride: 4}}\n")
-    env = {**__import__("os").environ, "ASR_CACHE_DIR": str(tmp_path / "cache")}
-    result = subprocess.run([sys.executable, "-m", "asr", "train", str(path), "--run-dir", str(tmp_path / "run"),
-                             "--init-from", "tiny.en"], cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env=env)
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    line = result.stderr.strip().splitlines()[-1]
+    path, line = init_from_tiny_en_error(tmp_path, "{audio_stride: 4}")
     assert str(path) in line and "model.audio_stride: 4, but tiny.en was trained with 2" in line
