@@ -15,7 +15,7 @@ from asr.config import ModelDimensions, ModelOptions
 from asr.data.collate import IGNORE_INDEX
 from asr.nn.model import ASRModel
 from asr.train.attention_prior import attention_window
-from asr.train.objective import TrainingModel
+from asr.train.objective import TrainingModel, attention_loss
 from test_train_resume import REPO, make_toy_corpus, train_command, write_config
 
 
@@ -132,3 +132,31 @@ def test_window_width_is_in_seconds_whatever_the_encoder_rate(audio_stride, posi
     training = TrainingModel(ASRModel(dims, ModelOptions(audio_stride=audio_stride)), n_text=20, ctc_weight=0.0,
                              label_smoothing=0.0, attention_window_sigma_s=0.3)
     assert training.window_sigma == pytest.approx(0.3 * positions_per_second)
+
+
+def test_a_fading_window_does_not_recompile_the_training_forward():
+    # the fade changes the strength every step; torch.compile must read it as data, not guard on
+    # it (as a Python float it recompiled every step: 80 s a step on the synth_en small recipe)
+    from torch._dynamo.testing import CompileCounter
+
+    training = tiny_training_model().train()
+    mels = torch.randn(2, 8, 50)
+    n_frames = torch.tensor([50, 36])
+    tokens = torch.tensor([[21, 3, 4, 5], [21, 7, 8, 0]])
+    targets = torch.tensor([[IGNORE_INDEX, 4, 5, 20], [IGNORE_INDEX, 8, 20, IGNORE_INDEX]])
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(training, backend=counter, dynamic=False)
+    for strength in (1.0, 0.75, 0.5, 0.25):
+        training.attention_window = strength
+        got = compiled(mels, n_frames, tokens, targets)[0]
+        # the same strength through the eager path (the window is applied: the loss moves with it)
+        mask = attention_window(targets, training.model.encoder_lengths(n_frames), 25, training.window_sigma,
+                                strength)
+        audio, _ = training.model.embed_audio(mels, n_frames)
+        expected = attention_loss(training.model.logits(tokens, audio, mask), targets)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert counter.frame_count == 1
+    training.attention_window = 0.0  # the window ends: one more graph, without it
+    compiled(mels, n_frames, tokens, targets)
+    assert counter.frame_count == 2

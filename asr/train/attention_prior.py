@@ -26,13 +26,13 @@ from ..data.collate import IGNORE_INDEX
 
 
 def attention_window(targets: Tensor, audio_lengths: Tensor, n_audio: int, sigma: float,
-                     strength: float = 1.0) -> Tensor:
+                     strength: float | Tensor = 1.0) -> Tensor:
     """The additive cross-attention mask [batch, tokens, n_audio] (float32): the log window above
     on the real encoder positions, -inf on padding.
 
     targets: [batch, tokens] decoder targets (IGNORE_INDEX on prompt and padding positions);
     audio_lengths: [batch] real encoder positions per clip; sigma: window width in positions;
-    strength: factor on the log window (0: padding mask only)."""
+    strength: factor on the log window (0: padding mask only), a float or a 0-d tensor."""
     real = targets != IGNORE_INDEX
     n = real.sum(dim=1, keepdim=True).clamp(min=1)  # transcript tokens (with <|endoftext|>)
     j = (real.cumsum(dim=1) - 1).clamp(min=0)  # index of each real position within its transcript

@@ -35,20 +35,33 @@ class TrainingModel(nn.Module):
         self.ctc_weight = ctc_weight
         self.label_smoothing = label_smoothing
         self.ctc_head = nn.Linear(model.dims.n_audio_state, n_text + 1) if ctc_weight > 0 else None
-        # strength of the cross-attention window: the training loop sets it for its first steps
-        self.attention_window = 0.0
+        # strength of the cross-attention window, which the training loop sets for its first
+        # steps: a tensor, so that torch.compile reads its value instead of guarding on it (a
+        # Python float that changes every step recompiled the graph every step); the bool
+        # changes once, when the window ends
+        self.register_buffer("window_strength", torch.zeros(()), persistent=False)
+        self.window_active = False
         self.window_sigma = attention_window_sigma_s * FRAMES_PER_SECOND / model.audio_stride  # in positions
         if dropout > 0:
             add_residual_dropout(model, dropout)
+
+    @property
+    def attention_window(self) -> float:
+        return float(self.window_strength)
+
+    @attention_window.setter
+    def attention_window(self, strength: float) -> None:
+        self.window_strength.fill_(strength)
+        self.window_active = strength > 0
 
     def forward(self, mels: Tensor, n_frames: Tensor, tokens: Tensor, targets: Tensor,
                 label_smoothing: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
         smoothing = self.label_smoothing if label_smoothing is None else label_smoothing
         audio, audio_mask = self.model.embed_audio(mels, n_frames)
         cross_mask = audio_mask
-        if self.attention_window > 0 and self.training:
+        if self.window_active and self.training:
             cross_mask = attention_window(targets, self.model.encoder_lengths(n_frames), audio.shape[1], self.window_sigma,
-                                          self.attention_window)
+                                          self.window_strength)
         logits = self.model.logits(tokens, audio, cross_mask)
         attention = attention_loss(logits, targets, smoothing)
         if self.ctc_head is None:
