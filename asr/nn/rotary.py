@@ -139,8 +139,8 @@ class RotaryEmbeddingWithRotation(nn.Module):
         # a 1-element vector, not a 0-d scalar: FSDP cannot shard 0-d parameters
         self.scale = nn.Parameter(torch.ones(1))
 
-    def basis_change(self) -> Optional[Tensor]:
-        """Q = (product of Givens rotations) @ R as one [h, h] float32 matrix, or None.
+    def basis_change(self, dtype: torch.dtype = torch.float32) -> Optional[Tensor]:
+        """Q = (product of Givens rotations) @ R as one [h, h] matrix of ``dtype``, or None.
 
         Built in O(h^2) once per call: the disjoint Givens rotations turn pairs of R's rows
         (G is block diagonal, so (G R)[i] = cos R[i] + sin R[j], (G R)[j] = -sin R[i] + cos R[j]),
@@ -150,12 +150,12 @@ class RotaryEmbeddingWithRotation(nn.Module):
         if not (self.givens or self.rotation):
             return None
         if self.rotation:
-            r = self.basis.weight.float()  # the parametrised R, computed once here
+            r = self.basis.weight.to(dtype)  # the parametrised R, computed once here
         else:
-            r = torch.eye(self.head_dim, device=self.thetas.device)
+            r = torch.eye(self.head_dim, dtype=dtype, device=self.thetas.device)
         if not self.givens:
             return r
-        theta = self.thetas.float()[:, None]
+        theta = self.thetas.to(dtype)[:, None]
         cos, sin = torch.cos(theta), torch.sin(theta)
         r_i = r.index_select(0, self.givens_i)
         r_j = r.index_select(0, self.givens_j)
@@ -177,14 +177,17 @@ class RotaryEmbeddingWithRotation(nn.Module):
                 f"angles must be [T, h/2] = [{x.shape[-2]}, {self.head_dim // 2}], "
                 f"got {tuple(angles.shape)}"
             )
-        # Everything in float32 outside autocast: bf16 cos/sin of large angles are wrong, and the
-        # basis change should stay orthogonal to float32 precision. Cast back at the end.
+        # Everything in float32 (float64 for a float64 model) outside autocast: bf16 cos/sin of
+        # large angles are wrong, and the basis change should stay orthogonal to float32
+        # precision. A float64 model stays float64 throughout, so a cached one-token step equals
+        # the full forward to float64 precision whatever cos/sin kernel each length takes.
+        compute = torch.promote_types(x.dtype, torch.float32)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            y = x.float()
-            basis = self.basis_change()
+            y = x.to(compute)
+            basis = self.basis_change(compute)
             if basis is not None:
                 y = y @ basis
-            y = self._rotate_positions(y, angles.float() * self.scale.float())
+            y = self._rotate_positions(y, angles.to(compute) * self.scale.to(compute))
         return y.to(x.dtype)
 
     @torch.no_grad()
