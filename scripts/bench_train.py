@@ -9,6 +9,7 @@ fastest step, so load from other processes hurts all alike and ratios are what t
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python scripts/bench_train.py [--state 256 --heads 4 --layers 4 --batch 16 --seconds 4]
+    .venv/bin/python scripts/bench_train.py --compile --no-hf   # adds torch.compile'd rows of ours
     python scripts/bench_train.py --device cuda --state 512 --heads 8 --layers 6 --batch 32 --seconds 30
 
 Prints the hardware (CPU flags, or the GPU), a table, and as its last line one JSON object.
@@ -16,6 +17,7 @@ Prints the hardware (CPU flags, or the GPU), a table, and as its last line one J
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 
@@ -109,6 +111,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-hf", action="store_true", help="leave out the transformers peer")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (CUDA: bf16 autocast where the GPU has it)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also our two models under torch.compile (its residual blocks, as run.compile: "
+                             "the compilation is the warm-up step, reported apart)")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -118,13 +123,18 @@ def main() -> None:
     print(line)
     precisions = [("float32", None)] + ([("bf16", torch.bfloat16)] if native else [])
     models = {"vanilla": our_model("vanilla", args), "seed": our_model("seed", args)}
+    if args.compile:  # the same weights, compiled as `run.compile: true` does (asr.train.loop.compile_blocks)
+        from asr.train.loop import compile_blocks
+
+        for name in ("vanilla", "seed"):
+            models[f"{name}_compiled"] = copy.deepcopy(models[name]).to(device)
+            compile_blocks(models[f"{name}_compiled"], device)
     if not args.no_hf:
         models["hf"] = hf_model(args)
     models = {name: model.to(device) for name, model in models.items()}
     steps = {(name, p): make_step(name, model, args, dtype, device) for name, model in models.items()
              for p, dtype in precisions}
-    for step in steps.values():  # warm-up: first-call allocations and kernel selection
-        step()
+    warmup = {key: step() for key, step in steps.items()}  # first-call allocations, kernels, compilation
     best = {key: float("inf") for key in steps}
     for _ in range(args.rounds):
         for key, step in steps.items():
@@ -134,6 +144,7 @@ def main() -> None:
     rows = {f"{name}_{p}": {"step_s": round(best[(name, p)], 4), "audio_s_per_s": round(audio / best[(name, p)], 1)}
             for name, p in steps}
     labels = {"vanilla": "asr vanilla (Whisper-like)", "seed": "asr seed (all extras)",
+              "vanilla_compiled": "asr vanilla, torch.compile", "seed_compiled": "asr seed, torch.compile",
               "hf": "HF WhisperForConditionalGeneration"}
     print(f"\n{args.batch} x {args.seconds} s utterances, {args.tokens} tokens, d={args.state}, "
           f"{args.layers}+{args.layers} layers, {args.heads} heads")
@@ -148,6 +159,14 @@ def main() -> None:
                "device": line.split(";")[0], "cpu_flags": shown_flags(), "bf16_native": native,
                "threads": args.threads,
                "batch": args.batch, "seconds": args.seconds, "state": args.state, "layers": args.layers}
+    if args.compile:
+        summary["compiled_vs_eager"] = {f"{name}_{p}": round(best[(f"{name}_compiled", p)] / best[(name, p)], 3)
+                                        for name in ("vanilla", "seed") for p, _ in precisions}
+        summary["compile_warmup_s"] = {f"{name}_{p}": round(warmup[(f"{name}_compiled", p)], 1)
+                                       for name in ("vanilla", "seed") for p, _ in precisions}
+        print("torch.compile: step time / eager step time "
+              + ", ".join(f"{k} {v}" for k, v in summary["compiled_vs_eager"].items())
+              + "; first (compiling) step " + ", ".join(f"{k} {v} s" for k, v in summary["compile_warmup_s"].items()))
     if "hf" in models:
         summary["vanilla_vs_hf_fp32"] = round(best[("vanilla", "float32")] / best[("hf", "float32")], 3)
     print(json.dumps(summary))

@@ -69,7 +69,7 @@ step transcribe_batched 120 $PY -m asr transcribe data/audio --model "$MODEL" --
 step eval_torchrun 120 torchrun --standalone --nproc_per_node $NPROC -m asr evaluate --model "$MODEL" \
     --data "$DATA/dev.jsonl" --device $DEVICE --normalizer basic --output-dir "$RUNS/eval_torchrun" --quiet
 step train_fp32 150 $PY -m asr train $TINY --run-dir "$RUNS/fp32" "${TRAIN[@]}" --set precision=float32
-# the slowest (Inductor compiles the model, then again once shapes vary), so last
+# the slowest (Inductor compiles the residual blocks first), so last
 step train_compile 190 $PY -m asr train $TINY --run-dir "$RUNS/compile" "${TRAIN[@]}" --set run.compile=true
 
 # One line per training run: steps done, last loss, last dev WER, rotary base, precision chosen.

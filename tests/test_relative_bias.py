@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from asr.nn.relative_bias import RelativeBias, RelativePositionBias, relative_position_bucket
+from asr.nn.relative_bias import RelativeBias, RelativePositionBias, relative_position_bucket, toeplitz_gather
 
 # relative position (key - query) -> bucket, worked out by hand.
 # bidirectional, 8 buckets, max_distance 16: 4 buckets per direction, 2 exact (0, 1), then
@@ -202,3 +202,14 @@ def test_attention_with_a_learnable_bias_equals_the_fused_kernel(device):
     assert torch.allclose(out, ref_out, atol=1e-10)
     for got, expected in zip(grads, ref_grads):
         assert torch.allclose(got, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("n_query,n_key,key_step", [(5, 7, 1), (1, 9, 1), (6, 4, 3), (8, 8, 2)])
+def test_toeplitz_gather_equals_the_naive_grid(n_query, n_key, key_step):
+    # the indexing form torch.compile traces, against entry-by-entry reading of the line
+    line = torch.randn(3, (n_key - 1) * key_step + n_query, dtype=torch.float64)
+    naive = torch.empty(3, n_query, n_key, dtype=torch.float64)
+    for i in range(n_query):
+        for j in range(n_key):
+            naive[:, i, j] = line[:, (n_query - 1 - i) + j * key_step]
+    torch.testing.assert_close(toeplitz_gather(line, n_query, n_key, key_step), naive, rtol=0, atol=0)

@@ -23,3 +23,43 @@ def test_compiled_training_follows_the_eager_trajectory(tmp_path):
     for step, loss in eager.items():
         assert abs(compiled[step] - loss) <= 1e-4 * max(1.0, abs(loss)), (step, loss, compiled[step])
     assert len({round(v, 4) for v in eager.values()}) == 4  # the loss moved
+
+
+def test_compiled_blocks_hold_across_batch_shapes():
+    # Duration-bucketed batches change batch size, frames and tokens every step. The whole-forward
+    # compile it replaces compiled afresh for each (80-140 s a step on 2 cores); the blocks'
+    # graphs must serve every later shape. aot_eager traces and guards as Inductor does, quicker.
+    # (Seed blocks need more graphs, a bounded number: one per rotary basis, whose
+    # parametrisation gives each module a class of its own, and per range of lengths where
+    # hybrid attention changes path; asr.train.loop.compile_blocks raises Dynamo's limit for them.)
+    import torch
+    from torch._dynamo.utils import counters
+
+    from asr.config import ModelDimensions
+    from asr.nn.model import ASRModel
+    from asr.nn.presets import vanilla_options
+    from asr.train.loop import compile_blocks
+    from asr.train.objective import TrainingModel
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=200, n_audio_state=32, n_audio_head=2, n_audio_layer=2,
+                           n_vocab=120, n_text_ctx=64, n_text_state=32, n_text_head=2, n_text_layer=2)
+    model = TrainingModel(ASRModel(dims, vanilla_options()), n_text=100, ctc_weight=0.3, label_smoothing=0.1, dropout=0.1)
+    compile_blocks(model, torch.device("cpu"), backend="aot_eager")
+
+    def step(batch, frames, tokens):
+        mels = torch.randn(batch, 80, frames)
+        n_frames = torch.full((batch,), frames)
+        n_frames[1:] = frames * 3 // 4
+        inputs = torch.randint(0, 100, (batch, tokens))
+        targets = torch.randint(0, 100, (batch, tokens))
+        model(mels, n_frames, inputs, targets)[0].backward()
+
+    step(3, 160, 12)
+    step(5, 200, 17)  # a second shape: at most one more graph per block kind
+    compiled = counters["stats"]["unique_graphs"]
+    for shape in [(4, 180, 14), (7, 120, 9), (2, 240, 21), (6, 210, 19)]:
+        step(*shape)
+    assert counters["stats"]["unique_graphs"] == compiled
+    torch._dynamo.reset()

@@ -87,8 +87,9 @@ class RelativeBias:
         outside the positions this forward has (callers mask those pairs anyway)."""
         values = self.values if heads is None else self.values[:, heads.start:heads.stop]
         start = first - self.lowest  # index of `first` in values (may lie outside them)
-        inside = values[max(start, 0):max(start + length, 0)].t()  # the part that exists
-        before = min(max(-start, 0), length)
+        # sym_max/sym_min: plain max/min on ints, and no guard on traced sizes under torch.compile
+        inside = values[torch.sym_max(start, 0):torch.sym_max(start + length, 0)].t()  # the part that exists
+        before = torch.sym_min(torch.sym_max(-start, 0), length)
         return F.pad(inside, (before, length - before - inside.shape[1]))
 
     def grid(self, query_start: int, n_query: int, key_start: int, n_key: int, key_step: int = 1,
@@ -97,6 +98,8 @@ class RelativeBias:
         at positions key_start + j * key_step."""
         first = key_start - query_start - (n_query - 1)  # last query, first key
         line = self.line(first, (n_key - 1) * key_step + n_query, heads)
+        if torch.compiler.is_compiling():
+            return toeplitz_gather(line, n_query, n_key, key_step)
         # With the queries reversed (row r = query n_query - 1 - r), entry (r, j) is
         # line[r + j * key_step]: window j of an unfold, then one flip back.
         windows = line.unfold(1, n_query, key_step)  # [heads, n_key, n_query reversed]
@@ -107,6 +110,17 @@ class RelativeBias:
         (plain attention, unpooled global heads) asks for it, once per stack and forward (see
         AttentionInputs.shared)."""
         return self.grid(self.offset, self.n_query, 0, self.n_key, heads=heads).unsqueeze(0)
+
+
+def toeplitz_gather(line: Tensor, n_query: int, n_key: int, key_step: int = 1) -> Tensor:
+    """The grid of `RelativeBias.grid` from its line, by indexing: entry (i, j) is
+    line[:, (n_query - 1 - i) + j * key_step]. For torch.compile, where the unfold there fixes
+    the traced sizes to the first batch's (a recompile for every new length); eager mode keeps
+    the strided view, whose backward is cheaper than the index's scatter-add."""
+    query = torch.arange(n_query, device=line.device)
+    key = torch.arange(n_key, device=line.device)
+    index = (n_query - 1 - query)[:, None] + key[None, :] * key_step  # [n_query, n_key]
+    return line[:, index]
 
 
 class RelativePositionBias(nn.Module):

@@ -48,7 +48,7 @@ class RunConfig:
     max_minutes: Optional[float] = None
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
     threads: int = 0  # CPU threads for torch (0: torch's default)
-    compile: bool = False  # torch.compile the training forward
+    compile: bool = False  # torch.compile the residual blocks for training (asr.train.loop.compile_blocks)
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on CPU)
     log_every: int = 1  # optimiser steps between metrics.jsonl rows
     progress: bool = True  # tqdm bar

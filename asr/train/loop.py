@@ -132,16 +132,40 @@ def freeze(training_model: torch.nn.Module, prefixes: list[str], where: str) -> 
     return frozen
 
 
-def compiled(forward: torch.nn.Module, device: torch.device):
-    """torch.compile of the training forward. Bucketed batches change shape, so after the first
-    recompile Inductor traces dynamic shapes; on CUDA its coalescing analysis for tiling then
-    failed an internal assertion (torch 2.11, H200: `get_pw_red_splits`, scripts/cuda_smoke.sh).
-    That analysis only picks tile shapes, so it is switched off there."""
+def compile_blocks(model: TrainingModel, device: torch.device, backend: str = "inductor") -> int:
+    """`run.compile`: torch.compile each residual block of both stacks in place (regional
+    compilation); returns how many. The stem, the losses and the CTC head stay eager.
+
+    Compiling the whole training forward instead specialised its graph on every new batch
+    shape: Inductor's lowering of the convolution backward fixes the frame count, so with
+    duration-bucketed batches every step compiled afresh (80-140 s a step on 2 CPU cores,
+    synth_en RESULTS.md). A block sees only [batch, time, state] activations, traced with
+    symbolic sizes, so its graph holds for every later batch; the vanilla blocks of a stack
+    share one. Validation decodes with a KV cache in eager mode
+    (see `eager`). On CUDA, Inductor's coalescing analysis for tiling failed an internal
+    assertion on dynamic shapes (torch 2.11, H200: `get_pw_red_splits`, scripts/cuda_smoke.sh);
+    it only picks tile shapes, so it is switched off there."""
     if device.type == "cuda":
         import torch._inductor.config as inductor_config
 
         inductor_config.triton.coalesce_tiling_analysis = False
-    return torch.compile(forward)
+    blocks = [*model.model.encoder.blocks, *model.model.decoder.blocks]
+    # All blocks run one code object, and Dynamo keeps at most recompile_limit graphs per code
+    # object before it falls back to eager for good. Blocks with the orthogonal rotary basis each
+    # have a type of their own (torch's parametrisation makes one class per module), so each
+    # needs its own graph; the encoder and decoder blocks see different dtypes under autocast;
+    # and hybrid attention picks its local path by the sequence length (a graph per range).
+    dynamo_config = torch._dynamo.config
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 4 * len(blocks))
+    for block in blocks:
+        block.compile(dynamic=True, backend=backend)  # batch and time change every step: symbolic from the start
+    return len(blocks)
+
+
+def eager():
+    """Run compiled modules eagerly inside this context: validation's cached one-token decoding
+    steps would otherwise compile (and recompile) the blocks for shapes training never sees."""
+    return torch.compiler.set_stance("force_eager")
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -354,7 +378,9 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     if config.run.tensorboard and ctx.is_main:
         metrics.tensorboard = TensorBoardLog(run_dir, first_step=run.progress.step + 1)
 
-    forward = compiled(wrapped, ctx.device) if config.run.compile else wrapped
+    if config.run.compile:
+        say(f"compile: {compile_blocks(training_model, ctx.device)} residual blocks compiled (torch.compile, "
+            f"regional); the first steps include their compilation")
     stream = epoch_batches(run, lambda sampler, generator: make_loader(
         train_utts, sampler, tokenizer, model.dims.n_mels, config.data.num_workers, augmenter, fixed_frames,
         generator=generator, timestamp_prob=config.data.timestamp_prob, timestamp_seed=config.run.seed,
@@ -380,7 +406,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         for group in optimizer.param_groups:
             group["lr"] = lr
         training_model.attention_window = window_strength(progress.step, config.loss)
-        result = optimizer_step(run, wrapped, forward, stream, autocast_dtype)
+        result = optimizer_step(run, wrapped, stream, autocast_dtype)
         progress.audio_seconds += result.audio_seconds
 
         if not result.finite:
@@ -427,9 +453,10 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         full = run.full_model() if validate_now else None
         validation = None
         if validate_now and dev_loader is not None:
-            outcome = run_validation(full, dev_loader, tokenizer, ctx.device, autocast_dtype, rate,
-                                     config.validation.extra_tokens, config.validation.normalizer,
-                                     config.validation.ctc_weight)
+            with eager():
+                outcome = run_validation(full, dev_loader, tokenizer, ctx.device, autocast_dtype, rate,
+                                         config.validation.extra_tokens, config.validation.normalizer,
+                                         config.validation.ctc_weight)
             validation = {"dev_wer": outcome.wer, "dev_cer": outcome.cer, "dev_loss": outcome.loss}
             row.update(validation)
             ref, hyp = outcome.examples[0] if outcome.examples else ("", "")
@@ -501,7 +528,7 @@ class StepResult:
     finite: bool  # False: the step was skipped
 
 
-def optimizer_step(run: Run, wrapped, forward, stream, autocast_dtype) -> StepResult:
+def optimizer_step(run: Run, wrapped, stream, autocast_dtype) -> StepResult:
     """Accumulate optim.accumulate micro-batches, clip, and step (unless the loss or the
     gradient is not finite)."""
     config, ctx, optimizer, scaler = run.config, run.ctx, run.optimizer, run.scaler
@@ -512,7 +539,7 @@ def optimizer_step(run: Run, wrapped, forward, stream, autocast_dtype) -> StepRe
         with dist.gradient_sync(wrapped, enabled=micro == accumulate - 1):
             with torch.autocast(device_type=ctx.device.type, dtype=autocast_dtype or torch.float32,
                                 enabled=autocast_dtype is not None):
-                loss, attention, ctc = forward(batch.mels, batch.n_frames, batch.tokens, batch.targets)
+                loss, attention, ctc = wrapped(batch.mels, batch.n_frames, batch.tokens, batch.targets)
             scaled = loss / accumulate
             (scaler.scale(scaled) if scaler else scaled).backward()
         sums += torch.tensor([loss.item(), attention.item(), ctc.item(),
