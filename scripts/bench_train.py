@@ -127,7 +127,7 @@ def main() -> None:
         from asr.train.loop import compile_blocks
 
         for name in ("vanilla", "seed"):
-            models[f"{name}_compiled"] = copy.deepcopy(models[name]).to(device)
+            models[f"{name}_compiled"] = copy.deepcopy(models[name])
             compile_blocks(models[f"{name}_compiled"], device)
     if not args.no_hf:
         models["hf"] = hf_model(args)

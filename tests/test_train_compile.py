@@ -29,9 +29,8 @@ def test_compiled_blocks_hold_across_batch_shapes():
     # Duration-bucketed batches change batch size, frames and tokens every step. The whole-forward
     # compile it replaces compiled afresh for each (80-140 s a step on 2 cores); the blocks'
     # graphs must serve every later shape. aot_eager traces and guards as Inductor does, quicker.
-    # (Seed blocks need more graphs, a bounded number: one per rotary basis, whose
-    # parametrisation gives each module a class of its own, and per range of lengths where
-    # hybrid attention changes path; asr.train.loop.compile_blocks raises Dynamo's limit for them.)
+    # (Seed blocks do not hold yet: they need a graph per rotary basis and still fix some sizes
+    # while tracing; synth_en RESULTS.md, "torch.compile on the CPU".)
     import torch
     from torch._dynamo.utils import counters
 

@@ -141,9 +141,10 @@ def compile_blocks(model: TrainingModel, device: torch.device, backend: str = "i
     duration-bucketed batches every step compiled afresh (80-140 s a step on 2 CPU cores,
     synth_en RESULTS.md). A block sees only [batch, time, state] activations, traced with
     symbolic sizes, so its graph holds for every later batch; the vanilla blocks of a stack
-    share one. Validation decodes with a KV cache in eager mode
-    (see `eager`). On CUDA, Inductor's coalescing analysis for tiling failed an internal
-    assertion on dynamic shapes (torch 2.11, H200: `get_pw_red_splits`, scripts/cuda_smoke.sh);
+    share one. Validation decodes with a KV cache in eager mode (see `eager`).
+
+    On CUDA, Inductor's coalescing analysis for tiling failed an internal assertion on dynamic
+    shapes (torch 2.11, H200: `get_pw_red_splits`, scripts/cuda_smoke.sh);
     it only picks tile shapes, so it is switched off there."""
     if device.type == "cuda":
         import torch._inductor.config as inductor_config
