@@ -269,7 +269,7 @@ def perturbed_seed_model() -> torch.nn.Module:
         for module in model.modules():
             if isinstance(module, RotaryEmbeddingWithRotation):
                 module.thetas.uniform_(-1.0, 1.0)
-                module.basis.parametrizations.weight.original.add_(0.3 * torch.randn_like(module.basis.parametrizations.weight.original))
+                module.basis.original.add_(0.3 * torch.randn_like(module.basis.original))
     return model
 
 

@@ -45,7 +45,7 @@ def test_each_extra_starts_where_the_policy_says(function_preserving, rotary_sca
     for rotary in of_type(model, RotaryEmbeddingWithRotation):
         assert rotary.scale.item() == rotary_scale
         assert torch.equal(rotary.thetas.detach(), torch.zeros_like(rotary.thetas))
-        torch.testing.assert_close(rotary.basis.weight.detach(), torch.eye(rotary.head_dim, dtype=torch.float64),
+        torch.testing.assert_close(rotary.basis().detach(), torch.eye(rotary.head_dim, dtype=torch.float64),
                                    atol=0, rtol=0)
     for bias in of_type(model, RelativePositionBias):
         assert torch.count_nonzero(bias.embedding.weight) == 0

@@ -119,8 +119,8 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
 def to_half(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Every weight in `dtype` except the rotary machinery, which stays as trained: its
     frequencies (in a 16-bit format a position-1500 phase is off by radians), its float64 base
-    and its learned basis change (torch's orthogonal parametrisation computes matrix_exp in the
-    weight's dtype, which gave NaN in bfloat16 and float16). Those modules compute in float32
+    and its learned basis change (matrix_exp computed in the parameters' dtype gave NaN in
+    bfloat16 and float16). Those modules compute in float32
     anyway (asr.nn.rotary) and hold a few thousand numbers."""
     kept = [(owner, name, tensor.detach().clone(), isinstance(tensor, nn.Parameter))
             for module in model.modules() if isinstance(module, FULL_PRECISION_MODULES)
@@ -215,12 +215,8 @@ def _int8_weight(name: str, read: Callable[[str], Tensor], cache: Optional[Int8C
 
 
 def quantizable_linears(model: nn.Module) -> list[str]:
-    """Names of the plain nn.Linear layers: not parametrised (the rotary basis R is an
-    orthogonal parametrisation read through .weight), not a subclass with its own forward."""
-    from torch.nn.utils import parametrize
-
-    return [name for name, module in model.named_modules()
-            if type(module) is nn.Linear and not parametrize.is_parametrized(module)]
+    """Names of the plain nn.Linear layers (not a subclass with its own forward)."""
+    return [name for name, module in model.named_modules() if type(module) is nn.Linear]
 
 
 class Int8Embedding(nn.Module):

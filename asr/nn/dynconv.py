@@ -25,7 +25,6 @@ computes exactly its attention; the branch opens in training.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -79,8 +78,10 @@ def dynamic_conv(values: Tensor, kernels: Tensor, padding: tuple[int, int]) -> T
         raise ValueError(f"{values.shape[1]} inputs with padding {padding} give "
                          f"{values.shape[1] + past + future - width + 1} windows of width {width}, "
                          f"but there are kernels for {time_out} steps")
-    chunk = min(CHUNK, time_out)
-    n_chunks = math.ceil(time_out / chunk)
+    # A short input takes one chunk of its own length, but under torch.compile always CHUNK: a
+    # traced min(CHUNK, time) would fix the length the graph is compiled for
+    chunk = CHUNK if torch.compiler.is_compiling() else min(CHUNK, time_out)
+    n_chunks = -(-time_out // chunk)  # integer ceiling: stays symbolic while tracing
     extra = n_chunks * chunk - time_out  # steps added to fill the last chunk, cut off at the end
     span = chunk + width - 1  # padded inputs one chunk reads
     line = F.pad(values, (0, 0, past, future + extra))  # zeros along time

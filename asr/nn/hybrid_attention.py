@@ -22,7 +22,6 @@ Positions follow `AttentionInputs`: queries at offset .. offset + Tq - 1, keys a
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -102,6 +101,10 @@ def _choose_local_path(n_query: int, n_key: int, offset: int, window: int, block
     """'dense' (one [Tq, Tk] banded mask: the band covers everything, or there are so few keys
     that blocking costs more than it saves), 'slice' (few queries: one band over the keys they
     can reach, e.g. a decoding step) or 'blocked'."""
+    if torch.compiler.is_compiling() and offset == 0 and n_query == n_key:
+        # Training's full-sequence pass under torch.compile: one size test, not three. Each test
+        # of a traced size is a guard, and a batch on its other side compiles the block again.
+        return "dense" if n_key <= DENSE_MAX_KEYS else "blocked"
     if _band_covers_all(n_query, n_key, offset, window):
         return "dense"
     if n_query <= block:
@@ -168,7 +171,7 @@ def _blocked_mask(inputs: AttentionInputs, n_query: int, n_key: int, heads: rang
     """[batch * n_blocks, 1 or heads, block, span]: block c's row r against key column j, which
     holds key position offset - window + c * block + j (see _local_blocked)."""
     span = BLOCKS_PER_SPAN * block
-    n_blocks = math.ceil(n_query / block)
+    n_blocks = -(-n_query // block)  # integer ceiling: stays symbolic under torch.compile
     start = inputs.offset - window
     # column - row = key - query + window, the same in every block
     distance = (torch.arange(span, device=device)[None, :] - torch.arange(block, device=device)[:, None]
@@ -194,7 +197,7 @@ def _local_blocked(q: Tensor, k: Tensor, v: Tensor, inputs: AttentionInputs, hea
     whole band because b >= window."""
     batch, n_head, n_query, head_dim = q.shape
     span = BLOCKS_PER_SPAN * block
-    n_blocks = math.ceil(n_query / block)
+    n_blocks = -(-n_query // block)
     start = inputs.offset - window  # key position of column 0 of block 0
     # Lay keys out so that query row i's own position sits at column i + window; pad with
     # zeros (masked) before position 0, after the last key and after the last block.
@@ -242,7 +245,7 @@ def _slot_weights(inputs: AttentionInputs, n_key: int, stride: int, dtype: torch
                   device: torch.device) -> tuple[Tensor, Tensor]:
     """(weight [B|1, n_slot * stride]: 1 at real keys, 0 at padding and past the end;
     count [B|1, n_slot]: real keys per slot)."""
-    n_slot = math.ceil(n_key / stride)
+    n_slot = -(-n_key // stride)  # integer ceiling: stays symbolic under torch.compile
     weight = F.pad(_key_valid(inputs, n_key, device).to(dtype), (0, n_slot * stride - n_key))
     return weight, weight.unflatten(1, (n_slot, stride)).sum(dim=2)
 

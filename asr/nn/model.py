@@ -122,7 +122,8 @@ class AudioEncoder(nn.Module):
             # when the utterance is encoded alone
             first_lengths = conv_lengths(n_frames, stem_strides(self.stride)[0])
             x = x * length_mask(first_lengths, x.shape[-1])[:, None, :].to(x.dtype)
-        x = F.gelu(self.conv2(x)).transpose(1, 2)
+        # contiguous: every block then sees one memory layout (torch.compile guards on strides)
+        x = F.gelu(self.conv2(x)).transpose(1, 2).contiguous()
         mask = None if n_frames is None else length_mask(encoder_lengths(n_frames, self.stride), x.shape[1])
         absolute = self.positions.embed(0, x.shape[1], x.device)
         if absolute is not None:

@@ -27,15 +27,9 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrizations
 
 from ..config import DEFAULT_ROTARY_BASE
-
-# The orthogonal parametrisation of R. With the default trivialisation, registering it on an
-# identity weight stores base = I and a zero skew part, so matrix_exp(0) = I and R starts at
-# exactly the identity; matrix_exp keeps R orthogonal to float precision whatever the optimiser
-# does to the underlying parameter.
-ORTHOGONAL_MAP = "matrix_exp"
+from .orthogonal import OrthogonalMatrix
 
 
 def _inverse_frequencies(base: float, head_dim: int, device=None) -> Tensor:
@@ -128,12 +122,8 @@ class RotaryEmbeddingWithRotation(nn.Module):
             self.thetas = nn.Parameter(torch.zeros(head_dim // 2))
 
         if rotation:
-            # nn.Linear only as a container for the parametrised matrix; R is applied as x @ R
-            # (not F.linear, which would use R^T).
-            self.basis = nn.Linear(head_dim, head_dim, bias=False)
-            with torch.no_grad():
-                self.basis.weight.copy_(torch.eye(head_dim))
-            parametrizations.orthogonal(self.basis, "weight", orthogonal_map=ORTHOGONAL_MAP)
+            # R starts at exactly the identity; applied as x @ R
+            self.basis = OrthogonalMatrix(head_dim)
 
         # multiplies every position angle; 1 = plain rotary (see extras_init for the model's policy);
         # a 1-element vector, not a 0-d scalar: FSDP cannot shard 0-d parameters
@@ -150,7 +140,7 @@ class RotaryEmbeddingWithRotation(nn.Module):
         if not (self.givens or self.rotation):
             return None
         if self.rotation:
-            r = self.basis.weight.to(dtype)  # the parametrised R, computed once here
+            r = self.basis().to(dtype)  # R, computed once here
         else:
             r = torch.eye(self.head_dim, dtype=dtype, device=self.thetas.device)
         if not self.givens:
@@ -196,9 +186,8 @@ class RotaryEmbeddingWithRotation(nn.Module):
         if self.givens:
             self.thetas.zero_()
         if self.rotation:
-            weight = self.basis.weight
-            # Assigning goes through the parametrisation's right_inverse: base = I, skew part 0.
-            self.basis.weight = torch.eye(self.head_dim, dtype=weight.dtype, device=weight.device)
+            base = self.basis.base
+            self.basis.reset_to(torch.eye(self.head_dim, dtype=base.dtype, device=base.device))
         self.scale.zero_()
 
     def extra_repr(self) -> str:

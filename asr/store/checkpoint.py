@@ -20,6 +20,7 @@ from .atomic import atomic_write, write_text_atomic
 from ..config import dims_from_dict, options_from_dict, to_dict
 from ..nn.ctc_head import CTC_HEAD_FILE, CTCHead
 from ..nn.model import ASRModel
+from ..nn.orthogonal import current_name
 
 from .layout import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, CheckpointError
 
@@ -163,18 +164,19 @@ def _load_converting(model: ASRModel, weights: Path, convert) -> None:
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     try:
         with safe_open(str(weights), framework="pt", device="cpu", backend="pread") as f:
-            names = set(f.keys())
+            in_file = {current_name(name): name for name in f.keys()}  # today's name -> the file's
+            names = set(in_file)
             missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
             if missing or unexpected:
                 raise CheckpointError(f"{weights}: weights do not match config (missing {missing[:3]}, "
                                       f"unexpected {unexpected[:3]})")
             for name in names:
-                shape = tuple(f.get_slice(name).get_shape())
+                shape = tuple(f.get_slice(in_file[name]).get_shape())
                 if shape != expected[name] and not (shape == () and expected[name] == (1,)):
                     raise CheckpointError(f"{weights}: weights do not match config ({name}: shape {shape}, "
                                           f"expected {expected[name]})")
             own = model.state_dict()
-            convert(model, lambda name: f.get_tensor(name).reshape(own[name].shape).to(own[name].dtype))
+            convert(model, lambda name: f.get_tensor(in_file[name]).reshape(own[name].shape).to(own[name].dtype))
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights}: unreadable weights ({err})") from None
 
@@ -209,14 +211,16 @@ def _match_dtypes(model: ASRModel, state: dict) -> dict:
     """With assign=True the loaded tensors replace the parameters as they are; a tensor saved in
     another dtype than the model's (a float16 checkpoint) is converted first, as copy_ would."""
     own = model.state_dict()
-    state = upgrade_scalars(state, own)
+    state = upgrade_state(state, own)
     return {name: tensor.to(own[name].dtype) if name in own and tensor.dtype != own[name].dtype else tensor
             for name, tensor in state.items()}
 
 
-def upgrade_scalars(state: dict, own: dict) -> dict:
-    """Checkpoints written before the rotary scales and sinusoid gains became 1-element vectors
-    hold them as 0-d scalars: reshape those (and only those) to the model's shape."""
+def upgrade_state(state: dict, own: dict) -> dict:
+    """Older checkpoints in today's layout: the rotary basis R's tensors under their names from
+    when R was torch's orthogonal parametrisation (asr.nn.orthogonal), and the rotary scales and
+    sinusoid gains as 0-d scalars from before they became 1-element vectors (reshaped, only those)."""
+    state = {current_name(name): tensor for name, tensor in state.items()}
     return {name: tensor.reshape(own[name].shape)
             if name in own and tensor.dim() == 0 and tuple(own[name].shape) == (1,) else tensor
             for name, tensor in state.items()}

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import torch
 
 from ..nn.ctc_head import CTCHead
+from ..nn.orthogonal import current_name
 from ..store.checkpoint import load_checkpoint, load_tokenizer, read_config, save_checkpoint
 from .dynamic_base import rotary_bases, set_rotary_base
 
@@ -70,6 +71,7 @@ class RunningAverage:
         # a checkpoint written before the head was averaged has no head average: the average
         # then goes on without a head (averaged/ is written without one), rather than mixing a
         # head averaged over fewer steps with weights averaged over more
+        tensors = {current_name(name): t for name, t in tensors.items()}  # older checkpoints' names
         if count and HEAD_PREFIX + "weight" in self.tensors and AVERAGE_PREFIX + HEAD_PREFIX + "weight" not in tensors:
             self.tensors = {name: t for name, t in self.tensors.items() if not name.startswith(HEAD_PREFIX)}
         for name in self.tensors:

@@ -152,12 +152,17 @@ def compile_blocks(model: TrainingModel, device: torch.device, backend: str = "i
         inductor_config.triton.coalesce_tiling_analysis = False
     blocks = [*model.model.encoder.blocks, *model.model.decoder.blocks]
     # All blocks run one code object, and Dynamo keeps at most recompile_limit graphs per code
-    # object before it falls back to eager for good. Blocks with the orthogonal rotary basis each
-    # have a type of their own (torch's parametrisation makes one class per module), so each
-    # needs its own graph; the encoder and decoder blocks see different dtypes under autocast;
-    # and hybrid attention picks its local path by the sequence length (a graph per range).
+    # object before it falls back to eager for good. Blocks of one kind share a graph; the
+    # encoder's and the decoder's differ, and hybrid attention takes one graph up to
+    # DENSE_MAX_KEYS positions and one beyond (its blocked path). The limit leaves room for
+    # block kinds mixed within a stack.
     dynamo_config = torch._dynamo.config
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 4 * len(blocks))
+    # No "duck sizing": a first batch of as many utterances as there are heads would otherwise
+    # tie the batch size to the relative bias's head count, and the next batch compile again.
+    from torch.fx.experimental import _config as fx_config
+
+    fx_config.use_duck_shape = False
     for block in blocks:
         block.compile(dynamic=True, backend=backend)  # batch and time change every step: symbolic from the start
     return len(blocks)
@@ -598,11 +603,11 @@ def restore_weights(path: Path, training_model: TrainingModel) -> None:
     """The model's and the CTC head's weights from a checkpoint (before any wrapping)."""
     from safetensors.torch import load_file
 
-    from ..store.checkpoint import upgrade_scalars
+    from ..store.checkpoint import upgrade_state
 
     _, tensors, _ = read_state(path)
     model = training_model.model
-    weights = upgrade_scalars(load_file(path / MODEL_DIR / "model.safetensors", device="cpu"), model.state_dict())
+    weights = upgrade_state(load_file(path / MODEL_DIR / "model.safetensors", device="cpu"), model.state_dict())
     model.load_state_dict(weights, strict=True)
     for stack, base in rotary_bases(model).items():  # keep the options in step with the buffers
         set_rotary_base(model, base, stack)
