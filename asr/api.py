@@ -135,7 +135,7 @@ class SpeechModel:
 def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[str] = None,
                quiet: bool = False, compute_type: str = "auto") -> SpeechModel:
     """A built-in model name (e.g. "tiny.en") or a checkpoint directory. ``compute_type`` is
-    auto (the default), float32, float32_shortlist, int8, bfloat16 or float16 (see
+    auto (the default), float32, float32_shortlist, bfloat16_encoder, int8, bfloat16 or float16 (see
     asr.inference.compute); a type the device cannot run raises ValueError (ComputeTypeError)
     before anything is loaded."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,7 +143,7 @@ def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[
     path = resolve(name_or_path, quiet=quiet)
     convert = loading_converter(compute_type, path / WEIGHTS_FILE)
     # the shortlist reads rows of the embedding, so it keeps the table's own (mapped) layout
-    for_inference = compute_type != "float32_shortlist"
+    for_inference = compute_type not in ("float32_shortlist", "bfloat16_encoder")
     model, config = load_checkpoint(path, device=device, convert=convert, for_inference=for_inference)
     tokenizer = load_tokenizer(path, config)
     if convert is None and tokenizer is not None:  # (without one, SpeechModel says so)

@@ -6,7 +6,7 @@ the systems in turn, so the shared machine's slow spells fall on all of them ali
 repeats everything and keeps each system's fastest time):
 - ``asr``: asr.load_model("tiny.en", compute_type="float32") (the numerical reference,
   transcribe_many with its default batch of 8 files); ``asr:<compute type>`` (auto, which users
-  get by default, float32, float32_shortlist, int8, bfloat16) loads it in that compute type,
+  get by default, float32, float32_shortlist, bfloat16_encoder, int8, bfloat16) loads it in that compute type,
   ``asr:<compute type>:batched`` also decodes each file's windows in batches (batched long-form);
 - ``fw-int8``: faster_whisper.WhisperModel(compute_type="int8"), its usual CPU setting;
 - ``fw-float32``: faster-whisper in float32: the numerical reference for word agreement.
@@ -63,7 +63,7 @@ from asr.hardware import cpu_flags, cpu_model
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # asr systems are "asr" (float32) or "asr:<compute type>[:batched]", e.g. asr:auto:batched
-ASR_COMPUTE_TYPES = ("auto", "float32", "float32_shortlist", "int8", "bfloat16")
+ASR_COMPUTE_TYPES = ("auto", "float32", "float32_shortlist", "bfloat16_encoder", "int8", "bfloat16")
 SYSTEMS = ("asr", "asr:auto", "asr:int8", "asr:int8:batched", "fw-int8", "fw-float32")
 FW_SYSTEMS = ("fw-int8", "fw-float32")
 ASR_REFERENCE_SYSTEM = "asr"  # word agreement of each compute type with asr's float32

@@ -20,14 +20,15 @@ def offline_testset():
     return module
 
 
-def load_builtin(name: str, cache_dir: Path):
-    """asr.load_model(name) converted into `cache_dir`, leaving ASR_CACHE_DIR as it was."""
+def load_builtin(name: str, cache_dir: Path, compute_type: str = "float32"):
+    """asr.load_model(name) converted into `cache_dir`, leaving ASR_CACHE_DIR as it was. In
+    float32 by default: the peers are compared with float32 (what `auto` picks depends on the CPU)."""
     import asr
 
     old = os.environ.get("ASR_CACHE_DIR")
     os.environ["ASR_CACHE_DIR"] = str(cache_dir)
     try:
-        return asr.load_model(name, device="cpu", quiet=True)
+        return asr.load_model(name, device="cpu", quiet=True, compute_type=compute_type)
     finally:
         if old is None:
             os.environ.pop("ASR_CACHE_DIR", None)

@@ -24,7 +24,7 @@ SAMPLES = ["librivox-0870.flac", "librivox-0880.flac", "librivox-0930.flac", "go
 # AVX2-only one, whose int8 kernels round differently. A broken type agrees on far less.
 MIN_AGREEMENT = 0.85
 
-RUNNABLE = ["float32_shortlist", "int8"] + (["bfloat16"] if native_bf16()[0] else [])
+RUNNABLE = ["float32_shortlist", "int8"] + (["bfloat16_encoder", "bfloat16"] if native_bf16()[0] else [])
 
 
 def transcripts(model):
@@ -73,6 +73,8 @@ def test_auto_picks_the_shortlist_on_cpu_and_refuses_what_the_device_cannot_run(
     # test set's words, int8 and bfloat16 on 90.4% and 96.5% (asr/inference/compute.py)
     assert resolve_compute_type("auto", "cpu") == "float32_shortlist"
     assert resolve_compute_type("auto", "cuda") == "float32"
+    with pytest.raises(ComputeTypeError, match="CPU only"):
+        resolve_compute_type("bfloat16_encoder", "cuda")
     with pytest.raises(ComputeTypeError, match="needs CUDA"):
         resolve_compute_type("float16", "cpu")
     with pytest.raises(ComputeTypeError, match="CPU only"):
@@ -80,8 +82,9 @@ def test_auto_picks_the_shortlist_on_cpu_and_refuses_what_the_device_cannot_run(
     with pytest.raises(ComputeTypeError, match="unknown compute type"):
         resolve_compute_type("int4", "cpu")
     if not native_bf16()[0]:
-        with pytest.raises(ComputeTypeError, match="emulated"):
-            resolve_compute_type("bfloat16", "cpu")
+        for compute_type in ("bfloat16", "bfloat16_encoder"):
+            with pytest.raises(ComputeTypeError, match="emulated"):
+                resolve_compute_type(compute_type, "cpu")
 
 
 def test_shortlist_gives_float32_logits_where_the_search_looks(cache):
@@ -294,3 +297,35 @@ def test_half_types_of_a_seed_model_follow_float32(compute_type):
     assert (got - expected).norm() / expected.norm() < 0.05
     # the top choice is what greedy decoding takes: it must rarely change
     assert (got.argmax(-1) == expected.argmax(-1)).float().mean() >= 0.9
+
+
+def test_bfloat16_linear_rounds_inputs_and_weights_and_sums_in_float32():
+    """Against a float64 product of the bfloat16-rounded input and weight: within one bfloat16
+    rounding of the output (a float32 sum of the rounded products; bf16 sums would be far off)."""
+    from asr.inference.compute import Bfloat16Linear
+
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(384, 1536)
+    x = torch.randn(3, 50, 384, generator=generator)
+    layer = Bfloat16Linear(linear)
+    y = layer(x)
+    assert y.dtype == torch.float32 and y.shape == (3, 50, 1536)
+    rounded = x.to(torch.bfloat16).double() @ linear.weight.detach().to(torch.bfloat16).double().T
+    want = rounded + linear.bias.detach().double()
+    tolerance = rounded.abs() * 2.0 ** -8 + 1e-6  # half a bfloat16 step of the product, plus the sum's
+    assert ((y.double() - want).abs() <= tolerance).all()
+    exact = x.double() @ linear.weight.detach().double().T + linear.bias.detach().double()
+    assert (y.double() - exact).abs().max() > 1e-4  # it did round: not a float32 product
+
+
+@pytest.mark.skipif(not native_bf16()[0], reason="bfloat16_encoder needs a CPU with AVX512-BF16 or AMX")
+def test_bfloat16_encoder_converts_the_encoder_linears_only(cache):
+    from asr.inference.compute import Bfloat16Linear
+    from asr.inference.shortlist import ShortlistProjection
+
+    model = asr.load_model("tiny.en", device="cpu", quiet=True, compute_type="bfloat16_encoder").model
+    dims = model.dims
+    assert sum(isinstance(m, Bfloat16Linear) for m in model.encoder.modules()) == 4 * dims.n_audio_layer
+    assert not quantizable_linears(model.encoder)  # none left in float32
+    assert not any(isinstance(m, Bfloat16Linear) for m in model.decoder.modules())
+    assert isinstance(model.decoder.output_projection, ShortlistProjection)

@@ -13,6 +13,10 @@ bfloat16, float16.
   ranks the text tokens with an int8 copy of the table and recomputes only the top 128 of them
   (and every special token) in float32 (asr.inference.shortlist). A decoding step reads ~20 MB
   of the table instead of 80 MB; what the search picks carries its float32 logit.
+- bfloat16_encoder (CPU with AVX512-BF16 or AMX): float32_shortlist, except that the encoder's
+  linear layers multiply in bfloat16 (Bfloat16Linear: inputs and weights rounded to bfloat16,
+  products summed in float32 by oneDNN's bf16 kernels, outputs rounded once more); the
+  residual stream, LayerNorm, attention, GELU and the convolutions stay float32.
 - bfloat16: all weights in bfloat16 but the rotary machinery (to_half), logits in float32. Only
   where the hardware computes it: CUDA, or a CPU with AVX512-BF16 or AMX (elsewhere bf16 is
   emulated, ~100x slower).
@@ -22,10 +26,18 @@ bfloat16, float16.
   tiny.en, temperature 0). On CPU that is float32_shortlist: 100% greedy and 99.25% with beam
   5 (the two utterances that differ are near-ties, 0.002 apart in average log-probability), the
   same WER (16.58% greedy, 12.50% beam 5), and a decoding step at beam 5 in ~60% of float32's
-  time (2-core AVX2 EPYC, 2026-12-03). The other types fall short: int8 90.4% (WER 17.6%),
+  time (2-core AVX2 EPYC, 2026-12-03). bfloat16_encoder also agrees, on a CPU with AMX: 99.24%
+  greedy (1 utterance of 45 differs; WER 16.84% against 16.58%) and 100% with beam 5 (12.50%
+  both), the set transcribed in 0.85x float32_shortlist's time greedy and 0.87x at beam 5
+  (2-core Intel Xeon with AMX, 2026-12-06). auto does not take it: as whole processes against
+  float32_shortlist it took 0.93-1.05x the time depending on the workload, and its bfloat16
+  copies of the encoder's weights come on top of the mapped float32 ones (+13-18 MB peak RSS,
+  504 MB on a 5-minute file at beam 5, over the 500 MB target; README, Benchmarks). The other
+  types fall short: int8 90.4% (WER 17.6%),
   bfloat16 96.5% (16.8%; AVX512-BF16 CPU), and variants tried (int8 with a float32 output
   projection: 93.2%; full-range int8 activations: 96.5%; int8 in the encoder only: 92.9%; in
-  the decoder's layers only: 97.0%; bfloat16 in the encoder only, decoder as float32_shortlist:
+  the decoder's layers only: 97.0%; the whole encoder in bfloat16 (residual stream, LayerNorm and
+  attention too), decoder as float32_shortlist:
   97.5% greedy, 96.0% beam 5, for an encoder 1.4x faster, 0.165 against 0.228 s a 30-s window,
   AVX512-BF16 EPYC, 2026-12-05; int8 with one activation scale per row (per frame or token,
   weights per channel, products through torch._int_mm, 4.3x float32's speed at the encoder's
@@ -72,12 +84,12 @@ def resolve_compute_type(compute_type: str, device: Union[str, torch.device]) ->
     cuda = torch.device(device).type == "cuda"
     if compute_type == "auto":
         return AUTO["cuda" if cuda else "cpu"]
-    if compute_type in ("int8", "float32_shortlist") and cuda:
+    if compute_type in ("int8", "float32_shortlist", "bfloat16_encoder") and cuda:
         raise ComputeTypeError(f"compute type {compute_type} runs on the CPU only (use float16 or bfloat16 on CUDA)")
     if compute_type == "float16" and not cuda:
         raise ComputeTypeError("compute type float16 needs CUDA (on the CPU use int8 or float32)")
-    if compute_type == "bfloat16" and not cuda and not native_bf16()[0]:
-        raise ComputeTypeError("compute type bfloat16: this CPU has no AVX512-BF16/AMX, bfloat16 would be "
+    if compute_type in ("bfloat16", "bfloat16_encoder") and not cuda and not native_bf16()[0]:
+        raise ComputeTypeError(f"compute type {compute_type}: this CPU has no AVX512-BF16/AMX, bfloat16 would be "
                                "emulated (~100x slower); use int8 or float32")
     return compute_type
 
@@ -89,6 +101,11 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
     needs `n_text`, the tokenizer's first special token; given the checkpoint's `weights` file,
     its int8 table is kept in the model cache (Int8Cache)."""
     if compute_type == "float32":
+        return model
+    if compute_type == "bfloat16_encoder":
+        apply_compute_type(model, "float32_shortlist", n_text, weights)
+        for name in quantizable_linears(model.encoder):
+            model.encoder.set_submodule(name, Bfloat16Linear(model.encoder.get_submodule(name)))
         return model
     if compute_type == "float32_shortlist":
         from .shortlist import FileRows, ShortlistProjection, TableRows
@@ -217,6 +234,21 @@ def _int8_weight(name: str, read: Callable[[str], Tensor], cache: Optional[Int8C
 def quantizable_linears(model: nn.Module) -> list[str]:
     """Names of the plain nn.Linear layers (not a subclass with its own forward)."""
     return [name for name, module in model.named_modules() if type(module) is nn.Linear]
+
+
+class Bfloat16Linear(nn.Module):
+    """A linear layer that multiplies in bfloat16: the input and the weight rounded to bfloat16,
+    the products summed in float32 (oneDNN's AVX512-BF16/AMX kernels), the output rounded to
+    bfloat16 and returned in the input's dtype, the bias added in float32."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = nn.functional.linear(x.to(torch.bfloat16), self.weight).to(x.dtype)
+        return y if self.bias is None else y + self.bias
 
 
 class Int8Embedding(nn.Module):
