@@ -30,7 +30,7 @@ bfloat16, float16.
   greedy (1 utterance of 45 differs; WER 16.84% against 16.58%) and 100% with beam 5 (12.50%
   both), the set transcribed in 0.85x float32_shortlist's time greedy and 0.87x at beam 5
   (2-core Intel Xeon with AMX, 2026-12-06). auto does not take it: as whole processes against
-  float32_shortlist it took 0.93-1.05x the time depending on the workload, and its bfloat16
+  float32_shortlist it took 0.92-1.05x the time depending on the workload, and its bfloat16
   copies of the encoder's weights come on top of the mapped float32 ones (+13-18 MB peak RSS,
   504 MB on a 5-minute file at beam 5, over the 500 MB target; README, Benchmarks). The other
   types fall short: int8 90.4% (WER 17.6%),
