@@ -63,18 +63,20 @@ def test_identity_at_init_orthogonal_after_training_and_reset():
     assert torch.equal(module(), torch.eye(SIZE))
 
 
+def legacy_name(name: str) -> str:
+    """The name R's tensors had under torch's parametrisation (the rest unchanged)."""
+    for old, new in LEGACY_SUFFIXES.items():
+        if name.endswith(new):
+            return name[: -len(new)] + old
+    return name
+
+
 def legacy_named(weights_file) -> int:
     """Rewrite a checkpoint's weights file with R's tensors under the parametrisation's names;
     return how many were renamed."""
-    back = {new: old for old, new in LEGACY_SUFFIXES.items()}
-    state, renamed = {}, 0
-    for name, tensor in load_file(weights_file).items():
-        for new, old in back.items():
-            if name.endswith(new):
-                name, renamed = name[: -len(new)] + old, renamed + 1
-        state[name] = tensor
+    state = {legacy_name(name): tensor for name, tensor in load_file(weights_file).items()}
     save_file(state, weights_file)
-    return renamed
+    return sum(name.endswith(tuple(LEGACY_SUFFIXES)) for name in state)
 
 
 def test_a_checkpoint_with_the_parametrisations_names_loads(tmp_path):
@@ -110,12 +112,7 @@ def test_a_running_average_saved_under_the_parametrisations_names_resumes():
         for rotary in (m for m in model.modules() if isinstance(m, RotaryEmbeddingWithRotation)):
             rotary.basis.original.normal_(std=0.3)
     average.update(model)
-    back = {new: old for old, new in LEGACY_SUFFIXES.items()}
-    saved = {}
-    for name, tensor in average.state_tensors().items():
-        for new, old in back.items():
-            name = name[: -len(new)] + old if name.endswith(new) else name
-        saved[name] = tensor.clone()
+    saved = {legacy_name(name): tensor.clone() for name, tensor in average.state_tensors().items()}
     assert any(name.endswith(".parametrizations.weight.original") for name in saved)
 
     resumed = RunningAverage(ASRModel(dims, seed_options()))

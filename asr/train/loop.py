@@ -152,10 +152,10 @@ def compile_blocks(model: TrainingModel, device: torch.device, backend: str = "i
         inductor_config.triton.coalesce_tiling_analysis = False
     blocks = [*model.model.encoder.blocks, *model.model.decoder.blocks]
     # All blocks run one code object, and Dynamo keeps at most recompile_limit graphs per code
-    # object before it falls back to eager for good. Blocks of one kind share a graph; the
-    # encoder's and the decoder's differ, and hybrid attention takes one graph up to
-    # DENSE_MAX_KEYS positions and one beyond (its blocked path). The limit leaves room for
-    # block kinds mixed within a stack.
+    # object before it falls back to eager for good. Blocks of one kind share their graphs; the
+    # encoder's and the decoder's differ, and a few length ranges each take a graph of their own
+    # (hybrid attention's dense and blocked paths, Inductor's own size tests: 6-7 graphs for
+    # the seed model, synth_en RESULTS.md). The limit leaves room for kinds mixed in a stack.
     dynamo_config = torch._dynamo.config
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 4 * len(blocks))
     # No "duck sizing": a first batch of as many utterances as there are heads would otherwise
