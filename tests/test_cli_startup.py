@@ -57,3 +57,37 @@ def test_the_probe_sees_torch_when_a_command_needs_it(tmp_path):
     loaded, so the test above can fail."""
     last, stderr = probe("features", str(REPO / "data/audio/goforward.flac"), "--quiet")
     assert last == "torch loaded: True exit: 0", (last, stderr[-1500:])
+
+
+LEAVE = """
+import atexit, sys, threading
+from pathlib import Path
+from asr.cli.main import leave_without_teardown
+atexit.register(lambda: Path(sys.argv[1]).write_text("atexit ran"))
+sys.stdout.write("buffered, no newline")  # a pipe: block-buffered, so only a flush delivers it
+if sys.argv[2] == "busy":  # a non-daemon thread still running: the ordinary exit waits for it
+    release = threading.Event()
+    threading.Thread(target=release.wait, args=(30,)).start()
+    leave_without_teardown(3)
+    sys.stdout.write(" | returned")
+    release.set()
+    sys.exit(4)
+leave_without_teardown(3)
+sys.stdout.write(" | not left")
+"""
+
+
+@pytest.mark.parametrize("state, code, out", [
+    ("idle", 3, "buffered, no newline"),
+    ("busy", 4, "buffered, no newline | returned"),
+])
+def test_leaving_without_teardown_keeps_exit_handlers_output_and_running_threads(tmp_path, state, code, out):
+    """The console script ends with os._exit after a command (the interpreter's teardown cost
+    0.24 s of a short transcription): the exit status, buffered output and atexit handlers
+    (logging's flush, finalizers closing files) must survive that, and a running non-daemon
+    thread must make it fall back to the ordinary exit instead of being killed."""
+    marker = tmp_path / "marker"
+    result = subprocess.run([sys.executable, "-c", LEAVE, str(marker), state], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert (result.returncode, result.stdout) == (code, out), result.stderr[-1500:]
+    assert marker.read_text() == "atexit ran"

@@ -329,3 +329,30 @@ def test_bfloat16_encoder_converts_the_encoder_linears_only(cache):
     assert not quantizable_linears(model.encoder)  # none left in float32
     assert not any(isinstance(m, Bfloat16Linear) for m in model.decoder.modules())
     assert isinstance(model.decoder.output_projection, ShortlistProjection)
+
+
+def test_shortlist_prepack_runs_beside_the_caller_and_reports_its_failure_there():
+    """The int8 table is packed in a thread started at load; its result is what torch.ao's own
+    dynamic int8 Linear computes, and a failure there surfaces in the caller at first use."""
+    import warnings
+
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    from asr.inference.shortlist import BackgroundPrepack
+
+    weight = torch.randn(300, 16, generator=torch.Generator().manual_seed(2))
+    scales = weight.abs().amax(dim=1).double() / 127
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = torch.quantize_per_channel(weight, scales, torch.zeros(300, dtype=torch.long), 0, torch.qint8)
+        reference = DynamicLinear(16, 300, bias_=False, dtype=torch.qint8)
+        reference.set_weight_bias(quantized, None)
+    packed = BackgroundPrepack(quantized)
+    assert packed.thread is not None and not packed.thread.daemon
+    x = torch.randn(4, 16)
+    assert torch.equal(torch.ops.quantized.linear_dynamic(x, packed.get(), reduce_range=True), reference(x))
+    assert packed.thread is None  # joined once
+
+    broken = BackgroundPrepack(weight)  # a float tensor, not a quantised one
+    with pytest.raises(RuntimeError):
+        broken.get()
