@@ -7,7 +7,6 @@ guard against repetition loops.
 """
 from __future__ import annotations
 
-import contextlib
 import string
 import zlib
 from dataclasses import dataclass
@@ -17,14 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .step_threads import StepThreads
 from ..text.tokenizer import Tokenizer
 
 MAX_INITIAL_TIMESTAMP = 1.0  # seconds: the first timestamp of a window may not start later
-# Decoding steps are small (a few rows through 384-wide layers): split over threads, each op's
-# fork-join costs more than it saves, and on a busy machine (threads descheduled while the
-# others wait) far more. Measured on 2 shared cores, load ~9: 40 s of audio, int8 greedy, 26.4 s
-# with 2 threads for everything, 6.1 s with the steps on 1 thread and the encoder on 2.
-DECODE_THREADS = 1
 REPEAT_LIMIT = 4  # an n-gram repeated this many times in a row ends the hypothesis
 MAX_REPEAT_NGRAM = 12  # longest n-gram the repetition guard looks for
 
@@ -222,32 +217,25 @@ def initial_tokens(tokenizer: Tokenizer, options: DecodingOptions, n_text_ctx: i
     return tokens
 
 
-@contextlib.contextmanager
-def decoding_threads():
-    """torch's intra-op threads limited to DECODE_THREADS (restored afterwards)."""
-    before = torch.get_num_threads()
-    if before > DECODE_THREADS:
-        torch.set_num_threads(DECODE_THREADS)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
 def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tensor],
            options: DecodingOptions = DecodingOptions(),
            generators: Optional[Sequence[torch.Generator]] = None) -> list[DecodingResult]:
     """Decode one window per utterance. audio: encoder output [utterances, frames, d].
     ``generators`` (one CPU torch.Generator per utterance) make sampling at temperature > 0
-    reproducible, and independent of which other utterances share the batch. The steps run on
-    DECODE_THREADS CPU threads (see there); the encoder keeps the caller's."""
-    with decoding_threads(), torch.inference_mode():
-        return _decode(model, tokenizer, audio, audio_mask, options, generators)
+    reproducible, and independent of which other utterances share the batch. On the CPU each
+    window's steps run on the caller's threads or on one, whichever its first steps measured
+    faster (asr.inference.step_threads)."""
+    threads = StepThreads(torch.get_num_threads() if audio.device.type == "cpu" else 1)
+    try:
+        with torch.inference_mode():
+            return _decode(model, tokenizer, audio, audio_mask, options, generators, threads)
+    finally:
+        threads.restore()
 
 
 def _decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tensor],
-            options: DecodingOptions, generators: Optional[Sequence[torch.Generator]]) -> list[DecodingResult]:
+            options: DecodingOptions, generators: Optional[Sequence[torch.Generator]],
+            threads: StepThreads) -> list[DecodingResult]:
     n_utt = audio.shape[0]
     prefix = initial_tokens(tokenizer, options, model.dims.n_text_ctx)
     sample_begin = len(prefix)
@@ -272,6 +260,7 @@ def _decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Ten
     no_speech_probs = None
     step_tokens = tokens
     for _ in range(sample_len):
+        threads.start_step()
         logits = model.logits(step_tokens, audio, audio_mask, cache)
         if no_speech_probs is None:  # the prediction right after <|startoftranscript|>
             sot_index = prefix.index(tokenizer.sot)
@@ -283,6 +272,7 @@ def _decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Ten
         if ctc is not None:
             logits = ctc.joint_scores(logits, tokens if active is None else tokens[active], active)
         tokens, source, done = search.step(tokens, logits, active)
+        threads.end_step()
         if source is not None:
             cache.reorder(source)
         if done:
