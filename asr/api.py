@@ -143,8 +143,9 @@ def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[
     path = resolve(name_or_path, quiet=quiet)
     convert = loading_converter(compute_type, path / WEIGHTS_FILE)
     # the shortlist reads rows of the embedding, so it keeps the table's own (mapped) layout
-    for_inference = compute_type not in ("float32_shortlist", "bfloat16_encoder")
-    model, config = load_checkpoint(path, device=device, convert=convert, for_inference=for_inference)
+    keep_embedding = compute_type in ("float32_shortlist", "bfloat16_encoder")
+    model, config = load_checkpoint(path, device=device, convert=convert, for_inference=True,
+                                    keep_embedding=keep_embedding)
     tokenizer = load_tokenizer(path, config)
     if convert is None and tokenizer is not None:  # (without one, SpeechModel says so)
         apply_compute_type(model, compute_type, tokenizer.n_text, path / WEIGHTS_FILE)

@@ -156,19 +156,24 @@ def test_float32_weights_are_memory_mapped_from_the_checkpoint(cache):
     ranges = mapped_ranges(weights)
     assert ranges, "model.safetensors is not mapped"
     params = dict(model.model.named_parameters())
-    for name in ("encoder.blocks.0.attn.qkv.weight", "encoder.conv1.weight", "decoder.blocks.0.mlp.0.weight"):
+    for name in ("encoder.blocks.0.attn.qkv.weight", "encoder.conv1.weight", "decoder.blocks.0.cross_attn.kv.weight"):
         ptr = params[name].data_ptr()
         assert any(lo <= ptr < hi for lo, hi in ranges), name
+    # the decoder's per-step linear weights are read into transposed storage (not mapped)
+    for name in ("decoder.blocks.0.mlp.0.weight", "decoder.blocks.3.attn.qkv.weight"):
+        ptr = params[name].data_ptr()
+        assert params[name].t().is_contiguous() and not any(lo <= ptr < hi for lo, hi in ranges), name
     # the embedding alone is read into the transposed layout the logits product wants (one
     # copy, not mapped): see the next test
     ptr = params["decoder.token_embedding.weight"].data_ptr()
     assert not any(lo <= ptr < hi for lo, hi in ranges)
 
 
-def test_inference_embedding_layout_is_the_output_projection_itself_with_equal_logits(cache):
+def test_inference_layouts_hold_the_same_weights_and_give_the_same_logits(cache):
     """Loaded for inference, the tied embedding lives in [d, n_vocab]-contiguous storage and the
-    decoder's output projection is that storage (no second copy); token lookups and logits equal
-    those of the plainly loaded model."""
+    decoder's output projection is that storage (no second copy), and the decoder's per-step
+    linear weights are transposed too; every weight equals the plainly loaded model's, and so do
+    the logits, up to float32 rounding (the products sum in another order)."""
     import torch
 
     from asr.store.checkpoint import load_checkpoint
@@ -183,7 +188,15 @@ def test_inference_embedding_layout_is_the_output_projection_itself_with_equal_l
         assert fast.decoder.output_weight(torch.float32).data_ptr() == table.data_ptr()
         mel = torch.randn(1, plain.dims.n_mels, 2 * plain.dims.n_audio_ctx, generator=torch.Generator().manual_seed(0))
         tokens = torch.tensor([[50257, 50362, 440, 1049, 318]])
-        assert torch.equal(fast(mel, tokens), plain(mel, tokens))
+        fast_logits, plain_logits = fast(mel, tokens), plain(mel, tokens)
+    torch.testing.assert_close(fast_logits, plain_logits, rtol=1e-5, atol=1e-4)
+    assert torch.equal(fast_logits.argmax(-1), plain_logits.argmax(-1))
+    fast_params, plain_params = dict(fast.named_parameters()), dict(plain.named_parameters())
+    assert fast_params.keys() == plain_params.keys()
+    assert all(torch.equal(fast_params[name], plain_params[name]) for name in plain_params)
+    transposed = [name for name, p in fast_params.items() if p.dim() == 2 and p.t().is_contiguous()]
+    assert len(transposed) == 1 + 6 * len(fast.decoder.blocks)  # embedding; qkv, out, query, out, mlp x2
+    assert all(name.startswith("decoder.") and ".kv." not in name for name in transposed)
 
 
 def test_int8_load_refuses_a_checkpoint_that_does_not_match_in_one_line(cache, tmp_path):

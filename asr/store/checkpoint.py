@@ -71,14 +71,16 @@ def read_config(directory: Union[str, Path]) -> dict:
 
 def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device] = "cpu", *,
                     convert: Optional[Callable[[ASRModel, Callable[[str], torch.Tensor]], None]] = None,
-                    for_inference: bool = False):
+                    for_inference: bool = False, keep_embedding: bool = False):
     """Rebuild the model from config.json and load its weights. Returns (model, config).
 
     By default the weights are memory-mapped. ``convert(model, read)`` instead fills the model
     itself, one tensor at a time (``read(name)`` reads that tensor from the file into memory),
     so that a conversion (int8 quantisation) never holds the whole float32 weights at once.
-    ``for_inference`` stores the tied token embedding in the layout decoding reads fastest
-    (see embedding_in_output_layout); such a model is for decoding, not for training."""
+    ``for_inference`` stores the decoder's per-step linear weights and (unless
+    ``keep_embedding``) the tied token embedding in the layouts a decoding step reads fastest
+    (see decoder_linears_in_step_layout and embedding_in_output_layout); such a model is for
+    decoding, not for training."""
     directory = Path(directory)
     config = read_config(directory)
     try:
@@ -104,7 +106,9 @@ def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device
             first = str(err).splitlines()[0] if str(err) else "mismatch"
             raise CheckpointError(f"{weights}: weights do not match config ({first})") from None
         if for_inference:
-            embedding_in_output_layout(model, weights)
+            decoder_linears_in_step_layout(model, weights)
+            if not keep_embedding:
+                embedding_in_output_layout(model, weights)
     _restore_rotary_bases(model)
     model = model.to(device).eval()
     if (directory / CTC_HEAD_FILE).is_file():
@@ -118,6 +122,39 @@ def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device
 EMBEDDING = "decoder.token_embedding.weight"
 SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}  # the embedding dtypes read directly
 EMBEDDING_ROWS_PER_READ = 4096  # rows of the table read from the file at a time (6 MB for tiny)
+
+
+def transposed_from_file(f, name: str, shape: tuple) -> Optional[torch.Tensor]:
+    """A [rows, cols] float tensor of the open weights file read with plain reads into
+    [cols, rows]-contiguous storage, seen through a [rows, cols] view; None when the file holds
+    it in another dtype."""
+    f.seek(0)
+    try:
+        offset, dtype = tensor_location(f, name, shape)
+    except (CheckpointError, KeyError):  # another dtype or shape, or a legacy name: keep it mapped
+        return None
+    rows = np.empty(shape, dtype=dtype)
+    f.seek(offset)
+    if f.readinto(memoryview(rows).cast("B")) != rows.nbytes:
+        raise CheckpointError(f"{f.name}: truncated {name}")
+    return torch.from_numpy(rows).to(torch.float32 if dtype == np.float32 else torch.float16).t().contiguous().t()
+
+
+def decoder_linears_in_step_layout(model: ASRModel, weights: Path) -> None:
+    """Put the weights of the decoder's linear layers that run at every decoding step into
+    transposed storage ([in, out] contiguous, seen as the usual [out, in]): F.linear then hands
+    the matrix product an untransposed operand, and for one token's row the product read the
+    weights faster so (decoding step of Whisper tiny 6.1 -> 5.5 ms, 2-core AMD EPYC,
+    2026-12-06). Read with plain reads, so the memory-mapped originals are never paged in and
+    resident memory does not grow. The cross-attention's key/value projection runs once per
+    window over all audio frames and keeps its layout."""
+    with open(weights, "rb") as f:
+        for name, module in model.decoder.blocks.named_modules():
+            if not isinstance(module, torch.nn.Linear) or name.split(".")[-1] == "kv":
+                continue
+            weight = transposed_from_file(f, f"decoder.blocks.{name}.weight", tuple(module.weight.shape))
+            if weight is not None:
+                module.weight = torch.nn.Parameter(weight.to(module.weight.dtype), requires_grad=False)
 
 
 def tensor_location(f, name: str, shape: tuple) -> tuple[int, type]:
