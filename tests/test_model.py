@@ -258,3 +258,25 @@ def test_grouped_cross_attention_equals_repeated_audio():
                          model.logits(tokens[:, 2:], audio, mask, cache)], dim=1)
     assert cache.layers[0].cross_key.shape[0] == 2
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
+def test_encoding_in_slices_equals_encoding_each_window_alone():
+    """Transcription encodes a batch of windows ENCODER_SLICE at a time (faster per window and
+    less memory than all at once); each window's features and mask must be what encoding that
+    window alone gives, padded like the batch, for windows of different lengths."""
+    from asr.inference.transcribe import ENCODER_SLICE, encode_in_slices
+
+    model = make_model()
+    frames = 2 * DIMS.n_audio_ctx
+    n_frames = torch.tensor([frames, 40, frames - 3, 17, 90])
+    assert len(n_frames) > 2 * ENCODER_SLICE  # more than two slices, the last one short
+    mels = torch.randn(len(n_frames), DIMS.n_mels, frames, dtype=torch.float64)
+    for i, n in enumerate(n_frames):
+        mels[i, :, n:] = 0
+    features, mask = encode_in_slices(model, mels, n_frames)
+    with torch.no_grad():
+        for i, n in enumerate(n_frames):
+            alone, alone_mask = model.embed_audio(mels[i:i + 1, :, :n], n_frames[i:i + 1])
+            kept = alone_mask[0].sum()
+            assert mask[i].sum() == kept and mask[i, :kept].all()
+            torch.testing.assert_close(features[i, :kept], alone[0, :kept], rtol=1e-9, atol=1e-9)

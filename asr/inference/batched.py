@@ -33,7 +33,7 @@ from ..audio.whisper_windows import log10_mel_frames, log10_mel_peak
 from ..text.tokenizer import Tokenizer
 from .decoding import DecodingOptions, DecodingResult, detect_language
 from .word_timing import add_word_timestamps
-from .transcribe import (FileState, TranscribeOptions, add_segment, decode_with_fallback, decoding_setup,
+from .transcribe import (FileState, encode_in_slices, TranscribeOptions, add_segment, decode_with_fallback, decoding_setup,
                          is_silence, make_result)
 
 # energy detector
@@ -42,7 +42,6 @@ VAD_HOP_S = 0.01  # seconds between energy frames (= one mel frame)
 SPEECH_BELOW_PEAK_DB = 35.0  # a frame quieter than the file's loud frames by more is a pause
 LOUD_PERCENTILE = 95  # "the file's loud frames": this percentile of frame energies
 SILENCE_FLOOR_DBFS = -60.0  # below this a frame is a pause whatever the file's level
-ENCODER_SLICE = 2  # windows per encoder call (see encode_in_slices)
 MIN_PAUSE_S = 0.2  # shorter dips are inside words or between close words: never cut there
 
 
@@ -174,25 +173,6 @@ def chunk_segments(state: FileState, chunk: Chunk, result: DecodingResult, token
         seg_start, seg_end = snap_to_speech(seg_start, min(max(seg_end, seg_start), chunk_end), pauses_s)
         state.seek = chunk.seek
         add_segment(state, tokenizer, piece, seg_start, seg_end, result)
-
-
-def encode_in_slices(model, mels: torch.Tensor, n_frames: Optional[torch.Tensor]):
-    """The encoder output of a batch of windows, computed ENCODER_SLICE windows at a time: one
-    30 s window already fills the matrix kernels (1500 rows), while the activations of 8 at once
-    (MLP hidden states of 8 x 1500 x 1536 floats, twice) would add ~300 MB of peak memory."""
-    features, masks = [], []
-    with torch.inference_mode():
-        for i in range(0, mels.shape[0], ENCODER_SLICE):
-            out, mask = model.embed_audio(mels[i:i + ENCODER_SLICE], None if n_frames is None else n_frames[i:i + ENCODER_SLICE])
-            features.append(out)
-            masks.append(mask)
-    if mels.shape[0] > ENCODER_SLICE and features[0].shape[1:] != features[-1].shape[1:]:
-        # variable-length models: slices padded to different lengths, pad to the longest
-        longest = max(f.shape[1] for f in features)
-        features = [torch.nn.functional.pad(f, (0, 0, 0, longest - f.shape[1])) for f in features]
-        masks = [torch.nn.functional.pad(m, (0, longest - m.shape[1])) for m in masks]
-    mask = None if masks[0] is None else torch.cat(masks)
-    return torch.cat(features), mask
 
 
 @dataclass
