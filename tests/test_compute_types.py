@@ -343,6 +343,13 @@ def test_bfloat16_encoder_converts_the_encoder_linears_only(cache):
     assert not quantizable_linears(model.encoder)  # none left in float32
     assert not any(isinstance(m, Bfloat16Linear) for m in model.decoder.modules())
     assert isinstance(model.decoder.output_projection, ShortlistProjection)
+    # the bfloat16 weights are the file's float32 ones rounded (read from the file, not mapped)
+    from safetensors import safe_open
+
+    with safe_open(str(asr.load_model("tiny.en", quiet=True).path / "model.safetensors"), framework="pt") as f:
+        for name in ("blocks.0.attn.qkv", f"blocks.{dims.n_audio_layer - 1}.mlp.2"):
+            stored = f.get_tensor(f"encoder.{name}.weight")
+            assert torch.equal(model.encoder.get_submodule(name).weight, stored.to(torch.bfloat16))
 
 
 def test_shortlist_prepack_runs_beside_the_caller_and_reports_its_failure_there():

@@ -51,6 +51,7 @@ bfloat16, float16.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import warnings
@@ -63,7 +64,7 @@ from torch import Tensor, nn
 from .options import COMPUTE_TYPES
 from ..hardware import native_bf16
 from ..nn.rotary import RotaryEmbeddingWithRotation, RotaryFrequencies
-from ..store.checkpoint import EMBEDDING  # the tied table: token embedding and output projection
+from ..store.checkpoint import EMBEDDING, read_from_file  # EMBEDDING: the tied table (token embedding and output projection)
 
 # what auto resolves to: the fastest type measured to agree with float32 on >= 99% of words
 # (see the module docstring for the figures)
@@ -104,8 +105,12 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
         return model
     if compute_type == "bfloat16_encoder":
         apply_compute_type(model, "float32_shortlist", n_text, weights)
-        for name in quantizable_linears(model.encoder):
-            model.encoder.set_submodule(name, Bfloat16Linear(model.encoder.get_submodule(name)))
+        with contextlib.ExitStack() as stack:
+            f = stack.enter_context(open(weights, "rb")) if weights is not None and Path(weights).is_file() else None
+            for name in quantizable_linears(model.encoder):
+                linear = model.encoder.get_submodule(name)
+                stored = None if f is None else read_from_file(f, f"encoder.{name}.weight", tuple(linear.weight.shape))
+                model.encoder.set_submodule(name, Bfloat16Linear(linear, stored))
         return model
     if compute_type == "float32_shortlist":
         from .shortlist import FileRows, ShortlistProjection, TableRows
@@ -241,9 +246,12 @@ class Bfloat16Linear(nn.Module):
     the products summed in float32 (oneDNN's AVX512-BF16/AMX kernels), the output rounded to
     bfloat16 and returned in the input's dtype, the bias added in float32."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, weight: Optional[Tensor] = None):
+        """weight: the linear layer's weight as read from the checkpoint file (read_from_file),
+        so that its memory-mapped float32 pages are never touched (they would count in resident
+        memory beside the bfloat16 copy); by default linear.weight."""
         super().__init__()
-        self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16))
+        self.register_buffer("weight", (linear.weight if weight is None else weight).detach().to(torch.bfloat16))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
 
     def forward(self, x: Tensor) -> Tensor:

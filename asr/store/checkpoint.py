@@ -124,20 +124,27 @@ SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}  # the embedding dty
 EMBEDDING_ROWS_PER_READ = 4096  # rows of the table read from the file at a time (6 MB for tiny)
 
 
-def transposed_from_file(f, name: str, shape: tuple) -> Optional[torch.Tensor]:
-    """A [rows, cols] float tensor of the open weights file read with plain reads into
-    [cols, rows]-contiguous storage, seen through a [rows, cols] view; None when the file holds
-    it in another dtype."""
+def read_from_file(f, name: str, shape: tuple) -> Optional[torch.Tensor]:
+    """A float tensor of the open weights file read with plain reads (not mapped: the file's
+    pages stay out of this process's resident memory), in its own dtype (float32 or float16);
+    None when the file holds it under another name, shape or dtype."""
     f.seek(0)
     try:
         offset, dtype = tensor_location(f, name, shape)
     except (CheckpointError, KeyError):  # another dtype or shape, or a legacy name: keep it mapped
         return None
-    rows = np.empty(shape, dtype=dtype)
+    values = np.empty(shape, dtype=dtype)
     f.seek(offset)
-    if f.readinto(memoryview(rows).cast("B")) != rows.nbytes:
+    if f.readinto(memoryview(values).cast("B")) != values.nbytes:
         raise CheckpointError(f"{f.name}: truncated {name}")
-    return torch.from_numpy(rows).to(torch.float32 if dtype == np.float32 else torch.float16).t().contiguous().t()
+    return torch.from_numpy(values)
+
+
+def transposed_from_file(f, name: str, shape: tuple) -> Optional[torch.Tensor]:
+    """A [rows, cols] tensor of the open weights file (read_from_file) in [cols, rows]-contiguous
+    storage, seen through a [rows, cols] view."""
+    values = read_from_file(f, name, shape)
+    return None if values is None else values.float().t().contiguous().t()
 
 
 def decoder_linears_in_step_layout(model: ASRModel, weights: Path) -> None:
