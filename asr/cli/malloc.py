@@ -8,8 +8,16 @@ dynamic adjustment off) returns such blocks to the system when they are freed. M
 peak RSS 498-510 MB without it, 477 MB with a 256 KB threshold (three runs), 495-498 MB with
 the 4 MB used here. Rerun with nothing else of ours running (2 threads, 2026-12-01 21:40 UTC, alternating pairs)
 256 KB kept peak RSS at 478 MB against 494-502 MB but was slower in every pair, by 4-13 %
-(24.9 / 25.6 / 24.6 s against 23.2 / 22.6 / 23.5 s), so the threshold stays at 4 MB, where
-only the largest activation blocks are mapped.
+(24.9 / 25.6 / 24.6 s against 23.2 / 22.6 / 23.5 s), so the threshold was set at 4 MB.
+Remeasured after the decoder's memory came down (2026-12-06, 2-core AVX-512 EPYC, auto, two
+alternating runs each, the threshold set through MALLOC_MMAP_THRESHOLD_): 20 short clips in one
+call took 8.9-9.6 s at 4 MB (peak 636 MB), 8.1-8.4 s at 16 MB (657-663 MB), 7.4-7.7 s at 32 MB
+(679-688 MB) and 7.4-7.5 s with glibc's dynamic threshold (681-714 MB); the 302 s file at beam
+5 took 19.1 s at 4 MB (465-467 MB), 16.6-17.8 s at 32 MB (460-470 MB) and 17.1-17.7 s dynamic
+(469-478 MB). Every multi-megabyte activation mapped afresh and paged in again costs more time
+than it saves memory, so the threshold is now 32 MB (glibc's own ceiling for the dynamic one):
+an encoder slice's activations (2 windows x 1500 x 1536 floats, 18 MB) come from the heap,
+and only larger blocks are mapped and returned.
 Set where it applies only: glibc, and no MALLOC_* tuning of the user's own
 in the environment.
 """
@@ -21,7 +29,7 @@ import os
 import sys
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter number (malloc.h)
-MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024  # blocks above this are mapped and unmapped on their own
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # blocks above this are mapped and unmapped on their own
 
 
 def limit_heap_retention() -> bool:

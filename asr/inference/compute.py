@@ -29,10 +29,13 @@ bfloat16, float16.
   time (2-core AVX2 EPYC, 2026-12-03). bfloat16_encoder also agrees, on a CPU with AMX: 99.24%
   greedy (1 utterance of 45 differs; WER 16.84% against 16.58%) and 100% with beam 5 (12.50%
   both), the set transcribed in 0.85x float32_shortlist's time greedy and 0.87x at beam 5
-  (2-core Intel Xeon with AMX, 2026-12-06). auto does not take it: as whole processes against
-  float32_shortlist it took 0.92-1.05x the time depending on the workload, and its bfloat16
-  copies of the encoder's weights come on top of the mapped float32 ones (+13-18 MB peak RSS,
-  504 MB on a 5-minute file at beam 5, over the 500 MB target; README, Benchmarks). The other
+  (2-core Intel Xeon with AMX, 2026-12-06); on a 2-core AVX512-BF16 EPYC without AMX the same
+  day, 100% greedy (WER equal) and 99.50% at beam 5 (1 of 45; WER 12.24%). auto does not take
+  it: as whole processes against float32_shortlist it took 0.92-1.05x the time on the AMX Xeon
+  and 0.97-1.02x on the EPYC (scripts/RESULTS-peers-whole-process-avx512-e.md), no row clearly
+  faster. (Its peak RSS, once over the 500 MB target at 504 MB, is now below
+  float32_shortlist's: the encoder's weights are read from the file into bfloat16, never mapped
+  in as float32.) The other
   types fall short: int8 90.4% (WER 17.6%),
   bfloat16 96.5% (16.8%; AVX512-BF16 CPU), and variants tried (int8 with a float32 output
   projection: 93.2%; full-range int8 activations: 96.5%; int8 in the encoder only: 92.9%; in
