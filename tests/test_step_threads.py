@@ -57,3 +57,17 @@ def test_one_thread_means_no_probe(monkeypatch):
 def test_a_short_window_restores_the_callers_threads_mid_probe(monkeypatch, two_threads):
     seen = run_steps(monkeypatch, 3, {2: 0.003, 1: 0.005})  # ends while probing, on 1 thread
     assert seen == [2, 2, 1] and torch.get_num_threads() == 2
+
+
+def test_no_probe_leaves_the_callers_threads_alone(monkeypatch, two_threads):
+    """probe_steps=0 (decoding off the CPU): every step on the caller's count, restored as is."""
+    clock = [0.0]
+    monkeypatch.setattr(step_threads.time, "perf_counter", lambda: clock[0])
+    chooser = StepThreads(torch.get_num_threads(), probe_steps=0)
+    for _ in range(1 + PROBE_STEPS + 3):
+        chooser.start_step()
+        assert torch.get_num_threads() == 2
+        clock[0] += 0.001
+        chooser.end_step()
+    chooser.restore()
+    assert torch.get_num_threads() == 2

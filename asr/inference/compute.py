@@ -108,8 +108,8 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
         return model
     if compute_type == "bfloat16_encoder":
         apply_compute_type(model, "float32_shortlist", n_text, weights)
-        with contextlib.ExitStack() as stack:
-            f = stack.enter_context(open(weights, "rb")) if weights is not None and Path(weights).is_file() else None
+        in_file = weights is not None and Path(weights).is_file()
+        with open(weights, "rb") if in_file else contextlib.nullcontext() as f:
             for name in quantizable_linears(model.encoder):
                 linear = model.encoder.get_submodule(name)
                 stored = None if f is None else read_from_file(f, f"encoder.{name}.weight", tuple(linear.weight.shape))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .step_threads import StepThreads
+from .step_threads import PROBE_STEPS, StepThreads
 from ..text.tokenizer import Tokenizer
 
 MAX_INITIAL_TIMESTAMP = 1.0  # seconds: the first timestamp of a window may not start later
@@ -225,7 +225,8 @@ def decode(model, tokenizer: Tokenizer, audio: Tensor, audio_mask: Optional[Tens
     reproducible, and independent of which other utterances share the batch. On the CPU each
     window's steps run on the caller's threads or on one, whichever its first steps measured
     faster (asr.inference.step_threads)."""
-    threads = StepThreads(torch.get_num_threads() if audio.device.type == "cpu" else 1)
+    # off the CPU there is nothing to time: the caller's count stays as it is
+    threads = StepThreads(torch.get_num_threads(), probe_steps=PROBE_STEPS if audio.device.type == "cpu" else 0)
     try:
         with torch.inference_mode():
             return _decode(model, tokenizer, audio, audio_mask, options, generators, threads)

@@ -27,8 +27,8 @@ PROBE_STEPS = 6  # steps after the first, alternating most threads / 1 thread (3
 class StepThreads:
     """Sets torch's intra-op thread count before each decoding step of one window.
 
-    most: the caller's thread count (torch.get_num_threads() when the window starts); with 1
-    there is nothing to choose and nothing is timed. Use start_step() before a step and
+    most: the caller's thread count (torch.get_num_threads() when the window starts); with 1,
+    or probe_steps 0, there is nothing to choose: every step runs on `most`. Use start_step() before a step and
     end_step() after it; restore() puts the caller's count back."""
 
     def __init__(self, most: int, probe_steps: int = PROBE_STEPS):
