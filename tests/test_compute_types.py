@@ -105,6 +105,12 @@ def test_shortlist_gives_float32_logits_where_the_search_looks(cache):
     with torch.inference_mode():
         logits = projection(x)
     want = x.double() @ table.T
+    # the decoder's input tokens are looked up by pread too (a lookup in the mapped table maps
+    # the cached pages around it: +46 MB resident on a 302 s file), with the table's values
+    embedding = model.model.decoder.token_embedding
+    assert embedding.table is projection.table
+    tokens = torch.tensor([[0, 50256, 17], [n_text, table.shape[0] - 1, 17]])
+    assert torch.equal(embedding(tokens).double(), table[tokens])
     assert logits.shape == (3, 2, table.shape[0]) and logits.dtype == torch.float32
     error = (logits.double() - want).abs()
     exact = error <= 1e-4 * want.abs().clamp(min=1)

@@ -116,7 +116,7 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
                 model.encoder.set_submodule(name, Bfloat16Linear(linear, stored))
         return model
     if compute_type == "float32_shortlist":
-        from .shortlist import FileRows, ShortlistProjection, TableRows
+        from .shortlist import FileRows, RowEmbedding, ShortlistProjection, TableRows
 
         if n_text is None:
             raise ValueError("float32_shortlist needs the tokenizer's first special token (n_text)")
@@ -131,6 +131,8 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
         if cache is not None:
             cache.save()
         model.decoder.output_projection = ShortlistProjection(rows, quantized, n_text)
+        if readable:  # the input tokens' rows by pread too (RowEmbedding says why)
+            model.decoder.token_embedding = RowEmbedding(rows)
         return model
     if compute_type in ("bfloat16", "float16"):
         return to_half(model, getattr(torch, compute_type))
