@@ -177,11 +177,13 @@ def test_float32_weights_are_memory_mapped_from_the_checkpoint(cache):
 
 def test_inference_layouts_hold_the_same_weights_and_give_the_same_logits(cache):
     """Loaded for inference, the tied embedding lives in [d, n_vocab]-contiguous storage and the
-    decoder's output projection is that storage (no second copy), and the decoder's widening
-    per-step linear weights are transposed too; every weight equals the plainly loaded model's, and so do
+    decoder's output projection is that storage (no second copy), and the decoder's per-step
+    linear layers are StepLinears with transposed weights (all but the cross-attention's
+    key/value projection, which runs once per window); every weight equals the plainly loaded model's, and so do
     the logits, up to float32 rounding (the products sum in another order)."""
     import torch
 
+    from asr.nn.step_linear import StepLinear
     from asr.store.checkpoint import load_checkpoint
 
     path = asr.load_model("tiny.en", device="cpu", quiet=True).path
@@ -201,9 +203,11 @@ def test_inference_layouts_hold_the_same_weights_and_give_the_same_logits(cache)
     assert fast_params.keys() == plain_params.keys()
     assert all(torch.equal(fast_params[name], plain_params[name]) for name in plain_params)
     transposed = [name for name, p in fast_params.items() if p.dim() == 2 and p.t().is_contiguous()]
-    widening = [f"decoder.blocks.{i}.{layer}.weight" for i in range(len(fast.decoder.blocks))
-                for layer in ("attn.qkv", "mlp.0")]
-    assert sorted(transposed) == sorted(["decoder.token_embedding.weight"] + widening)
+    step = [f"decoder.blocks.{i}.{layer}" for i in range(len(fast.decoder.blocks))
+            for layer in ("attn.qkv", "attn.out", "cross_attn.query", "cross_attn.out", "mlp.0", "mlp.2")]
+    assert sorted(transposed) == sorted(["decoder.token_embedding.weight"] + [f"{name}.weight" for name in step])
+    assert all(type(fast.get_submodule(name)) is StepLinear for name in step)
+    assert type(fast.get_submodule("decoder.blocks.0.cross_attn.kv")) is torch.nn.Linear
 
 
 def test_int8_load_refuses_a_checkpoint_that_does_not_match_in_one_line(cache, tmp_path):

@@ -21,6 +21,7 @@ from ..config import dims_from_dict, options_from_dict, to_dict
 from ..nn.ctc_head import CTC_HEAD_FILE, CTCHead
 from ..nn.model import ASRModel
 from ..nn.orthogonal import current_name
+from ..nn.step_linear import StepLinear
 
 from .layout import CONFIG_FILE, FORMAT, FORMAT_VERSION, WEIGHTS_FILE, CheckpointError
 
@@ -148,25 +149,19 @@ def transposed_from_file(f, name: str, shape: tuple) -> Optional[torch.Tensor]:
 
 
 def decoder_linears_in_step_layout(model: ASRModel, weights: Path) -> None:
-    """Put the weights of the decoder's widening linear layers (more outputs than inputs: the
-    fused query/key/value projection and the first feed-forward layer), which run at every
-    decoding step, into transposed storage ([in, out] contiguous, seen as the usual [out, in]).
-    F.linear then hands the matrix product an untransposed operand, which for one token's row
-    reads such a matrix faster; for the narrowing ones (the second feed-forward layer) it is
-    the other way round, and square ones do not care. Measured on Whisper tiny (2-core AMD
-    EPYC, 2026-12-06, a decoding step at batch 1): 6.6-7.1 ms with every weight as stored,
-    6.3-6.9 ms with all of them transposed, 6.1-6.3 ms with the widening ones only; at 5 rows
-    (beam 5) 9.0-9.5, 8.5-8.9 and 8.7-9.1 ms. Read with plain reads, so the memory-mapped
-    originals are never paged in and resident memory does not grow. The cross-attention's
-    key/value projection runs once per window over all audio frames and keeps its layout."""
+    """Make the decoder's linear layers that run at every decoding step StepLinears (their few
+    rows multiplied on every CPU thread, asr.nn.step_linear), their weights in the transposed
+    storage those read ([in, out] contiguous, seen as the usual [out, in]). Read with plain
+    reads, so the memory-mapped originals are never paged in and resident memory does not grow.
+    The cross-attention's key/value projection runs once per window over all audio frames and
+    keeps its layout."""
+    step_linears = [(name, module) for name, module in model.decoder.blocks.named_modules()
+                    if isinstance(module, torch.nn.Linear) and name.split(".")[-1] != "kv"]
     with open(weights, "rb") as f:
-        for name, module in model.decoder.blocks.named_modules():
-            if not isinstance(module, torch.nn.Linear) or name.split(".")[-1] == "kv" \
-                    or module.out_features <= module.in_features:
-                continue
+        for name, module in step_linears:
             weight = transposed_from_file(f, f"decoder.blocks.{name}.weight", tuple(module.weight.shape))
             if weight is not None:
-                module.weight = torch.nn.Parameter(weight.to(module.weight.dtype), requires_grad=False)
+                model.decoder.blocks.set_submodule(name, StepLinear.from_linear(module, weight.to(module.weight.dtype)))
 
 
 def tensor_location(f, name: str, shape: tuple) -> tuple[int, type]:
