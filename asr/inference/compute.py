@@ -23,19 +23,23 @@ bfloat16, float16.
 - float16: CUDA only (no fast float16 matmul on CPUs).
 - auto: the fastest type whose transcripts agree with float32's on >= 99% of words over the
   offline test set (scripts/compute_agreement.py: scripts/offline_testset.py's 45 utterances,
-  tiny.en, temperature 0). On CPU that is float32_shortlist: 100% greedy and 99.25% with beam
+  tiny.en, temperature 0). On a CPU with AVX512-BF16 or AMX that is bfloat16_encoder, on other
+  CPUs float32_shortlist. float32_shortlist: 100% greedy and 99.25% with beam
   5 (the two utterances that differ are near-ties, 0.002 apart in average log-probability), the
   same WER (16.58% greedy, 12.50% beam 5), and a decoding step at beam 5 in ~60% of float32's
   time (2-core AVX2 EPYC, 2026-12-03). bfloat16_encoder also agrees, on a CPU with AMX: 99.24%
   greedy (1 utterance of 45 differs; WER 16.84% against 16.58%) and 100% with beam 5 (12.50%
   both), the set transcribed in 0.85x float32_shortlist's time greedy and 0.87x at beam 5
   (2-core Intel Xeon with AMX, 2026-12-06); on a 2-core AVX512-BF16 EPYC without AMX the same
-  day, 100% greedy (WER equal) and 99.50% at beam 5 (1 of 45; WER 12.24%). auto does not take
-  it: as whole processes against float32_shortlist it took 0.92-1.05x the time on the AMX Xeon
-  and 0.97-1.02x on the EPYC (scripts/RESULTS-peers-whole-process-avx512-e.md), no row clearly
-  faster. (Its peak RSS, once over the 500 MB target at 504 MB, is now below
-  float32_shortlist's: the encoder's weights are read from the file into bfloat16, never mapped
-  in as float32.) The other
+  day, 100% greedy (WER equal) and 99.50% at beam 5 (1 of 45; WER 12.24%), rerun the same
+  evening with the same figures. As whole processes it is faster than float32_shortlist on
+  every row of scripts/RESULTS-peers-whole-process-avx512-g.md (AVX512-BF16 EPYC,
+  2026-12-06 20:33 UTC: 20 short clips 6.75 s against 7.62 s greedy, 8.25 against 9.15 s at
+  beam 5; the 302.6 s file 10.99 against 11.26 s and 16.61 against 17.35 s; one 1-s file 1.84
+  against 1.90 s), with a lower peak RSS (436-440 against 455-461 MB on the long file), so auto
+  takes it where the CPU computes bfloat16 natively. (On the AMX Xeon the whole-process rows
+  had been 0.92-1.05x float32_shortlist's, before float32_shortlist's decoder and memory changes
+  of the same evening; not rerun there.) The other
   types fall short: int8 90.4% (WER 17.6%),
   bfloat16 96.5% (16.8%; AVX512-BF16 CPU), and variants tried (int8 with a float32 output
   projection: 93.2%; full-range int8 activations: 96.5%; int8 in the encoder only: 92.9%; in
@@ -70,8 +74,10 @@ from ..nn.rotary import RotaryEmbeddingWithRotation, RotaryFrequencies
 from ..store.checkpoint import EMBEDDING, read_from_file  # EMBEDDING: the tied table (token embedding and output projection)
 
 # what auto resolves to: the fastest type measured to agree with float32 on >= 99% of words
-# (see the module docstring for the figures)
+# (see the module docstring for the figures); on a CPU that computes bfloat16 natively
+# (asr.hardware.native_bf16) AUTO_NATIVE_BF16_CPU instead
 AUTO = {"cpu": "float32_shortlist", "cuda": "float32"}
+AUTO_NATIVE_BF16_CPU = "bfloat16_encoder"
 # kept in their trained precision by bfloat16 and float16 (to_half)
 FULL_PRECISION_MODULES = (RotaryFrequencies, RotaryEmbeddingWithRotation)
 
@@ -87,6 +93,8 @@ def resolve_compute_type(compute_type: str, device: Union[str, torch.device]) ->
         raise ComputeTypeError(f"unknown compute type {compute_type!r}; choose from {', '.join(COMPUTE_TYPES)}")
     cuda = torch.device(device).type == "cuda"
     if compute_type == "auto":
+        if not cuda and native_bf16()[0]:
+            return AUTO_NATIVE_BF16_CPU
         return AUTO["cuda" if cuda else "cpu"]
     if compute_type in ("int8", "float32_shortlist", "bfloat16_encoder") and cuda:
         raise ComputeTypeError(f"compute type {compute_type} runs on the CPU only (use float16 or bfloat16 on CUDA)")
