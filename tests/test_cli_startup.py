@@ -91,3 +91,27 @@ def test_leaving_without_teardown_keeps_exit_handlers_output_and_running_threads
                             text=True, timeout=120)
     assert (result.returncode, result.stdout) == (code, out), result.stderr[-1500:]
     assert marker.read_text() == "atexit ran"
+
+
+def test_collector_is_paused_for_start_up_then_frozen_and_back_on():
+    """asr transcribe imports torch and loads the model with the garbage collector off (its
+    passes over torch's objects cost start-up time); afterwards collection must be on again,
+    with those objects frozen out of it, and an error inside must not leave it off."""
+    import gc
+
+    from asr.cli.common import collector_paused
+
+    assert gc.isenabled()
+    frozen_before = gc.get_freeze_count()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+            kept = [[i] for i in range(1000)]  # tracked containers made while paused
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen_before + len(kept)
+        with pytest.raises(RuntimeError):
+            with collector_paused():
+                raise RuntimeError("load failed")
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()

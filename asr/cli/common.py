@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import glob
 import math
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
@@ -36,6 +38,24 @@ def say(line: str, bar=None) -> None:
         bar.write(line, file=sys.stderr)
     else:
         print(line, file=sys.stderr)
+
+
+@contextmanager
+def collector_paused():
+    """Python's cyclic garbage collector off while torch is imported and a model loaded, then
+    those objects frozen (gc.freeze: left out of every later pass) and collection back on.
+    Importing torch makes ~170,000 objects that live as long as the process, and the
+    collector's passes over them took 0.25 s of `asr transcribe`'s start-up (3 full, 32 middle
+    and 352 young passes, timed with gc.callbacks; 2-core AMD EPYC, 2026-12-06); no pass runs
+    during the transcription itself."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def check_output_dir(directory: str) -> Optional[str]:

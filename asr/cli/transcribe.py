@@ -7,8 +7,9 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from .common import (EXIT_FAILURE, EXIT_OK, check_output_dir, error, expand_inputs, expand_patterns,
-                     ctc_weight, non_negative_float, optional_float, positive_int, printable, temperatures, warning)
+from .common import (EXIT_FAILURE, EXIT_OK, check_output_dir, collector_paused, error, expand_inputs,
+                     expand_patterns, ctc_weight, non_negative_float, optional_float, positive_int, printable,
+                     temperatures, warning)
 from ..inference.options import COMPUTE_TYPES, TranscribeOptions
 from ..inference.subtitles import SubtitleOptions
 from ..inference.writers import FORMATS
@@ -103,24 +104,25 @@ def cmd_transcribe(args) -> int:
         error(problem)
         return EXIT_FAILURE
 
-    import torch
-    from tqdm import tqdm
+    with collector_paused():
+        import torch
+        from tqdm import tqdm
 
-    from ..api import load_model
-    from ..inference.compute import ComputeTypeError
-    from ..inference.writers import write_result
+        from ..api import load_model
+        from ..inference.compute import ComputeTypeError
+        from ..inference.writers import write_result
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        error(f"--device {args.device}: CUDA is not available on this machine")
-        return EXIT_FAILURE
-    warnings.showwarning = show_warning
-    try:
-        model = load_model(args.model, device=args.device, quiet=args.quiet, compute_type=args.compute_type)
-    except ComputeTypeError as err:
-        error(f"--compute-type {args.compute_type}: {err}")
-        return EXIT_FAILURE
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            error(f"--device {args.device}: CUDA is not available on this machine")
+            return EXIT_FAILURE
+        warnings.showwarning = show_warning
+        try:
+            model = load_model(args.model, device=args.device, quiet=args.quiet, compute_type=args.compute_type)
+        except ComputeTypeError as err:
+            error(f"--compute-type {args.compute_type}: {err}")
+            return EXIT_FAILURE
     options = dict(beam_size=args.beam_size, best_of=args.best_of, patience=args.patience,
                    length_penalty=args.length_penalty,
                    temperature=fallback_temperatures(args.temperature, args.temperature_increment_on_fallback),
