@@ -23,6 +23,8 @@ rounding only.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -38,6 +40,30 @@ def slices(size: int, threads: int) -> int:
         if size % parts == 0:
             return parts
     return 1
+
+
+def split_product(flat: Tensor, storage: Tensor) -> Optional[Tensor]:
+    """flat [rows, in] @ storage [in, out] (contiguous) as one slice of `storage` per thread
+    (module docstring), or None where that does not apply (one thread, more than
+    SPLIT_MAX_ROWS rows, gradients, not on a CPU, mixed dtypes, sizes without an even split)."""
+    rows, (inputs, outputs) = flat.shape[0], storage.shape
+    threads = torch.get_num_threads()
+    if (threads < 2 or rows > SPLIT_MAX_ROWS or torch.is_grad_enabled() or flat.device.type != "cpu"
+            or flat.dtype != storage.dtype or not storage.is_contiguous()):
+        return None
+    if rows == 1:
+        parts = slices(inputs, threads)
+        if parts == 1:
+            return None
+        # [parts, 1, in/parts] @ [parts, in/parts, out] -> partial sums [parts, 1, out]
+        return torch.bmm(flat.reshape(parts, 1, -1), storage.view(parts, -1, outputs)).sum(0)
+    parts = slices(outputs, threads)
+    if parts == 1:
+        return None
+    width = outputs // parts
+    columns = storage.as_strided((parts, inputs, width), (width, outputs, 1))
+    # [parts, rows, in] @ [parts, in, out/parts] -> [parts, rows, out/parts] -> [rows, out]
+    return torch.bmm(flat.expand(parts, rows, -1), columns).transpose(0, 1).reshape(rows, -1)
 
 
 class StepLinear(nn.Linear):
@@ -56,27 +82,9 @@ class StepLinear(nn.Linear):
         return step
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = x.numel() // self.in_features
-        threads = torch.get_num_threads()
-        if (threads < 2 or rows > SPLIT_MAX_ROWS or torch.is_grad_enabled() or x.device.type != "cpu"
-                or x.dtype != self.weight.dtype or not self.weight.t().is_contiguous()):
+        y = split_product(x.reshape(-1, self.in_features), self.weight.t())
+        if y is None:
             return F.linear(x, self.weight, self.bias)
-        storage = self.weight.t()  # [in, out], contiguous
-        flat = x.reshape(rows, self.in_features)
-        if rows == 1:
-            parts = slices(self.in_features, threads)
-            if parts == 1:
-                return F.linear(x, self.weight, self.bias)
-            # [parts, 1, in/parts] @ [parts, in/parts, out] -> partial sums [parts, 1, out]
-            y = torch.bmm(flat.view(parts, 1, -1), storage.view(parts, -1, self.out_features)).sum(0)
-        else:
-            parts = slices(self.out_features, threads)
-            if parts == 1:
-                return F.linear(x, self.weight, self.bias)
-            width = self.out_features // parts
-            columns = storage.as_strided((parts, self.in_features, width), (width, self.out_features, 1))
-            # [parts, rows, in] @ [parts, in, out/parts] -> [parts, rows, out/parts] -> [rows, out]
-            y = torch.bmm(flat.expand(parts, rows, -1), columns).transpose(0, 1).reshape(rows, -1)
         if self.bias is not None:
             y += self.bias
         return y.view(*x.shape[:-1], self.out_features)
