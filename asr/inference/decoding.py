@@ -108,9 +108,14 @@ class SuppressBlank:
 class SuppressTokens:
     def __init__(self, tokens: Sequence[int]):
         self.tokens = sorted(set(tokens))
+        # made once: indexing with the Python list built this tensor anew at every step (~40 us
+        # of a ~6 ms step at batch 1)
+        self.index = torch.tensor(self.tokens, dtype=torch.long)
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
-        logits[:, self.tokens] = float("-inf")
+        if self.index.device != logits.device:
+            self.index = self.index.to(logits.device)
+        logits.index_fill_(1, self.index, float("-inf"))
 
 
 class TimestampRules:
