@@ -74,9 +74,7 @@ class StepLinear(nn.Linear):
     def from_linear(cls, linear: nn.Linear, weight: Tensor) -> "StepLinear":
         """Takes `linear`'s bias and `weight` [out, in], which should be a view of [in, out]
         contiguous storage."""
-        step = cls.__new__(cls)
-        nn.Module.__init__(step)
-        step.in_features, step.out_features = linear.in_features, linear.out_features
+        step = cls(linear.in_features, linear.out_features, bias=False, device="meta")  # nothing allocated
         step.weight = nn.Parameter(weight, requires_grad=False)
         step.bias = linear.bias
         return step
