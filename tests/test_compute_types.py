@@ -143,6 +143,8 @@ def test_file_rows_read_the_rows_of_the_table(tmp_path):
     index = torch.tensor([[3, 49, 3], [0, 7, 7]])
     assert torch.equal(FileRows(tmp_path / "w.safetensors", "t", (50, 8)).rows(index), table[index])
     assert torch.equal(FileRows(tmp_path / "w.safetensors", "half", (50, 8)).rows(index), table.half()[index].float())
+    for one_row in (index[:1], index[0], torch.tensor([[5]]), torch.tensor(9)):  # read without deduplicating
+        assert torch.equal(FileRows(tmp_path / "w.safetensors", "t", (50, 8)).rows(one_row), table[one_row])
 
 
 def test_cli_refuses_float16_on_cpu_in_one_line(cache, capsys):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from asr.config import ModelDimensions, ModelOptions
-from asr.inference.decoding import (DecodingOptions, FilterContext, TimestampRules, compression_ratio, decode,
+from asr.inference.decoding import (DecodingOptions, FilterContext, TimestampRules, argmax, compression_ratio, decode,
                           initial_tokens, is_looping)
 from asr.nn.model import ASRModel
 from asr.text.tokenizer import Tokenizer
@@ -191,6 +191,18 @@ def test_timestamp_rules(tokenizer):
     logits[0, text[0]] = 9.0  # now e^9 > 1501
     allowed = allowed_after(tokenizer, [ts(0.0)] + text, mass_rule_logits=logits)
     assert allowed[text[0]]
+
+
+def test_argmax_is_the_first_largest_logit_of_each_row():
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 51864, generator=generator)
+    logits[1, [7, 900, 51000]] = 50.0  # a tie: the first one wins
+    logits[2, -1] = float("inf")
+    logits[3, :] = -float("inf")
+    logits[3, 12] = 0.0
+    want = [max(range(logits.shape[1]), key=lambda i, r=row: (r[i], -i)) for row in logits.tolist()]
+    assert argmax(logits).tolist() == want
+    assert argmax(logits.double()).tolist() == want  # the torch path
 
 
 def test_repetition_detection_and_compression_ratio():

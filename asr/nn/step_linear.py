@@ -23,7 +23,7 @@ rounding only.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -42,28 +42,34 @@ def slices(size: int, threads: int) -> int:
     return 1
 
 
-def split_product(flat: Tensor, storage: Tensor) -> Optional[Tensor]:
-    """flat [rows, in] @ storage [in, out] (contiguous) as one slice of `storage` per thread
-    (module docstring), or None where that does not apply (one thread, more than
-    SPLIT_MAX_ROWS rows, gradients, not on a CPU, mixed dtypes, sizes without an even split)."""
-    rows, (inputs, outputs) = flat.shape[0], storage.shape
-    threads = torch.get_num_threads()
-    if (threads < 2 or rows > SPLIT_MAX_ROWS or torch.is_grad_enabled() or flat.device.type != "cpu"
-            or flat.dtype != storage.dtype or not storage.is_contiguous()):
-        return None
-    if rows == 1:
+class Split(NamedTuple):
+    """How one StepLinear's product is split at one thread count: `weight`, views of the
+    [in, out] storage, one slice per thread, [parts, in/parts, out] for one row or [parts, in,
+    out/parts] for several; `bias` shaped to add to the partial products ([parts, 1, out] with
+    zeros after the first slice for one row, [parts, 1, out/parts] for several), or None."""
+    parts: int
+    weight: Tensor
+    bias: Optional[Tensor]
+
+
+def make_split(storage: Tensor, bias: Optional[Tensor], threads: int, one_row: bool) -> Optional[Split]:
+    """The Split of `storage` [in, out] (contiguous) for `threads` (module docstring), or None
+    where there is no even split."""
+    inputs, outputs = storage.shape
+    if one_row:
         parts = slices(inputs, threads)
         if parts == 1:
             return None
-        # [parts, 1, in/parts] @ [parts, in/parts, out] -> partial sums [parts, 1, out]
-        return torch.bmm(flat.reshape(parts, 1, -1), storage.view(parts, -1, outputs)).sum(0)
+        weight = storage.view(parts, -1, outputs)
+        if bias is not None:  # added once, with the first slice's partial sum
+            bias = torch.cat([bias.view(1, 1, outputs), bias.new_zeros(parts - 1, 1, outputs)])
+        return Split(parts, weight, bias)
     parts = slices(outputs, threads)
     if parts == 1:
         return None
     width = outputs // parts
-    columns = storage.as_strided((parts, inputs, width), (width, outputs, 1))
-    # [parts, rows, in] @ [parts, in, out/parts] -> [parts, rows, out/parts] -> [rows, out]
-    return torch.bmm(flat.expand(parts, rows, -1), columns).transpose(0, 1).reshape(rows, -1)
+    weight = storage.as_strided((parts, inputs, width), (width, outputs, 1))
+    return Split(parts, weight, None if bias is None else bias.view(parts, 1, width))
 
 
 class StepLinear(nn.Linear):
@@ -79,10 +85,36 @@ class StepLinear(nn.Linear):
         step.bias = linear.bias
         return step
 
+    def split(self, threads: int, one_row: bool) -> Optional[Split]:
+        """The Split for this thread count, made once (the views cost a few microseconds a step
+        otherwise); made anew if the weight's storage changes (module.to(), load_state_dict)."""
+        splits = self.__dict__.setdefault("_splits", {})
+        key = (threads, one_row, self.weight.data_ptr(), self.weight.dtype,
+               None if self.bias is None else self.bias.data_ptr())
+        if key not in splits:
+            storage = self.weight.t()
+            bias = None if self.bias is None else self.bias.detach()
+            splits.clear()
+            splits[key] = make_split(storage, bias, threads, one_row) if storage.is_contiguous() else None
+        return splits[key]
+
     def forward(self, x: Tensor) -> Tensor:
-        y = split_product(x.reshape(-1, self.in_features), self.weight.t())
-        if y is None:
+        rows = x.numel() // self.in_features
+        threads = torch.get_num_threads()
+        if (threads < 2 or rows > SPLIT_MAX_ROWS or torch.is_grad_enabled() or x.device.type != "cpu"
+                or x.dtype != self.weight.dtype):
             return F.linear(x, self.weight, self.bias)
-        if self.bias is not None:
-            y += self.bias
-        return y.view(*x.shape[:-1], self.out_features)
+        split = self.split(threads, rows == 1)
+        if split is None:
+            return F.linear(x, self.weight, self.bias)
+        if rows == 1:
+            # [parts, 1, in/parts] @ [parts, in/parts, out] -> partial sums [parts, 1, out]
+            flat = x.reshape(split.parts, 1, -1)
+            partial = (torch.bmm(flat, split.weight) if split.bias is None
+                       else torch.baddbmm(split.bias, flat, split.weight))
+            return partial.sum(0).view(*x.shape[:-1], self.out_features)
+        # [parts, rows, in] @ [parts, in, out/parts] -> [parts, rows, out/parts] -> [rows, out]
+        flat = x.reshape(1, rows, self.in_features).expand(split.parts, rows, -1)
+        y = (torch.bmm(flat, split.weight) if split.bias is None
+             else torch.baddbmm(split.bias, flat, split.weight))
+        return y.transpose(0, 1).reshape(*x.shape[:-1], self.out_features)
