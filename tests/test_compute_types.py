@@ -111,6 +111,7 @@ def test_shortlist_gives_float32_logits_where_the_search_looks(cache):
         table = f.get_tensor("decoder.token_embedding.weight").double()
     n_text = model.tokenizer.n_text
     x = torch.randn(3, 2, table.shape[1], generator=torch.Generator().manual_seed(0)) * 2
+    x[1] = x[0] * 1.01  # rows whose shortlists overlap, as beam hypotheses' do
     with torch.inference_mode():
         logits = projection(x)
     want = x.double() @ table.T
