@@ -2,6 +2,7 @@
 the sample audio (word agreement measured with jiwer), the types it cannot run are refused in
 one line, and int8 really quantises the layers. Speed is measured by scripts/bench_transcribe.py,
 never here."""
+import os
 from pathlib import Path
 
 import jiwer
@@ -146,6 +147,33 @@ def test_file_rows_read_the_rows_of_the_table(tmp_path):
     assert torch.equal(FileRows(tmp_path / "w.safetensors", "half", (50, 8)).rows(index), table.half()[index].float())
     for one_row in (index[:1], index[0], torch.tensor([[5]]), torch.tensor(9)):  # read without deduplicating
         assert torch.equal(FileRows(tmp_path / "w.safetensors", "t", (50, 8)).rows(one_row), table[one_row])
+
+
+def test_file_rows_keep_the_last_rows_read_and_still_return_the_table(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from asr.inference.shortlist import FileRows
+
+    table = torch.randn(40, 6, generator=torch.Generator().manual_seed(2))
+    save_file({"t": table}, tmp_path / "w.safetensors")
+    rows = FileRows(tmp_path / "w.safetensors", "t", (40, 6), cache_rows=4)
+    preads = []
+    real_preadv = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, offset: preads.append(offset) or real_preadv(fd, buffers, offset))
+    row_bytes = 6 * 4
+    calls = [[1, 2, 1], [2, 1, 3], [4, 5, 6, 7, 8, 4], [8, 7], [1, 8, 9], [0, 39, 0, 39, 1]]
+    kept = []  # the ring by hand: the last 4 distinct rows read, oldest first
+    for call in calls:
+        preads.clear()
+        index = torch.tensor([call])
+        assert torch.equal(rows.rows(index), table[index])
+        want_read = sorted({t for t in call if t not in kept})
+        assert sorted(offset - rows.offset for offset in preads) == [t * row_bytes for t in want_read]
+        kept = (kept + want_read)[-4:]
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(50):  # random calls, some rows repeated: always the table's rows
+        index = torch.randint(0, 40, (2, 5), generator=generator)
+        assert torch.equal(rows.rows(index), table[index])
 
 
 def test_cli_refuses_float16_on_cpu_in_one_line(cache, capsys):

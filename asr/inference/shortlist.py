@@ -44,6 +44,8 @@ from torch import Tensor, nn
 # last two utterances differ by 0.002 in average log-probability, float rounding); greedy
 # agreed on 100 % at 32. Gathering 128 rows costs nothing measurable next to the int8 pass.
 SHORTLIST_SIZE = 128
+# rows of the float32 table FileRows keeps in memory (1.5 KB each for Whisper tiny: 6.3 MB)
+CACHED_ROWS = 4096
 
 
 class RowSource(Protocol):
@@ -68,9 +70,16 @@ class TableRows:
 
 
 class FileRows:
-    """Rows of a safetensors tensor read with pread, one row per call."""
+    """Rows of a safetensors tensor read with pread, one row per call, the last `cache_rows`
+    rows read kept in memory (a ring: the oldest read leaves first).
 
-    def __init__(self, path: Path, name: str, shape: tuple[int, int]):
+    Decoding asks for nearly the same rows step after step (the shortlists of one passage share
+    most of their tokens): greedy decoding of the 302.6 s long-form benchmark file asked for
+    124,743 rows, 13,781 distinct, one pread each (~0.4 ms of a ~6 ms step with the Python
+    around it). Kept rows served 71 % of them with 4096 kept (6.3 MB), 82 % with 8192 and 89 %
+    with 16384 (measured as a least-recently-used cache)."""
+
+    def __init__(self, path: Path, name: str, shape: tuple[int, int], cache_rows: int = CACHED_ROWS):
         from ..store.checkpoint import tensor_location
 
         with open(path, "rb") as f:
@@ -81,17 +90,49 @@ class FileRows:
         # closed when the object goes, or at exit before modules are torn down (a __del__ run
         # during interpreter shutdown found os.close already gone and printed a traceback)
         weakref.finalize(self, os.close, self.fd)
+        self.slot_of = np.full(shape[0], -1, dtype=np.int64)  # token -> its slot in `kept`, -1: not kept
+        self.token_in = np.full(cache_rows, -1, dtype=np.int64)  # slot -> token, -1: empty
+        self.kept = np.empty((cache_rows, shape[1]), dtype=self.dtype)
+        self.next_slot = 0  # the ring's oldest slot
+        self.lock = threading.Lock()  # one model may decode in several threads
 
     def rows(self, index: Tensor) -> Tensor:
-        ids = index.reshape(-1).tolist()
-        buffer = np.empty((len(ids), self.shape[1]), dtype=self.dtype)
+        ids = index.reshape(-1).numpy()
+        with self.lock:
+            slots = self.slot_of[ids]
+            kept = slots >= 0
+            out = np.empty((len(ids), self.shape[1]), dtype=self.dtype)
+            out[kept] = self.kept[slots[kept]]
+            if not kept.all():
+                missing, where = np.unique(ids[~kept], return_inverse=True)
+                fresh = self.read(missing.tolist())
+                out[~kept] = fresh[where]
+                self.keep(missing, fresh)
+        return torch.from_numpy(out).float().view(*index.shape, -1)
+
+    def read(self, tokens: list[int]) -> np.ndarray:
+        buffer = np.empty((len(tokens), self.shape[1]), dtype=self.dtype)
         view = memoryview(buffer).cast("B")
-        for i, token in enumerate(ids):
+        for i, token in enumerate(tokens):
             start = i * self.row_bytes
             if os.preadv(self.fd, [view[start:start + self.row_bytes]], self.offset + token * self.row_bytes) \
                     != self.row_bytes:
                 raise OSError(f"short read of row {token} of the token table")
-        return torch.from_numpy(buffer).float().view(*index.shape, -1)
+        return buffer
+
+    def keep(self, tokens: np.ndarray, values: np.ndarray) -> None:
+        """Put rows in the ring's oldest slots (the last len(self.kept) of them if more)."""
+        n = min(len(tokens), len(self.kept))
+        if n == 0:
+            return
+        tokens, values = tokens[len(tokens) - n:], values[len(values) - n:]
+        slots = (self.next_slot + np.arange(n)) % len(self.kept)
+        evicted = self.token_in[slots]
+        self.slot_of[evicted[evicted >= 0]] = -1
+        self.token_in[slots] = tokens
+        self.slot_of[tokens] = slots
+        self.kept[slots] = values
+        self.next_slot = (self.next_slot + n) % len(self.kept)
 
 
 class RowEmbedding(nn.Module):
