@@ -387,24 +387,31 @@ class GreedySearch:
         all rows), the others have ended and get <|endoftext|> again."""
         if self.sum_logprobs is None:
             self.sum_logprobs = torch.zeros(tokens.shape[0], dtype=torch.float64, device=tokens.device)
-        rows = active if active is not None else torch.arange(tokens.shape[0], device=tokens.device)
         if self.temperature == 0:
             next_tokens = argmax(logits)
         elif self.generators is not None:  # each row draws from its own seeded stream
             probs = F.softmax(logits.float() / self.temperature, dim=-1).cpu()
-            generators = [self.generators[r] for r in rows.tolist()]
+            rows = range(tokens.shape[0]) if active is None else active.tolist()
+            generators = [self.generators[r] for r in rows]
             next_tokens = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generators)])
             next_tokens = next_tokens.to(logits.device)
         else:
             next_tokens = torch.distributions.Categorical(logits=logits / self.temperature).sample()
         logprobs = F.log_softmax(logits.float(), dim=-1) if self.normalize else logits.float()
-        current = logprobs[torch.arange(logits.shape[0]), next_tokens]
-        finished = tokens[rows, -1] == self.eot
-        self.sum_logprobs[rows] += current * ~finished
-        next_tokens[finished] = self.eot
-        column = torch.full((tokens.shape[0],), self.eot, dtype=tokens.dtype, device=tokens.device)
-        column[rows] = next_tokens
-        tokens = torch.cat([tokens, column[:, None]], dim=-1)
+        current = logprobs.gather(1, next_tokens.unsqueeze(1)).squeeze(1)
+        # (all rows, the common case, without index tensors: a step at batch 1 is ~6 ms, and
+        # each indexing operation cost 10-15 us of it)
+        finished = (tokens[:, -1] if active is None else tokens[active, -1]) == self.eot
+        current = current.masked_fill(finished, 0.0)
+        next_tokens = next_tokens.masked_fill(finished, self.eot)
+        if active is None:
+            self.sum_logprobs += current
+            column = next_tokens
+        else:
+            self.sum_logprobs[active] += current
+            column = torch.full((tokens.shape[0],), self.eot, dtype=tokens.dtype, device=tokens.device)
+            column[active] = next_tokens
+        tokens = torch.cat([tokens, column.to(tokens.dtype)[:, None]], dim=-1)
         return tokens, None, bool((tokens[:, -1] == self.eot).all())
 
     def best(self, tokens: Tensor, sample_begin: int, length_penalty):
