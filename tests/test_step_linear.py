@@ -63,3 +63,22 @@ def test_slices_divide_evenly_into_parts_of_at_least_the_minimum():
             parts = slices(size, n)
             assert 1 <= parts <= max(n, 1) and size % parts == 0
             assert parts == 1 or size // parts >= MIN_SLICE
+
+
+def test_step_linear_follows_its_parameters_changed_in_place(threads):
+    """The per-thread slices are kept between calls: they must be views of the parameters, so that
+    load_state_dict (which copies in place) changes what the layer computes."""
+    threads(2)
+    linear = nn.Linear(384, 384)
+    step = transposed_step_linear(linear)
+    generator = torch.Generator().manual_seed(5)
+    for rows in (1, 5):
+        x = torch.randn(rows, 384, generator=generator)
+        with torch.inference_mode():
+            step(x)  # the slices for this shape are made here
+        state = {"weight": torch.randn(384, 384, generator=generator) * 0.05,
+                 "bias": torch.randn(384, generator=generator)}
+        step.load_state_dict(state)
+        want = x.double() @ state["weight"].double().t() + state["bias"].double()
+        with torch.inference_mode():
+            torch.testing.assert_close(step(x).double(), want, rtol=1e-5, atol=1e-5)

@@ -76,8 +76,8 @@ class FileRows:
     Decoding asks for nearly the same rows step after step (the shortlists of one passage share
     most of their tokens): greedy decoding of the 302.6 s long-form benchmark file asked for
     124,743 rows, 13,781 distinct, one pread each (~0.4 ms of a ~6 ms step with the Python
-    around it). Kept rows served 71 % of them with 4096 kept (6.3 MB), 82 % with 8192 and 89 %
-    with 16384 (measured as a least-recently-used cache)."""
+    around it). The ring served 67 % of them with 4096 rows kept (6.3 MB), 77 % with 8192 (a
+    least-recently-used cache would have served 71 % and 82 %)."""
 
     def __init__(self, path: Path, name: str, shape: tuple[int, int], cache_rows: int = CACHED_ROWS):
         from ..store.checkpoint import tensor_location
