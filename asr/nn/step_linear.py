@@ -93,8 +93,7 @@ class StepLinear(nn.Linear):
         """The Split for this thread count, made once (the views cost a few microseconds a step
         otherwise); made anew if the parameters move to new storage (module.to())."""
         splits = self.__dict__.setdefault("_splits", {})
-        key = (threads, one_row, self.weight.data_ptr(), self.weight.dtype,
-               None if self.bias is None else self.bias.data_ptr())
+        key = (threads, one_row, self.weight.data_ptr(), None if self.bias is None else self.bias.data_ptr())
         if key not in splits:
             storage = self.weight.t()
             bias = None if self.bias is None else self.bias.detach()
