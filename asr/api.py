@@ -16,7 +16,7 @@ from .inference.transcribe import (TranscribeOptions, check_language, detect_fil
                                    transcribe_stream)
 from .audio.stream import open_audio
 from .inference.batched import transcribe_stream_batched
-from .inference.compute import apply_compute_type, loading_converter, resolve_compute_type
+from .inference.compute import FLOAT16_DECODER, SHORTLIST_TYPES, apply_compute_type, loading_converter, resolve_compute_type
 
 OPTION_NAMES = {f.name for f in fields(TranscribeOptions)}
 
@@ -135,7 +135,7 @@ class SpeechModel:
 def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[str] = None,
                quiet: bool = False, compute_type: str = "auto") -> SpeechModel:
     """A built-in model name (e.g. "tiny.en") or a checkpoint directory. ``compute_type`` is
-    auto (the default), float32, float32_shortlist, bfloat16_encoder, int8, bfloat16 or float16 (see
+    auto (the default) or one of asr.inference.options.COMPUTE_TYPES (see
     asr.inference.compute); a type the device cannot run raises ValueError (ComputeTypeError)
     before anything is loaded."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,9 +143,10 @@ def load_model(name_or_path: Union[str, Path] = DEFAULT_MODEL, device: Optional[
     path = resolve(name_or_path, quiet=quiet)
     convert = loading_converter(compute_type, path / WEIGHTS_FILE)
     # the shortlist reads rows of the embedding, so it keeps the table's own (mapped) layout
-    keep_embedding = compute_type in ("float32_shortlist", "bfloat16_encoder")
+    keep_embedding = compute_type in SHORTLIST_TYPES
+    # the float16 decoder types read the decoder's step weights from the file themselves
     model, config = load_checkpoint(path, device=device, convert=convert, for_inference=True,
-                                    keep_embedding=keep_embedding)
+                                    keep_embedding=keep_embedding, step_layout=compute_type not in FLOAT16_DECODER)
     tokenizer = load_tokenizer(path, config)
     if convert is None and tokenizer is not None:  # (without one, SpeechModel says so)
         apply_compute_type(model, compute_type, tokenizer.n_text, path / WEIGHTS_FILE)

@@ -5,15 +5,16 @@ the figure by which the decoding-step changes for issue 13 were measured.
 The file is compare_peers.py's long file (the offline test set's clips concatenated to at least
 300 s). --windows of its 30-s windows (default 3: windows 1, 4 and 7) are encoded, then decoded
 greedily and with beam 5 (temperature 0, tiny.en in the default compute type, timestamps on),
-each window twice, the faster kept. Every round runs each package tree in a fresh process,
+each window twice, the faster kept. Every round runs each variant in a fresh process,
 alternating: this checkout and, with --compare-to DIR, another checkout's package (the process
-gets PYTHONPATH=DIR; make one with `git worktree add /tmp/before HEAD~3`), so the two are timed
-side by side on a noisy machine. Per tree and decoding: ms per token (min and median over the
+gets PYTHONPATH=DIR; make one with `git worktree add /tmp/before HEAD~3`), each in every compute
+type of --compute-types (default auto), so they are timed side by side on a noisy machine. Per tree and decoding: ms per token (min and median over the
 rounds), the part spent in model.logits and, inside it, in the vocabulary projection, then the
 logit filters and the search step (a timer around each; what is left is the loop itself), and
-whether the tokens equal this checkout's.
+whether the tokens equal the first variant's (this checkout in the first compute type).
 
-Usage: python scripts/bench_decode_step.py [--rounds 6] [--compare-to DIR] [--threads 2]
+Usage: python scripts/bench_decode_step.py [--rounds 6] [--compare-to DIR] [--compute-types auto,float32]
+       [--threads 2]
 Prints a table and, as its last line, one JSON object with the figures.
 """
 from __future__ import annotations
@@ -80,7 +81,7 @@ def child(args) -> None:
 
     torch.set_num_threads(args.threads)
     audio, _, _ = concatenate(build_testset(n_synth=24), 300.0)
-    loaded = asr.load_model("tiny.en", device="cpu", quiet=True)
+    loaded = asr.load_model("tiny.en", device="cpu", quiet=True, compute_type=args.compute_types)
     model, tokenizer = loaded.model, loaded.tokenizer
     windows = [1 + 3 * k for k in range(args.windows)]
     encoded = []
@@ -91,7 +92,8 @@ def child(args) -> None:
             encoded.append(model.embed_audio(mel[:, :, :100 * WINDOW_SECONDS])[0])
     totals: dict = defaultdict(float)
     instrument(model, totals)
-    result = {"tree": os.environ.get("PYTHONPATH", str(REPO)), "asr": str(Path(asr.__file__).parent)}
+    result = {"tree": os.environ.get("PYTHONPATH", str(REPO)), "asr": str(Path(asr.__file__).parent),
+              "compute_type": loaded.compute_type}
     for beam in BEAMS:
         options = DecodingOptions(beam_size=beam, language=None, task=None)
         decode(model, tokenizer, encoded[0], None, options)  # warm-up
@@ -112,10 +114,10 @@ def child(args) -> None:
     print(json.dumps(result))
 
 
-def run_child(tree: Path, args) -> dict:
+def run_child(tree: Path, compute_type: str, args) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     command = [sys.executable, str(Path(__file__).resolve()), "--child", "--threads", str(args.threads),
-               "--windows", str(args.windows)]
+               "--windows", str(args.windows), "--compute-types", compute_type]
     out = subprocess.run(command, env=env, capture_output=True, text=True, cwd="/")
     if out.returncode != 0:
         raise SystemExit(f"{tree}: exit {out.returncode}: {out.stderr.strip()[-400:]}")
@@ -128,6 +130,7 @@ def main(argv=None) -> None:
     ap.add_argument("--compare-to", type=Path, help="another checkout (its folder holding asr/), timed alternately")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--windows", type=int, default=3)
+    ap.add_argument("--compute-types", default="auto", help="comma-separated compute types, each timed (default auto)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -136,35 +139,41 @@ def main(argv=None) -> None:
     for tree in trees:
         if not (tree / "asr" / "__init__.py").is_file():
             raise SystemExit(f"{tree}: no asr package there")
+    variants = [(tree, compute_type) for tree in trees for compute_type in args.compute_types.split(",")]
     started = time.perf_counter()
     runs = defaultdict(list)
     for round_ in range(args.rounds):
-        for tree in trees[round_ % len(trees):] + trees[:round_ % len(trees)]:
-            runs[str(tree)].append(run_child(tree, args))
+        for tree, compute_type in variants[round_ % len(variants):] + variants[:round_ % len(variants)]:
+            runs[f"{tree}:{compute_type}"].append(run_child(tree, compute_type, args))
         print(f"round {round_ + 1}/{args.rounds}: " + ", ".join(
-            f"{Path(t).name} {runs[t][-1]['greedy']['ms_per_token']:.2f} ms" for t in runs), file=sys.stderr)
+            f"{Path(v).name} {runs[v][-1]['greedy']['ms_per_token']:.2f} ms" for v in runs), file=sys.stderr)
 
     sys.path.insert(0, str(REPO))
     from asr.hardware import describe_cpu, shown_flags
 
     rows = []
-    for tree in map(str, trees):
+    first = f"{variants[0][0]}:{variants[0][1]}"
+    for tree, compute_type in variants:
+        variant = f"{tree}:{compute_type}"
         for decoding in ("greedy", "beam5"):
-            results = [r[decoding] for r in runs[tree]]
+            results = [r[decoding] for r in runs[variant]]
             times = [r["ms_per_token"] for r in results]
             parts = {p: round(statistics.median(r["parts_ms_per_token"][p] for r in results), 3) for p in PARTS}
-            rows.append({"tree": tree, "decoding": decoding, "min_ms": round(min(times), 3),
+            rows.append({"tree": str(tree), "compute_type": runs[variant][0]["compute_type"], "decoding": decoding,
+                         "min_ms": round(min(times), 3),
                          "median_ms": round(statistics.median(times), 3), "tokens": results[0]["tokens"],
-                         "same_tokens_as_this_checkout": results[0]["tokens_md5"] == runs[str(REPO)][0][decoding]["tokens_md5"],
+                         "same_tokens_as_first": results[0]["tokens_md5"] == runs[first][0][decoding]["tokens_md5"],
                          "parts_median_ms": parts})
-    print(f"\n{args.windows} windows of the long-form file, tiny.en default compute type, {args.threads} threads, "
+    print(f"\n{args.windows} windows of the long-form file, tiny.en, {args.threads} threads, "
           f"{args.rounds} rounds; CPU {describe_cpu()}")
-    print("| tree | decoding | ms/token min | median | logits | of which projection | filters | search | same tokens |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| tree | compute type | decoding | ms/token min | median | logits | of which projection | filters | search "
+          "| same tokens as the first |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         p = r["parts_median_ms"]
-        print(f"| {r['tree']} | {r['decoding']} | {r['min_ms']:.3f} | {r['median_ms']:.3f} | {p['logits']:.3f} "
-              f"| {p['projection']:.3f} | {p['filters']:.3f} | {p['search']:.3f} | {r['same_tokens_as_this_checkout']} |")
+        print(f"| {r['tree']} | {r['compute_type']} | {r['decoding']} | {r['min_ms']:.3f} | {r['median_ms']:.3f} "
+              f"| {p['logits']:.3f} | {p['projection']:.3f} | {p['filters']:.3f} | {p['search']:.3f} "
+              f"| {r['same_tokens_as_first']} |")
     print(json.dumps({"rows": rows, "rounds": args.rounds, "threads": args.threads, "windows": args.windows,
                       "cpu_flags": shown_flags(), "seconds": round(time.perf_counter() - started, 1)}))
 

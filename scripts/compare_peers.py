@@ -64,7 +64,8 @@ from asr.hardware import cpu_flags, cpu_model
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 # asr systems are "asr" (float32) or "asr:<compute type>[:batched]", e.g. asr:auto:batched
-ASR_COMPUTE_TYPES = ("auto", "float32", "float32_shortlist", "bfloat16_encoder", "int8", "bfloat16")
+ASR_COMPUTE_TYPES = ("auto", "float32", "float32_shortlist", "float16_decoder", "bfloat16_encoder",
+                     "bfloat16_encoder_float16_decoder", "int8", "bfloat16")
 SYSTEMS = ("asr", "asr:auto", "asr:int8", "asr:int8:batched", "fw-int8", "fw-float32")
 FW_SYSTEMS = ("fw-int8", "fw-float32")
 ASR_REFERENCE_SYSTEM = "asr"  # word agreement of each compute type with asr's float32

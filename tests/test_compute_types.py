@@ -12,7 +12,7 @@ import torch
 import asr
 from asr.cli.main import main as cli_main
 from asr.hardware import native_bf16
-from asr.inference.compute import ComputeTypeError, quantizable_linears, resolve_compute_type
+from asr.inference.compute import ComputeTypeError, float16_weights_supported, quantizable_linears, resolve_compute_type
 from asr.text.normalize import basic_normalize
 from test_transcribe import cache  # noqa: F401 (session fixture: the model cache)
 
@@ -25,7 +25,9 @@ SAMPLES = ["librivox-0870.flac", "librivox-0880.flac", "librivox-0930.flac", "go
 # AVX2-only one, whose int8 kernels round differently. A broken type agrees on far less.
 MIN_AGREEMENT = 0.85
 
-RUNNABLE = ["float32_shortlist", "int8"] + (["bfloat16_encoder", "bfloat16"] if native_bf16()[0] else [])
+RUNNABLE = (["float32_shortlist", "int8"] + (["float16_decoder"] if float16_weights_supported() else [])
+            + (["bfloat16_encoder", "bfloat16"] if native_bf16()[0] else [])
+            + (["bfloat16_encoder_float16_decoder"] if native_bf16()[0] and float16_weights_supported() else []))
 
 
 def transcripts(model):
@@ -69,30 +71,40 @@ def test_int8_quantises_every_plain_linear_and_the_output_projection(cache):
     assert ((looked_up - e[tokens]).abs() <= step[tokens] / 2 + 1e-7).all()
 
 
-def test_auto_picks_the_shortlist_on_cpu_and_refuses_what_the_device_cannot_run(monkeypatch):
+def test_auto_picks_by_what_the_cpu_computes_and_refuses_what_the_device_cannot_run(monkeypatch):
     # float32_shortlist agreed with float32 on 100% (greedy) and 99.25% (beam 5) of the offline
     # test set's words, bfloat16_encoder on >= 99.24% where the CPU computes bfloat16 natively,
-    # int8 and bfloat16 on 90.4% and 96.5% (asr/inference/compute.py)
+    # the float16 decoder weights changed no transcript of either, int8 and bfloat16 agreed on
+    # 90.4% and 96.5% (asr/inference/compute.py)
     import asr.inference.compute as compute
 
-    native = native_bf16()[0]
-    assert resolve_compute_type("auto", "cpu") == ("bfloat16_encoder" if native else "float32_shortlist")
+    want = {(True, True): "bfloat16_encoder_float16_decoder", (True, False): "bfloat16_encoder",
+            (False, True): "float16_decoder", (False, False): "float32_shortlist"}
+    assert resolve_compute_type("auto", "cpu") == want[native_bf16()[0], float16_weights_supported()]
     for has_bf16 in (True, False):  # whichever CPU runs the test
-        monkeypatch.setattr(compute, "native_bf16", lambda: (has_bf16, "test"))
-        assert resolve_compute_type("auto", "cpu") == ("bfloat16_encoder" if has_bf16 else "float32_shortlist")
-        assert resolve_compute_type("auto", "cuda") == "float32"
+        for has_fbgemm_fp16 in (True, False):
+            monkeypatch.setattr(compute, "native_bf16", lambda: (has_bf16, "test"))
+            monkeypatch.setattr(compute, "float16_weights_supported", lambda: has_fbgemm_fp16)
+            assert resolve_compute_type("auto", "cpu") == want[has_bf16, has_fbgemm_fp16]
+            assert resolve_compute_type("auto", "cuda") == "float32"
+    monkeypatch.setattr(compute, "native_bf16", lambda: (True, "test"))
+    monkeypatch.setattr(compute, "float16_weights_supported", lambda: False)
+    with pytest.raises(ComputeTypeError, match="AVX2"):
+        resolve_compute_type("bfloat16_encoder_float16_decoder", "cpu")  # (no FBGEMM float16 here)
     monkeypatch.setattr(compute, "native_bf16", native_bf16)
+    monkeypatch.setattr(compute, "float16_weights_supported", float16_weights_supported)
     assert resolve_compute_type("auto", "cuda") == "float32"
     with pytest.raises(ComputeTypeError, match="CPU only"):
         resolve_compute_type("bfloat16_encoder", "cuda")
     with pytest.raises(ComputeTypeError, match="needs CUDA"):
         resolve_compute_type("float16", "cpu")
-    with pytest.raises(ComputeTypeError, match="CPU only"):
-        resolve_compute_type("float32_shortlist", "cuda")
+    for compute_type in ("float32_shortlist", "float16_decoder", "bfloat16_encoder_float16_decoder"):
+        with pytest.raises(ComputeTypeError, match="CPU only"):
+            resolve_compute_type(compute_type, "cuda")
     with pytest.raises(ComputeTypeError, match="unknown compute type"):
         resolve_compute_type("int4", "cpu")
     if not native_bf16()[0]:
-        for compute_type in ("bfloat16", "bfloat16_encoder"):
+        for compute_type in ("bfloat16", "bfloat16_encoder", "bfloat16_encoder_float16_decoder"):
             with pytest.raises(ComputeTypeError, match="emulated"):
                 resolve_compute_type(compute_type, "cpu")
 
@@ -427,3 +439,47 @@ def test_shortlist_prepack_runs_beside_the_caller_and_reports_its_failure_there(
     broken = BackgroundPrepack(weight)  # a float tensor, not a quantised one
     with pytest.raises(RuntimeError):
         broken.get()
+
+
+@pytest.mark.skipif(not float16_weights_supported(), reason="FBGEMM's float16 kernel needs an x86 CPU with AVX2")
+def test_float16_weight_linear_rounds_the_weight_only_and_sums_in_float32():
+    """Against a float64 product of the float32 input and the float16-rounded weight: within
+    float32 rounding of the sum (no rounding of the input or output to float16, which would be
+    ~1e-3 off), for one row, a few rows and a non-contiguous input."""
+    from asr.inference.compute import Float16WeightLinear
+
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(1536, 384)
+    layer = Float16WeightLinear(linear)
+    rounded_weight = linear.weight.detach().half().double()
+    for x in (torch.randn(1, 1, 1536, generator=generator), torch.randn(5, 1536, generator=generator),
+              torch.randn(1536, 7, generator=generator).t()):
+        y = layer(x)
+        assert y.dtype == torch.float32 and y.shape == (*x.shape[:-1], 384)
+        want = x.double() @ rounded_weight.T + linear.bias.detach().double()
+        scale = x.double().abs() @ rounded_weight.abs().T
+        assert ((y.double() - want).abs() <= scale * 2.0 ** -20 + 1e-6).all()
+    exact = x.double() @ linear.weight.detach().double().T + linear.bias.detach().double()
+    assert (y.double() - exact).abs().max() > 1e-5  # the weight was rounded: not a float32 product
+
+
+@pytest.mark.skipif(not float16_weights_supported(), reason="FBGEMM's float16 kernel needs an x86 CPU with AVX2")
+def test_float16_decoder_converts_the_decoder_step_linears_only(cache):
+    from asr.inference.compute import Float16WeightLinear
+    from asr.inference.shortlist import ShortlistProjection
+    from safetensors import safe_open
+
+    model = asr.load_model("tiny.en", device="cpu", quiet=True, compute_type="float16_decoder").model
+    dims = model.dims
+    converted = [m for m in model.decoder.modules() if isinstance(m, Float16WeightLinear)]
+    assert len(converted) == 6 * dims.n_text_layer  # qkv, out; query, out; two MLP layers
+    assert not any(isinstance(m, Float16WeightLinear) for m in model.encoder.modules())
+    assert type(model.decoder.blocks[0].cross_attn.kv) is torch.nn.Linear  # once a window: float32
+    assert isinstance(model.decoder.output_projection, ShortlistProjection)
+    with safe_open(str(asr.load_model("tiny.en", quiet=True).path / "model.safetensors"), framework="pt") as f:
+        name = f"{dims.n_text_layer - 1}.mlp.2"
+        stored = f.get_tensor(f"decoder.blocks.{name}.weight")
+        bias = f.get_tensor(f"decoder.blocks.{name}.bias")
+    x = torch.randn(2, stored.shape[1], generator=torch.Generator().manual_seed(1))
+    want = x.double() @ stored.half().double().T + bias.double()
+    assert torch.allclose(model.decoder.blocks.get_submodule(name)(x).double(), want, atol=1e-5)

@@ -257,10 +257,14 @@ def add_transcribe_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--compute-type", default="auto", choices=COMPUTE_TYPES,
                    help="auto (default: the fastest type agreeing with float32 on >= 99%% of words; "
-                        "float32_shortlist on CPU, float32 on CUDA), "
+                        "on CPU bfloat16_encoder_float16_decoder, float16_decoder or float32_shortlist by what "
+                        "the CPU computes, float32 on CUDA), "
                         "float32, float32_shortlist (float32 with an int8 vocabulary shortlist, CPU), "
+                        "float16_decoder (float32_shortlist with the decoder's step weights held in float16, "
+                        "products in float32, x86 CPU with AVX2), "
                         "bfloat16_encoder (float32_shortlist with the encoder's linear layers in bfloat16, "
-                        "CPU with AVX512-BF16/AMX), int8 (fastest on CPU, ~1 point more WER), "
+                        "CPU with AVX512-BF16/AMX), bfloat16_encoder_float16_decoder (both), "
+                        "int8 (fastest on CPU, ~1 point more WER), "
                         "bfloat16 (CUDA or a CPU with AVX512-BF16/AMX), float16 (CUDA)")
     p.add_argument("--batched", action="store_true",
                    help="decode several 30 s windows of each file in one batch, cut at pauses "

@@ -1,5 +1,7 @@
-"""Compute types for inference, named as faster-whisper names them: auto, float32, int8,
-bfloat16, float16.
+"""Compute types for inference: those faster-whisper users know (auto, float32, int8, bfloat16,
+float16) and mixed ones of our own (float32_shortlist, float16_decoder, bfloat16_encoder,
+bfloat16_encoder_float16_decoder), each kept to what measured faster here without changing
+transcripts.
 
 - float32: the weights as trained; the reference every other type is checked against.
 - int8 (CPU): every plain linear layer and the tied output projection become dynamically
@@ -17,14 +19,24 @@ bfloat16, float16.
   linear layers multiply in bfloat16 (Bfloat16Linear: inputs and weights rounded to bfloat16,
   products summed in float32 by oneDNN's bf16 kernels, outputs rounded once more); the
   residual stream, LayerNorm, attention, GELU and the convolutions stay float32.
+- float16_decoder (CPU with AVX2): float32_shortlist, except that the decoder's layers that run
+  at every step (attention query/key/value and output, MLP; not the cross-attention's key/value
+  projection, once a window) hold their weights in float16 and multiply with FBGEMM's float16
+  kernel (Float16WeightLinear): inputs and outputs float32, products summed in float32, so the
+  one rounding is the weights', to 11 significant bits. A decoding step reads every decoder
+  weight from memory (33 MB for tiny.en in float32, beside the int8 table's 20 MB and the
+  cross-attention keys' 18 MB, against a 32 MB L3 cache), and this halves those bytes.
+- bfloat16_encoder_float16_decoder (CPU with AVX512-BF16 or AMX): both of the above.
 - bfloat16: all weights in bfloat16 but the rotary machinery (to_half), logits in float32. Only
   where the hardware computes it: CUDA, or a CPU with AVX512-BF16 or AMX (elsewhere bf16 is
   emulated, ~100x slower).
 - float16: CUDA only (no fast float16 matmul on CPUs).
 - auto: the fastest type whose transcripts agree with float32's on >= 99% of words over the
   offline test set (scripts/compute_agreement.py: scripts/offline_testset.py's 45 utterances,
-  tiny.en, temperature 0). On a CPU with AVX512-BF16 or AMX that is bfloat16_encoder, on other
-  CPUs float32_shortlist. float32_shortlist: 100% greedy and 99.25% with beam
+  tiny.en, temperature 0). On a CPU with AVX512-BF16 or AMX that is
+  bfloat16_encoder_float16_decoder, on other x86 CPUs with AVX2 float16_decoder, elsewhere
+  float32_shortlist (the last paragraph of this list says why the float16 decoder weights);
+  before 2026-12-07 it was bfloat16_encoder / float32_shortlist. float32_shortlist: 100% greedy and 99.25% with beam
   5 (the two utterances that differ are near-ties, 0.002 apart in average log-probability), the
   same WER (16.58% greedy, 12.50% beam 5), and a decoding step at beam 5 in ~60% of float32's
   time (2-core AVX2 EPYC, 2026-12-03). bfloat16_encoder also agrees, on a CPU with AMX: 99.24%
@@ -55,6 +67,19 @@ bfloat16, float16.
   agrees with its own float32 on 92.9%
   of the same words (scripts/RESULTS-peers.md). int8 is the fast choice when ~1 point of WER is
   acceptable: ask for it by name. On CUDA auto is float32 (float16 there is not measured here).
+  Since 2026-12-07 auto adds float16 decoder weights wherever FBGEMM's float16 kernel runs:
+  bfloat16_encoder_float16_decoder on a CPU with native bfloat16, float16_decoder on other x86
+  CPUs with AVX2. On the offline test set both agree with float32 exactly as the types they
+  build on (2-core AVX512-BF16 EPYC, 2026-12-07): float16_decoder 100 % greedy and 99.25 % at
+  beam 5, bfloat16_encoder_float16_decoder 100 % and 99.50 % (WER 16.58 % / 12.50 % and
+  16.58 % / 12.24 %), not one transcript different from its base type's. A decoding step of the
+  long-form file: 4.58 against 5.85 ms a token greedy and 8.26 against 10.12 ms at beam 5
+  (bfloat16_encoder_float16_decoder against bfloat16_encoder), and, with FBGEMM, oneDNN and
+  torch held to AVX2 on the same CPU (FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+  ATEN_CPU_CAPABILITY=avx2), 4.83 against 6.29 and 7.86 against 10.13 ms (float16_decoder
+  against float32_shortlist), tokens identical (scripts/bench_decode_step.py, 4 rounds; not
+  yet measured on a CPU that has AVX2 only). Rounding the activations to float16 as well
+  (torch's float16 matrix-vector kernel, ~1.2x faster again) agreed on only 98.2 % greedy.
 """
 from __future__ import annotations
 
@@ -71,13 +96,18 @@ from torch import Tensor, nn
 from .options import COMPUTE_TYPES
 from ..hardware import native_bf16
 from ..nn.rotary import RotaryEmbeddingWithRotation, RotaryFrequencies
-from ..store.checkpoint import EMBEDDING, read_from_file  # EMBEDDING: the tied table (token embedding and output projection)
+from ..store.checkpoint import EMBEDDING, decoder_step_linears, read_from_file  # EMBEDDING: the tied table (token embedding and output projection)
 
-# what auto resolves to: the fastest type measured to agree with float32 on >= 99% of words
-# (see the module docstring for the figures); on a CPU that computes bfloat16 natively
-# (asr.hardware.native_bf16) AUTO_NATIVE_BF16_CPU instead
-AUTO = {"cpu": "float32_shortlist", "cuda": "float32"}
-AUTO_NATIVE_BF16_CPU = "bfloat16_encoder"
+# what auto resolves to on the CPU: the fastest type measured to agree with float32 on >= 99% of
+# words (see the module docstring for the figures), by (bfloat16 computed natively
+# (asr.hardware.native_bf16), FBGEMM's float16 kernel runs (float16_weights_supported)); on CUDA
+# float32
+AUTO_CPU = {(True, True): "bfloat16_encoder_float16_decoder", (True, False): "bfloat16_encoder",
+            (False, True): "float16_decoder", (False, False): "float32_shortlist"}
+# the types that hold the decoder's step weights in float16, and the type each builds on
+FLOAT16_DECODER = {"float16_decoder": "float32_shortlist", "bfloat16_encoder_float16_decoder": "bfloat16_encoder"}
+# the types whose vocabulary projection is a ShortlistProjection (which reads rows of the table)
+SHORTLIST_TYPES = ("float32_shortlist", "bfloat16_encoder", *FLOAT16_DECODER)
 # kept in their trained precision by bfloat16 and float16 (to_half)
 FULL_PRECISION_MODULES = (RotaryFrequencies, RotaryEmbeddingWithRotation)
 
@@ -93,14 +123,16 @@ def resolve_compute_type(compute_type: str, device: Union[str, torch.device]) ->
         raise ComputeTypeError(f"unknown compute type {compute_type!r}; choose from {', '.join(COMPUTE_TYPES)}")
     cuda = torch.device(device).type == "cuda"
     if compute_type == "auto":
-        if not cuda and native_bf16()[0]:
-            return AUTO_NATIVE_BF16_CPU
-        return AUTO["cuda" if cuda else "cpu"]
-    if compute_type in ("int8", "float32_shortlist", "bfloat16_encoder") and cuda:
+        return "float32" if cuda else AUTO_CPU[native_bf16()[0], float16_weights_supported()]
+    if compute_type in ("int8", *SHORTLIST_TYPES) and cuda:
         raise ComputeTypeError(f"compute type {compute_type} runs on the CPU only (use float16 or bfloat16 on CUDA)")
     if compute_type == "float16" and not cuda:
         raise ComputeTypeError("compute type float16 needs CUDA (on the CPU use int8 or float32)")
-    if compute_type in ("bfloat16", "bfloat16_encoder") and not cuda and not native_bf16()[0]:
+    if compute_type in FLOAT16_DECODER and not float16_weights_supported():
+        raise ComputeTypeError(f"compute type {compute_type} needs FBGEMM's float16 kernel (an x86 CPU with AVX2); "
+                               "use float32_shortlist")
+    if compute_type in ("bfloat16", "bfloat16_encoder", "bfloat16_encoder_float16_decoder") and not cuda \
+            and not native_bf16()[0]:
         raise ComputeTypeError(f"compute type {compute_type}: this CPU has no AVX512-BF16/AMX, bfloat16 would be "
                                "emulated (~100x slower); use int8 or float32")
     return compute_type
@@ -113,6 +145,15 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
     needs `n_text`, the tokenizer's first special token; given the checkpoint's `weights` file,
     its int8 table is kept in the model cache (Int8Cache)."""
     if compute_type == "float32":
+        return model
+    if compute_type in FLOAT16_DECODER:
+        apply_compute_type(model, FLOAT16_DECODER[compute_type], n_text, weights)
+        in_file = weights is not None and Path(weights).is_file()
+        with open(weights, "rb") if in_file else contextlib.nullcontext() as f:
+            for name in decoder_step_linears(model):
+                linear = model.decoder.blocks.get_submodule(name)
+                stored = None if f is None else read_from_file(f, f"decoder.blocks.{name}.weight", tuple(linear.weight.shape))
+                model.decoder.blocks.set_submodule(name, Float16WeightLinear(linear, stored))
         return model
     if compute_type == "bfloat16_encoder":
         apply_compute_type(model, "float32_shortlist", n_text, weights)
@@ -270,6 +311,39 @@ class Bfloat16Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = nn.functional.linear(x.to(torch.bfloat16), self.weight).to(x.dtype)
         return y if self.bias is None else y + self.bias
+
+
+def float16_weights_supported() -> bool:
+    """Whether this CPU runs FBGEMM's float16 linear kernel (x86 with AVX2 or better)."""
+    return ("fbgemm" in torch.backends.quantized.supported_engines
+            and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"))
+
+
+class Float16WeightLinear(nn.Module):
+    """A linear layer whose weight is held in float16 and multiplied by FBGEMM's float16 kernel
+    (torch.ops.quantized.linear_dynamic_fp16): input and output stay float32, the kernel widens
+    the weight to float32 and sums the products in float32, so the one rounding is the weight's,
+    to 11 significant bits. A decoding step streams every decoder weight from memory, and this
+    halves those bytes: tiny.en's 24 step layers took 0.91 ms against 1.98 ms as StepLinear at
+    one row, 1.18 against 2.83 ms at five (2 threads, caches evicted between passes, 2-core
+    AVX512-BF16 EPYC, 2026-12-07, ad-hoc loop). Rounding the activations to float16 as well
+    (torch's own float16 matrix-vector kernel, faster still) changed 2 of the offline test set's
+    45 greedy transcripts (98.2 % word agreement); rounding the weights alone changed none."""
+
+    def __init__(self, linear: nn.Linear, weight: Optional[Tensor] = None):
+        """weight: the layer's weight as read from the checkpoint file (read_from_file), so that
+        its memory-mapped pages are never touched (as Bfloat16Linear); by default linear.weight."""
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = (linear.weight if weight is None else weight).detach().float().contiguous()  # [out, in]
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        self.packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, weight=float16"
 
 
 class Int8Embedding(nn.Module):

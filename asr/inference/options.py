@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-COMPUTE_TYPES = ("auto", "float32", "float32_shortlist", "bfloat16_encoder", "int8", "bfloat16", "float16")  # see .compute
+COMPUTE_TYPES = ("auto", "float32", "float32_shortlist", "float16_decoder", "bfloat16_encoder",
+                 "bfloat16_encoder_float16_decoder", "int8", "bfloat16", "float16")  # see .compute
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPRESSION_RATIO_THRESHOLD = 2.4  # above: the text repeats itself, decode again hotter
 LOGPROB_THRESHOLD = -1.0  # mean token log-probability below: unsure, decode again hotter

@@ -72,15 +72,16 @@ def read_config(directory: Union[str, Path]) -> dict:
 
 def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device] = "cpu", *,
                     convert: Optional[Callable[[ASRModel, Callable[[str], torch.Tensor]], None]] = None,
-                    for_inference: bool = False, keep_embedding: bool = False):
+                    for_inference: bool = False, keep_embedding: bool = False, step_layout: bool = True):
     """Rebuild the model from config.json and load its weights. Returns (model, config).
 
     By default the weights are memory-mapped. ``convert(model, read)`` instead fills the model
     itself, one tensor at a time (``read(name)`` reads that tensor from the file into memory),
     so that a conversion (int8 quantisation) never holds the whole float32 weights at once.
-    ``for_inference`` stores the decoder's per-step linear weights and (unless
-    ``keep_embedding``) the tied token embedding in the layouts a decoding step reads fastest
-    (see decoder_linears_in_step_layout and embedding_in_output_layout); such a model is for
+    ``for_inference`` stores the decoder's per-step linear weights (unless ``step_layout`` is
+    False: a compute type that converts them itself) and (unless ``keep_embedding``) the tied
+    token embedding in the layouts a decoding step reads fastest (see
+    decoder_linears_in_step_layout and embedding_in_output_layout); such a model is for
     decoding, not for training."""
     directory = Path(directory)
     config = read_config(directory)
@@ -106,8 +107,9 @@ def load_checkpoint(directory: Union[str, Path], device: Union[str, torch.device
         except RuntimeError as err:
             first = str(err).splitlines()[0] if str(err) else "mismatch"
             raise CheckpointError(f"{weights}: weights do not match config ({first})") from None
-        if for_inference:
+        if for_inference and step_layout:
             decoder_linears_in_step_layout(model, weights)
+        if for_inference:
             if not keep_embedding:
                 embedding_in_output_layout(model, weights)
     _restore_rotary_bases(model)
@@ -148,6 +150,14 @@ def transposed_from_file(f, name: str, shape: tuple) -> Optional[torch.Tensor]:
     return None if values is None else values.float().t().contiguous().t()
 
 
+def decoder_step_linears(model: ASRModel) -> list[str]:
+    """Names (under model.decoder.blocks) of the linear layers that run at every decoding step:
+    all but the cross-attention's key/value projection, which runs once per window over the
+    audio frames."""
+    return [name for name, module in model.decoder.blocks.named_modules()
+            if isinstance(module, torch.nn.Linear) and name.split(".")[-1] != "kv"]
+
+
 def decoder_linears_in_step_layout(model: ASRModel, weights: Path) -> None:
     """Make the decoder's linear layers that run at every decoding step StepLinears (their few
     rows multiplied on every CPU thread, asr.nn.step_linear), their weights in the transposed
@@ -155,10 +165,9 @@ def decoder_linears_in_step_layout(model: ASRModel, weights: Path) -> None:
     reads, so the memory-mapped originals are never paged in and resident memory does not grow.
     The cross-attention's key/value projection runs once per window over all audio frames and
     keeps its layout."""
-    step_linears = [(name, module) for name, module in model.decoder.blocks.named_modules()
-                    if isinstance(module, torch.nn.Linear) and name.split(".")[-1] != "kv"]
     with open(weights, "rb") as f:
-        for name, module in step_linears:
+        for name in decoder_step_linears(model):
+            module = model.decoder.blocks.get_submodule(name)
             weight = transposed_from_file(f, f"decoder.blocks.{name}.weight", tuple(module.weight.shape))
             if weight is not None:
                 model.decoder.blocks.set_submodule(name, StepLinear.from_linear(module, weight.to(module.weight.dtype)))
