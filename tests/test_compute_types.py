@@ -483,3 +483,57 @@ def test_float16_decoder_converts_the_decoder_step_linears_only(cache):
     x = torch.randn(2, stored.shape[1], generator=torch.Generator().manual_seed(1))
     want = x.double() @ stored.half().double().T + bias.double()
     assert torch.allclose(model.decoder.blocks.get_submodule(name)(x).double(), want, atol=1e-5)
+
+
+@pytest.mark.skipif(not native_bf16()[0], reason="the int4 ranking runs where the CPU computes bfloat16 natively")
+def test_int4_ranking_matches_a_naive_group_wise_int4_product():
+    """Against a float64 product with the table quantised by a naive loop (per row and group of
+    INT4_GROUP inputs: 16 levels from the group's min to its max): within the bfloat16 rounding
+    of the state and of the output; and within the int4 error of the float32 product."""
+    import numpy as np
+
+    from asr.inference.shortlist import INT4_GROUP, Int4Ranking
+
+    generator = torch.Generator().manual_seed(3)
+    table = torch.randn(37, 384, generator=generator)  # rows not a multiple of 16: padded inside
+    x = torch.randn(1, 384, generator=generator)
+    ranking = Int4Ranking(*Int4Ranking.quantize(table), n_text=37)
+    got = ranking.logits(x)
+    assert got.shape == (1, 37) and got.dtype == torch.float32
+    naive = np.empty((37, 384))
+    worst = 0.0
+    for r in range(37):
+        for start in range(0, 384, INT4_GROUP):
+            group = table[r, start:start + INT4_GROUP].double().numpy()
+            step = (group.max() - group.min()) / 15
+            naive[r, start:start + INT4_GROUP] = np.round((group - group.min()) / step) * step + group.min()
+            worst = max(worst, step / 2)
+    x_bf16 = x.to(torch.bfloat16).double().numpy()
+    want = x_bf16 @ naive.T
+    scale = np.abs(x_bf16) @ np.abs(naive).T
+    assert np.all(np.abs(got.double().numpy() - want) <= scale * 2.0 ** -7 + 1e-4)
+    exact = x.double().numpy() @ table.double().numpy().T
+    assert np.all(np.abs(got.double().numpy() - exact) <= np.abs(x.double().numpy()).sum() * worst * 1.01 + scale * 2.0 ** -7)
+
+
+@pytest.mark.skipif(not native_bf16()[0], reason="the int4 ranking runs where the CPU computes bfloat16 natively")
+def test_shortlist_of_one_row_ranked_in_int4_keeps_float32_logits_where_the_search_looks(cache):
+    from safetensors import safe_open
+
+    from asr.inference.shortlist import SHORTLIST_SIZE
+
+    model = asr.load_model("tiny.en", device="cpu", quiet=True, compute_type="float32_shortlist")
+    projection = model.model.decoder.output_projection
+    assert projection.int4 is not None
+    with safe_open(str(model.path / "model.safetensors"), framework="pt") as f:
+        table = f.get_tensor("decoder.token_embedding.weight").double()
+    n_text = model.tokenizer.n_text
+    for seed in range(3):
+        x = torch.randn(1, 1, table.shape[1], generator=torch.Generator().manual_seed(seed)) * 2
+        with torch.inference_mode():
+            logits = projection(x)[0, 0]
+        want = (x.double() @ table.T)[0, 0]
+        exact = (logits.double() - want).abs() <= 1e-4 * want.abs().clamp(min=1)
+        assert exact[n_text:].all()
+        assert exact[:n_text].sum() >= SHORTLIST_SIZE and exact[:n_text].float().mean() < 0.5
+        assert logits.argmax() == want.argmax()

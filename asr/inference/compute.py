@@ -177,9 +177,10 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
         with warnings.catch_warnings():  # torch.ao's quantised tensors are marked deprecated (see below)
             warnings.simplefilter("ignore")
             quantized = _int8_weight(EMBEDDING, lambda name: table, cache)
+        int4 = int4_ranking(table, n_text, cache) if native_bf16()[0] else None
         if cache is not None:
             cache.save()
-        model.decoder.output_projection = ShortlistProjection(rows, quantized, n_text)
+        model.decoder.output_projection = ShortlistProjection(rows, quantized, n_text, int4=int4)
         if readable:  # the input tokens' rows by pread too (RowEmbedding says why)
             model.decoder.token_embedding = RowEmbedding(rows)
         return model
@@ -224,7 +225,8 @@ def loading_converter(compute_type: str, weights: Optional[Path] = None) -> Opti
 
 
 class Int8Cache:
-    """The per-channel int8 weights of one checkpoint, kept between processes.
+    """The per-channel int8 weights of one checkpoint (and the shortlist's int4 ranking table,
+    get_plain / put_plain), kept between processes.
 
     Quantising tiny.en's linear layers and output projection takes ~0.35 s of every int8
     start-up (torch.aminmax + quantize_per_channel, measured); the result depends only on the
@@ -267,6 +269,12 @@ class Int8Cache:
         self.new[f"{name}.int8"] = quantized.int_repr().contiguous()
         self.new[f"{name}.scales"] = quantized.q_per_channel_scales().contiguous()
 
+    def get_plain(self, key: str) -> Optional[Tensor]:
+        return self.stored.get(key)
+
+    def put_plain(self, key: str, tensor: Tensor) -> None:
+        self.new[key] = tensor.contiguous()
+
     def save(self) -> None:
         if not self.new:
             return
@@ -279,6 +287,22 @@ class Int8Cache:
             atomic_write(self.path, lambda p: save_file({**self.stored, **self.new}, p))
         except OSError:
             pass
+
+
+def int4_ranking(table: Tensor, n_text: int, cache: Optional[Int8Cache]):
+    """The shortlist's Int4Ranking of the tied table's text rows, from the cache when it holds
+    one (quantising them takes ~0.1 s; the packed layout is torch's, hence its version in the key)."""
+    from .shortlist import INT4_GROUP, Int4Ranking
+
+    key = f"{EMBEDDING}.int4.g{INT4_GROUP}.torch{torch.__version__}"
+    codes, scales_zeros = (None, None) if cache is None else (cache.get_plain(f"{key}.codes"),
+                                                              cache.get_plain(f"{key}.scales_zeros"))
+    if codes is None or scales_zeros is None:
+        codes, scales_zeros = Int4Ranking.quantize(table[:n_text].float())
+        if cache is not None:
+            cache.put_plain(f"{key}.codes", codes)
+            cache.put_plain(f"{key}.scales_zeros", scales_zeros)
+    return Int4Ranking(codes, scales_zeros, n_text)
 
 
 def _int8_weight(name: str, read: Callable[[str], Tensor], cache: Optional[Int8Cache]) -> Tensor:
