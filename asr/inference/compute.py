@@ -14,7 +14,9 @@ transcripts.
 - float32_shortlist (CPU): float32 throughout, except that the vocabulary projection first
   ranks the text tokens with an int8 copy of the table and recomputes only the top 128 of them
   (and every special token) in float32 (asr.inference.shortlist). A decoding step reads ~20 MB
-  of the table instead of 80 MB; what the search picks carries its float32 logit.
+  of the table instead of 80 MB; what the search picks carries its float32 logit. Where the CPU
+  computes bfloat16 natively, one-row steps rank with a group-wise int4 copy instead (10 MB,
+  Int4Ranking; since 2026-12-07).
 - bfloat16_encoder (CPU with AVX512-BF16 or AMX): float32_shortlist, except that the encoder's
   linear layers multiply in bfloat16 (Bfloat16Linear: inputs and weights rounded to bfloat16,
   products summed in float32 by oneDNN's bf16 kernels, outputs rounded once more); the
@@ -177,7 +179,7 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
         with warnings.catch_warnings():  # torch.ao's quantised tensors are marked deprecated (see below)
             warnings.simplefilter("ignore")
             quantized = _int8_weight(EMBEDDING, lambda name: table, cache)
-        int4 = int4_ranking(table, n_text, cache) if native_bf16()[0] else None
+        int4 = int4_ranking(table, n_text, cache) if native_bf16()[0] else None  # one-row steps
         if cache is not None:
             cache.save()
         model.decoder.output_projection = ShortlistProjection(rows, quantized, n_text, int4=int4)
@@ -290,10 +292,13 @@ class Int8Cache:
 
 
 def int4_ranking(table: Tensor, n_text: int, cache: Optional[Int8Cache]):
-    """The shortlist's Int4Ranking of the tied table's text rows, from the cache when it holds
-    one (quantising them takes ~0.1 s; the packed layout is torch's, hence its version in the key)."""
+    """The shortlist's Int4Ranking of the tied table's text rows (None where this torch lacks the
+    kernel), from the cache when it holds one (quantising them takes ~0.1 s; the packed layout
+    is torch's, hence its version in the key)."""
     from .shortlist import INT4_GROUP, Int4Ranking
 
+    if not Int4Ranking.available():
+        return None
     key = f"{EMBEDDING}.int4.g{INT4_GROUP}.torch{torch.__version__}"
     codes, scales_zeros = (None, None) if cache is None else (cache.get_plain(f"{key}.codes"),
                                                               cache.get_plain(f"{key}.scales_zeros"))

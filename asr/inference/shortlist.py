@@ -175,9 +175,15 @@ class Int4Ranking:
     bfloat16 natively: the kernel's float32 form took 17 ms."""
 
     def __init__(self, packed: Tensor, scales_zeros: Tensor, n_text: int):
-        self.packed = packed  # [rows padded to INT4_ROWS_MULTIPLE, d / 2] uint8
+        self.packed = packed  # [rows padded to INT4_ROWS_MULTIPLE, d / 2] uint8 (torch's layout)
         self.scales_zeros = scales_zeros  # [d / INT4_GROUP, rows padded, 2] bfloat16
         self.n_text = n_text
+
+    @staticmethod
+    def available() -> bool:
+        """Whether this torch has the int4 packing and product for the CPU (torch >= 2.5)."""
+        return all(hasattr(torch.ops.aten, op) for op in ("_convert_weight_to_int4pack_for_cpu",
+                                                           "_weight_int4pack_mm_for_cpu"))
 
     @staticmethod
     def quantize(text_rows: Tensor) -> tuple[Tensor, Tensor]:
