@@ -150,21 +150,11 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
         return model
     if compute_type in FLOAT16_DECODER:
         apply_compute_type(model, FLOAT16_DECODER[compute_type], n_text, weights)
-        in_file = weights is not None and Path(weights).is_file()
-        with open(weights, "rb") if in_file else contextlib.nullcontext() as f:
-            for name in decoder_step_linears(model):
-                linear = model.decoder.blocks.get_submodule(name)
-                stored = None if f is None else read_from_file(f, f"decoder.blocks.{name}.weight", tuple(linear.weight.shape))
-                model.decoder.blocks.set_submodule(name, Float16WeightLinear(linear, stored))
+        replace_linears(model.decoder.blocks, "decoder.blocks", decoder_step_linears(model), Float16WeightLinear, weights)
         return model
     if compute_type == "bfloat16_encoder":
         apply_compute_type(model, "float32_shortlist", n_text, weights)
-        in_file = weights is not None and Path(weights).is_file()
-        with open(weights, "rb") if in_file else contextlib.nullcontext() as f:
-            for name in quantizable_linears(model.encoder):
-                linear = model.encoder.get_submodule(name)
-                stored = None if f is None else read_from_file(f, f"encoder.{name}.weight", tuple(linear.weight.shape))
-                model.encoder.set_submodule(name, Bfloat16Linear(linear, stored))
+        replace_linears(model.encoder, "encoder", quantizable_linears(model.encoder), Bfloat16Linear, weights)
         return model
     if compute_type == "float32_shortlist":
         from .shortlist import FileRows, RowEmbedding, ShortlistProjection, TableRows
@@ -193,6 +183,20 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
         quantize_int8(model, state.__getitem__)
         return model
     raise ComputeTypeError(f"unknown compute type {compute_type!r}")
+
+
+def replace_linears(stack: nn.Module, prefix: str, names: list[str], layer: Callable[[nn.Linear, Optional[Tensor]], nn.Module],
+                    weights: Optional[Path]) -> None:
+    """Replace each linear layer `names` of `stack` (whose weights the checkpoint names
+    "{prefix}.{name}.weight") by layer(linear, weight), the weight read from the `weights` file
+    with plain reads (read_from_file: the memory-mapped pages stay untouched) where there is
+    one, else None (the layer takes linear.weight)."""
+    in_file = weights is not None and Path(weights).is_file()
+    with open(weights, "rb") if in_file else contextlib.nullcontext() as f:
+        for name in names:
+            linear = stack.get_submodule(name)
+            stored = None if f is None else read_from_file(f, f"{prefix}.{name}.weight", tuple(linear.weight.shape))
+            stack.set_submodule(name, layer(linear, stored))
 
 
 def to_half(model: nn.Module, dtype: torch.dtype) -> nn.Module:
