@@ -450,7 +450,7 @@ def test_float16_weight_linear_rounds_the_weight_only_and_sums_in_float32():
 
     generator = torch.Generator().manual_seed(0)
     linear = torch.nn.Linear(1536, 384)
-    layer = Float16WeightLinear(linear)
+    layer = Float16WeightLinear.from_linear(linear)
     rounded_weight = linear.weight.detach().half().double()
     for x in (torch.randn(1, 1, 1536, generator=generator), torch.randn(5, 1536, generator=generator),
               torch.randn(1536, 7, generator=generator).t()):
@@ -471,7 +471,7 @@ def test_float16_decoder_converts_the_decoder_step_linears_only(cache):
 
     model = asr.load_model("tiny.en", device="cpu", quiet=True, compute_type="float16_decoder").model
     dims = model.dims
-    converted = [m for m in model.decoder.modules() if isinstance(m, Float16WeightLinear)]
+    converted = [m for m in model.decoder.blocks.modules() if isinstance(m, Float16WeightLinear)]
     assert len(converted) == 6 * dims.n_text_layer  # qkv, out; query, out; two MLP layers
     assert not any(isinstance(m, Float16WeightLinear) for m in model.encoder.modules())
     assert type(model.decoder.blocks[0].cross_attn.kv) is torch.nn.Linear  # once a window: float32
@@ -480,9 +480,17 @@ def test_float16_decoder_converts_the_decoder_step_linears_only(cache):
         name = f"{dims.n_text_layer - 1}.mlp.2"
         stored = f.get_tensor(f"decoder.blocks.{name}.weight")
         bias = f.get_tensor(f"decoder.blocks.{name}.bias")
+        table = f.get_tensor("decoder.token_embedding.weight")
     x = torch.randn(2, stored.shape[1], generator=torch.Generator().manual_seed(1))
     want = x.double() @ stored.half().double().T + bias.double()
     assert torch.allclose(model.decoder.blocks.get_submodule(name)(x).double(), want, atol=1e-5)
+    # the special tokens' logits from float16 rows of the table too; the text tokens' float32
+    # logits where the search looks are tested for every shortlist type above
+    projection, n_text = model.decoder.output_projection, model.decoder.output_projection.n_text
+    states = torch.randn(5, 1, table.shape[1], generator=torch.Generator().manual_seed(2))
+    special = table[n_text:].half().double()
+    assert torch.allclose(projection(states)[:, 0, n_text:].double(), states[:, 0].double() @ special.T, atol=1e-5)
+    assert isinstance(projection.special_linear, Float16WeightLinear)  # (Whisper's weights are float16 values)
 
 
 @pytest.mark.skipif(not native_bf16()[0], reason="the int4 ranking runs where the CPU computes bfloat16 natively")

@@ -191,6 +191,13 @@ def test_timestamp_rules(tokenizer):
     logits[0, text[0]] = 9.0  # now e^9 > 1501
     allowed = allowed_after(tokenizer, [ts(0.0)] + text, mass_rule_logits=logits)
     assert allowed[text[0]]
+    # rows are ruled each on their own: of three hypotheses only the middle one is forced
+    prefix = list(tokenizer.sot_sequence("en", "transcribe"))
+    rows = logits.repeat(3, 1)
+    rows[1, text[0]] = 2.0
+    TimestampRules(FilterContext(tokenizer, len(prefix)), 1.0).apply(rows, torch.tensor([prefix + [ts(0.0)] + text] * 3))
+    assert [bool(torch.isfinite(row[:tb]).any()) for row in rows] == [True, False, True]
+    assert torch.isfinite(rows[:, tb:]).any(dim=-1).all()
 
 
 def test_argmax_is_the_first_largest_logit_of_each_row():

@@ -150,7 +150,10 @@ def apply_compute_type(model: nn.Module, compute_type: str, n_text: Optional[int
         return model
     if compute_type in FLOAT16_DECODER:
         apply_compute_type(model, FLOAT16_DECODER[compute_type], n_text, weights)
-        replace_linears(model.decoder.blocks, "decoder.blocks", decoder_step_linears(model), Float16WeightLinear, weights)
+        replace_linears(model.decoder.blocks, "decoder.blocks", decoder_step_linears(model),
+                        Float16WeightLinear.from_linear, weights)
+        projection = model.decoder.output_projection
+        projection.special_linear = Float16WeightLinear(projection.special.t())
         return model
     if compute_type == "bfloat16_encoder":
         apply_compute_type(model, "float32_shortlist", n_text, weights)
@@ -361,16 +364,23 @@ class Float16WeightLinear(nn.Module):
     one row, 1.18 against 2.83 ms at five (2 threads, caches evicted between passes, 2-core
     AVX512-BF16 EPYC, 2026-12-07, ad-hoc loop). Rounding the activations to float16 as well
     (torch's own float16 matrix-vector kernel, faster still) changed 2 of the offline test set's
-    45 greedy transcripts (98.2 % word agreement); rounding the weights alone changed none."""
+    45 greedy transcripts (98.2 % word agreement); rounding the weights alone changed none. For
+    imported Whisper models it rounds nothing: OpenAI published the weights in float16, and every
+    one of tiny.en's converts exactly (checked 2026-12-07), so only the order of the sums differs
+    from float32; for models trained here (float32) it is a rounding."""
 
-    def __init__(self, linear: nn.Linear, weight: Optional[Tensor] = None):
+    def __init__(self, weight: Tensor, bias: Optional[Tensor] = None):
+        """weight [out, in] (float32 or float16), bias [out] or None."""
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        bias = None if bias is None else bias.detach().float()
+        self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().float().contiguous(), bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, weight: Optional[Tensor] = None) -> "Float16WeightLinear":
         """weight: the layer's weight as read from the checkpoint file (read_from_file), so that
         its memory-mapped pages are never touched (as Bfloat16Linear); by default linear.weight."""
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = (linear.weight if weight is None else weight).detach().float().contiguous()  # [out, in]
-        bias = None if linear.bias is None else linear.bias.detach().float()
-        self.packed = torch.ops.quantized.linear_prepack_fp16(weight, bias)
+        return cls(linear.weight if weight is None else weight, linear.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
