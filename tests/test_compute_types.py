@@ -286,12 +286,18 @@ def test_heap_retention_limit_applies_on_glibc_unless_the_user_tunes_malloc(monk
 
     from asr.cli.malloc import limit_heap_retention
 
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
-    assert limit_heap_retention() is False  # the user's own malloc settings win
-    monkeypatch.delenv("MALLOC_ARENA_MAX")
-    for key in [k for k in __import__("os").environ if k.startswith("MALLOC_")]:
-        monkeypatch.delenv(key)
+    for key in [k for k in __import__("os").environ if k.startswith("MALLOC_")] + ["GLIBC_TUNABLES"]:
+        monkeypatch.delenv(key, raising=False)
     glibc = _sys.platform.startswith("linux") and "libc.so" in (ctypes.util.find_library("c") or "")
+    # the user's own thresholds win, set either way
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
+    assert limit_heap_retention() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.check=0:glibc.malloc.trim_threshold=4096")
+    assert limit_heap_retention() is False
+    # settings that leave glibc's dynamic threshold on (a container's arena limit) do not stop it
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.check=0")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
     assert limit_heap_retention() is glibc
 
 
