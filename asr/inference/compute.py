@@ -24,8 +24,9 @@ transcripts.
 - float16_decoder (CPU with AVX2): float32_shortlist, except that the decoder's layers that run
   at every step (attention query/key/value and output, MLP; not the cross-attention's key/value
   projection, once a window), and the output projection's special-token rows, hold their
-  weights in float16 and multiply with FBGEMM's float16 kernel (Float16WeightLinear): inputs and outputs float32, products summed in float32, so the
-  one rounding is the weights', to 11 significant bits. A decoding step reads every decoder
+  weights in float16 and multiply with FBGEMM's float16 kernel (Float16WeightLinear): inputs
+  and outputs float32, products summed in float32, so the one rounding is the weights', to 11
+  significant bits (none for Whisper's own weights, float16 values). A decoding step reads every decoder
   weight from memory (33 MB for tiny.en in float32, beside the int8 table's 20 MB and the
   cross-attention keys' 18 MB, against a 32 MB L3 cache), and this halves those bytes.
 - bfloat16_encoder_float16_decoder (CPU with AVX512-BF16 or AMX): both of the above.
