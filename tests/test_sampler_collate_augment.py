@@ -10,7 +10,7 @@ import torch
 
 from asr.audio import HOP_LENGTH, SAMPLE_RATE, log_mel_spectrogram
 from asr.data.augment import AugmentConfig, Augmenter, add_noise, pink_noise, speed_perturb, white_noise
-from asr.data.collate import IGNORE_INDEX, collate
+from asr.data.collate import IGNORE_INDEX, collate, pad_to_multiples
 from asr.data.sampler import DurationBucketSampler
 
 # ----------------------------------------------------------------------------- sampler
@@ -226,6 +226,48 @@ def test_collate_targets_are_inputs_shifted_by_one():
         for i in range(len(prompt) - 1, n - 1):
             assert batch.targets[b, i] == batch.tokens[b, i + 1]
         assert torch.all(batch.tokens[b, n:] == tok.eot)  # padding is a valid id
+
+
+def test_padding_to_multiples_adds_only_padding_and_keeps_to_the_limits():
+    tok = CharTokenizer()
+    utts, loader = make_clips([1.0, 2.5, 0.7])
+    batch = collate(utts, loader, tok, n_mels=80)
+    frames, length = batch.mels.shape[-1], batch.tokens.shape[1]  # 250 frames, 29 positions
+    padded = pad_to_multiples(batch, tok.eot, frames=32, tokens=8)
+    assert padded.mels.shape[-1] == 256 and padded.tokens.shape[1] == 32
+    assert torch.equal(padded.mels[..., :frames], batch.mels) and torch.all(padded.mels[..., frames:] == 0)
+    assert torch.equal(padded.n_frames, batch.n_frames)
+    for name, value in (("tokens", tok.eot), ("targets", IGNORE_INDEX), ("token_mask", False)):
+        old, new = getattr(batch, name), getattr(padded, name)
+        assert torch.equal(new[:, :length], old) and torch.all(new[:, length:] == value), name
+    # never past the model's contexts, and never shorter than the batch
+    limited = pad_to_multiples(batch, tok.eot, frames=32, tokens=8, max_frames=frames + 3, max_tokens=length)
+    assert limited.mels.shape[-1] == frames + 3 and limited.tokens.shape[1] == length
+    assert pad_to_multiples(batch, tok.eot, frames=32, max_frames=frames - 10).mels.shape[-1] == frames
+    assert pad_to_multiples(batch, tok.eot) is batch  # multiples of 1: nothing to do
+
+
+def test_padding_to_multiples_leaves_the_training_losses_unchanged():
+    """The joint CTC/attention loss of a small float32 model on a batch and on the same batch
+    padded to multiples: equal, so the padding is masked everywhere (encoder, decoder, CTC)."""
+    from asr.config import ModelDimensions
+    from asr.nn.model import ASRModel
+    from asr.train.objective import TrainingModel
+
+    torch.manual_seed(0)
+    tok = CharTokenizer()
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=200, n_audio_state=32, n_audio_head=2, n_audio_layer=2,
+                           n_vocab=120, n_text_ctx=64, n_text_state=32, n_text_head=2, n_text_layer=2)
+    training = TrainingModel(ASRModel(dims), n_text=100, ctc_weight=0.5, label_smoothing=0.1).eval()
+    utts, loader = make_clips([1.0, 2.5, 0.7])
+    batch = collate(utts, loader, tok, n_mels=80)
+    padded = pad_to_multiples(batch, tok.eot, frames=64, tokens=16)
+    assert padded.mels.shape[-1] > batch.mels.shape[-1] and padded.tokens.shape[1] > batch.tokens.shape[1]
+    with torch.no_grad():
+        want = training(batch.mels, batch.n_frames, batch.tokens, batch.targets)
+        got = training(padded.mels, padded.n_frames, padded.tokens, padded.targets)
+    for a, b in zip(want, got):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (want, got)
 
 
 def test_collate_batched_mels_equal_one_by_one():

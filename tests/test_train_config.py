@@ -50,6 +50,8 @@ def test_values_are_typed_and_overrides_applied(tmp_path):
     ("data: {train: a}\n", ["loss.ctc_weight=2"], "loss.ctc_weight: must be in [0, 1]"),
     ("data: {train: a}\n", ["loss.ctc_weight=0", "validation.ctc_weight=0.3"], "validation.ctc_weight: joint"),
     ("data: {train: a}\n", ["data.target_style=shouting"], "data.target_style: 'shouting' is not one of"),
+    ("data: {train: a}\n", ["data.pad_frames_multiple=0"], "data.pad_frames_multiple: must be in [1, 3000]"),
+    ("data: {train: a}\n", ["data.pad_tokens_multiple=1000"], "data.pad_tokens_multiple: must be in [1, 448]"),
     ("optim: {lr: 0.1}\n", [], "data.train: no training manifest"),
     ("data: {train: a}\nmodel: {audio_stride: 3}\n", [], "model: audio_stride must be one of (2, 4)"),
 ])

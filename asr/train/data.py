@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..audio import load_audio
 from ..data.augment import Augmenter, AugmentConfig
-from ..data.collate import collate
+from ..data.collate import collate, pad_to_multiples
 from ..data.manifest import ManifestError, Utterance, read_manifest
 from ..data.sampler import DurationBucketSampler
 from ..data.validate import validate
@@ -127,22 +127,29 @@ def make_augmenter(config: AugmentConfig, seed: int) -> Augmenter:
 def make_loader(utterances: list[Utterance], sampler, tokenizer, n_mels: int, num_workers: int,
                 augment: Optional[Augmenter] = None, fixed_frames: Optional[int] = None,
                 generator: Optional[torch.Generator] = None, timestamp_prob: float = 0.0,
-                timestamp_seed: int = 0, timestamp_max_lead_s: float = 0.0) -> DataLoader:
+                timestamp_seed: int = 0, timestamp_max_lead_s: float = 0.0,
+                pad_multiples: tuple[int, int] = (1, 1),
+                pad_limits: tuple[Optional[int], Optional[int]] = (None, None)) -> DataLoader:
     """A DataLoader over ``sampler``'s remaining batches; create one per epoch (after
-    ``augment.set_epoch``) so worker processes see the current epoch."""
+    ``augment.set_epoch``) so worker processes see the current epoch. ``pad_multiples``: mel
+    frames and token positions of every batch rounded up to multiples of these, but not past
+    ``pad_limits`` (asr.data.collate.pad_to_multiples)."""
     collate_fn = partial(_collate, audio_loader=load_audio, tokenizer=tokenizer, n_mels=n_mels,
                          augment=augment, fixed_frames=fixed_frames, timestamp_prob=timestamp_prob,
-                         timestamp_seed=timestamp_seed, timestamp_max_lead_s=timestamp_max_lead_s)
+                         timestamp_seed=timestamp_seed, timestamp_max_lead_s=timestamp_max_lead_s,
+                         pad_multiples=pad_multiples, pad_limits=pad_limits)
     return DataLoader(UtteranceList(utterances), batch_sampler=sampler, collate_fn=collate_fn,
                       num_workers=num_workers, persistent_workers=False, generator=generator)
 
 
 def _collate(utterances, audio_loader, tokenizer, n_mels, augment, fixed_frames, timestamp_prob, timestamp_seed,
-             timestamp_max_lead_s):
+             timestamp_max_lead_s, pad_multiples, pad_limits):
     batch = collate(utterances, audio_loader, tokenizer, n_mels=n_mels, augment=augment,
                     timestamp_prob=timestamp_prob, timestamp_seed=timestamp_seed,
                     timestamp_max_lead_s=timestamp_max_lead_s)
+    frames, tokens = pad_multiples
     if fixed_frames is not None:  # models with Whisper's fixed 30 s windows (imported weights)
         pad = fixed_frames - batch.mels.shape[-1]
         batch.mels = torch.nn.functional.pad(batch.mels, (0, pad))
-    return batch
+        frames = 1
+    return pad_to_multiples(batch, tokenizer.eot, frames, tokens, *pad_limits)
