@@ -157,7 +157,8 @@ def pad_to_multiples(batch: Batch, eot: int, frames: int = 1, tokens: int = 1,
         return batch
     pad = torch.nn.functional.pad
     return Batch(pad(batch.mels, (0, extra_frames), value=0.0), batch.n_frames,
-                 pad(batch.tokens, (0, extra_tokens), value=eot), pad(batch.targets, (0, extra_tokens), value=IGNORE_INDEX),
+                 pad(batch.tokens, (0, extra_tokens), value=eot),
+                 pad(batch.targets, (0, extra_tokens), value=IGNORE_INDEX),
                  pad(batch.token_mask, (0, extra_tokens), value=False), batch.ids, batch.texts)
 
 
