@@ -29,7 +29,7 @@ def losses(run_dir: Path) -> list[float]:
 
 def train(*args, processes: int = 1) -> subprocess.CompletedProcess:
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
-    result = subprocess.run([sys.executable, *launcher, "-m", "asr.cli.train", "train", *map(str, args)],
+    result = subprocess.run([sys.executable, *launcher, "-m", "asr", "train", *map(str, args)],
                             cwd=REPO, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     return result

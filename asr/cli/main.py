@@ -84,15 +84,16 @@ def main(argv=None) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
-def entry() -> None:
-    """The console script and ``python -m asr``: main(), then out. After a Ctrl-C the process
+def entry(run=None) -> None:
+    """The console script and ``python -m asr`` (``run``: another main, such as
+    ``python -m asr.cli.train``'s): main(), then out. After a Ctrl-C the process
     leaves at once (outputs are flushed; finished files are complete already): interpreter
     shutdown puts SIGINT back to its default action, so a second Ctrl-C during it would kill the
     process by signal instead of exiting 130 with its one line."""
     from .malloc import limit_heap_retention
 
     limit_heap_retention()
-    status = main()
+    status = (run or main)()
     if status == EXIT_INTERRUPTED:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -104,7 +105,9 @@ def entry() -> None:
 def leave_without_teardown(status: int) -> None:
     """Exit now, skipping the interpreter's teardown of modules and objects: after a
     transcription it took 0.24 s of a 1.7 s process (torch's modules and the model's tensors
-    freed one by one; measured on a 2-core Xeon), memory the OS reclaims at once anyway.
+    freed one by one; measured on a 2-core Xeon), memory the OS reclaims at once anyway. It
+    also skips C++ static destructors: once, on a loaded CI machine, a finished two-process gloo
+    training run aborted there (SIGABRT, 'terminate called without an active exception').
     What teardown would do that matters still runs: the atexit handlers (logging's flush,
     weakref finalizers that close files) and the flush of stdout and stderr. Only when the
     main thread is the last non-daemon thread: anything else still running is left to the

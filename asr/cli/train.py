@@ -13,7 +13,6 @@ Registered into the main parser with add_train_parsers(subparsers); also runs on
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from .common import error
@@ -22,6 +21,7 @@ from .common import error
 def cmd_train(args) -> int:
     from ..errors import InputError
     from ..train.config import load_config
+    from ..train.distributed import release
     from ..train.loop import CONFIG_FILE, TrainingStopped, train
 
     if args.resume and args.config:
@@ -53,6 +53,8 @@ def cmd_train(args) -> int:
     except ValueError as err:  # e.g. precision float16 without CUDA, a sampler that cannot re-shard
         error(f"{config_path}: {err}")
         return 1
+    finally:
+        release()
     if summary.get("last_validation"):
         v = summary["last_validation"]
         print(f"step {summary['step']}: dev WER {100 * v['dev_wer']:.2f}%, CER {100 * v['dev_cer']:.2f}%; "
@@ -123,4 +125,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .main import entry
+
+    entry(main)  # the exit of the asr command, without interpreter teardown

@@ -80,6 +80,14 @@ def cleanup(ctx: Context) -> None:
         td.destroy_process_group()
 
 
+def release() -> None:
+    """After train() returned or raised: destroy the process group if an error skipped cleanup()
+    (no barrier: the other ranks may be gone), so that no gloo/NCCL group is left for
+    interpreter teardown to destroy."""
+    if td.is_available() and td.is_initialized():
+        td.destroy_process_group()
+
+
 def barrier(ctx: Context) -> None:
     if ctx.distributed:
         td.barrier()
