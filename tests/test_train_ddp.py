@@ -145,3 +145,19 @@ def test_sampler_position_reshards_between_world_sizes():
     state = odd.state_dict(batches_consumed=1)  # 7 batches: not the same list on 1 and 2 ranks
     with pytest.raises(ValueError, match="cannot resume a run of 2 processes on 1"):
         reshard_sampler_state(state, DurationBucketSampler([1.0] * 14, 4.0, seed=1, max_batch_size=2))
+
+
+def test_bad_input_under_torchrun_ends_each_rank_with_one_line(corpus, tmp_path):
+    """A missing manifest is found once the process group is up: every rank says so in one line
+    and leaves (the group destroyed, no traceback of ours, no abort at exit), and torchrun fails
+    (its own report of the failed workers, a traceback of torch's launcher, follows)."""
+    root, _, ddp_config = corpus
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = subprocess.run([sys.executable, *launcher, "-m", "asr", "train", str(ddp_config), "--run-dir",
+                             str(tmp_path / "run"), "--set", f"data.train={tmp_path / 'missing.jsonl'}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("asr: error:")]
+    assert len(errors) == 2 and all("missing.jsonl" in line for line in errors), result.stderr[-2000:]
+    ours = f'File "{REPO / "asr"}'  # a traceback frame in the package
+    assert ours not in result.stderr and "terminate called" not in result.stderr, result.stderr[-2000:]
