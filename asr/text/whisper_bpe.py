@@ -12,6 +12,7 @@ gives it; a vocabulary laid out differently is refused rather than silently mis-
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Optional, Union
@@ -84,22 +85,66 @@ def _read_vocabulary(path: Path) -> list[str]:
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
+def _byte_of_character() -> dict[str, int]:
+    """GPT-2's byte-level alphabet reversed: the printable character each byte is spelt with in
+    the vocabulary (the printable Latin-1 bytes as themselves, the rest from U+0100 on, in byte
+    order), back to the byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + i): b for i, b in enumerate(others)}}
+
+
+BYTE_OF_CHARACTER = _byte_of_character()
+CHARACTER_OF_BYTE = {b: c for c, b in BYTE_OF_CHARACTER.items()}
+
+
 class WhisperBPEBackend:
-    """Byte-level BPE text tokens [0, n_text) over the `tokenizers` library."""
+    """Byte-level BPE text tokens [0, n_text) over the `tokenizers` library.
+
+    Building that library's BPE model from Whisper's tokenizer.json (50,000 merges) took 74 ms
+    alone and 150-190 ms inside `asr transcribe` on a 1-second file (2-core EPYC, 2026-12-07):
+    a tenth of the process. Transcribing without a prompt only decodes tokens and looks up
+    single ones, which the vocabulary in the JSON answers (23 ms to parse), so the BPE model is
+    built on the first encoding that needs it (a prompt, training targets)."""
 
     kind = KIND
 
     def __init__(self, tokenizer_json: str):
-        from tokenizers import Tokenizer as HFTokenizer
-
         self.tokenizer_json = tokenizer_json
-        self._tokenizer = HFTokenizer.from_str(tokenizer_json)
-        # Text that spells a special token ("<|en|>") is ordinary text, as in tiktoken
-        self._tokenizer.encode_special_tokens = True
-        n_text = self._tokenizer.token_to_id(END_OF_TEXT)
+        self._tokenizer = None  # the tokenizers library's BPE model: see bpe()
+        try:
+            described = json.loads(tokenizer_json)
+            vocabulary = described["model"]["vocab"]
+            self._added = {int(t["id"]): str(t["content"]) for t in described.get("added_tokens") or ()}
+            byte_level = (described.get("decoder") or {}).get("type") == "ByteLevel"
+            self._model_size = len(vocabulary)
+            self._ids = dict(vocabulary)  # token -> id as the JSON gives them
+            self._ids.update((content, i) for i, content in self._added.items())
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise WhisperTokenizerError(f"not a tokenizer file ({type(err).__name__}: {err})") from None
+        self._tokens = {i: token for token, i in self._ids.items()}
+        n_text = self._ids.get(END_OF_TEXT)
         if n_text is None:
             raise WhisperTokenizerError(f"no {END_OF_TEXT} token")
         self.n_text = n_text
+        text_tokens = "".join(token for i, token in self._tokens.items() if isinstance(i, int) and 0 <= i < n_text)
+        self._byte_level = byte_level and set(text_tokens) <= BYTE_OF_CHARACTER.keys()
+        if not self._byte_level:  # decoded by the library: build it now, and find a bad file now
+            self.bpe()
+
+    def bpe(self):
+        """The tokenizers library's tokenizer, built on first use."""
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer as HFTokenizer
+
+            try:
+                tokenizer = HFTokenizer.from_str(self.tokenizer_json)
+            except Exception as err:  # the tokenizers library raises plain Exceptions on bad JSON
+                raise WhisperTokenizerError(f"not a tokenizer file ({str(err).splitlines()[0]})") from None
+            # Text that spells a special token ("<|en|>") is ordinary text, as in tiktoken
+            tokenizer.encode_special_tokens = True
+            self._tokenizer = tokenizer
+        return self._tokenizer
 
     @classmethod
     def from_file(cls, path: Union[str, Path]) -> "WhisperBPEBackend":
@@ -107,7 +152,9 @@ class WhisperBPEBackend:
         path = Path(path)
         try:
             if path.suffix == ".json":
-                return cls(path.read_text(encoding="utf-8"))
+                backend = cls(path.read_text(encoding="utf-8"))
+                backend.bpe()  # a file imported once: all of it checked now
+                return backend
             return cls(_tokenizer_from_vocabulary(_read_vocabulary(path)).to_str())
         except OSError as err:
             raise WhisperTokenizerError(f"{path}: cannot read ({err.strerror})") from None
@@ -119,30 +166,51 @@ class WhisperBPEBackend:
     def token_to_id(self, token: str) -> Optional[int]:
         """The id the file gives a token string (special tokens included)."""
         for spelling in ALIASES.get(token, (token,)):
-            token_id = self._tokenizer.token_to_id(spelling)
+            token_id = self._ids.get(spelling)
             if token_id is not None:
                 return token_id
         return None
 
     def id_to_token(self, token_id: int) -> Optional[str]:
-        return self._tokenizer.id_to_token(token_id)
+        return self._tokens.get(token_id)
 
     def bpe_vocabulary_size(self) -> int:
         """Tokens of the BPE model itself, without the added special tokens."""
-        return self._tokenizer.get_vocab_size(with_added_tokens=False)
+        return self._model_size
 
     def added_tokens(self) -> dict[int, str]:
         """The file's added (special) tokens: id -> string."""
-        return {token_id: added.content for token_id, added in self._tokenizer.get_added_tokens_decoder().items()}
+        return dict(self._added)
 
     def encode_text(self, text: str) -> list[int]:
-        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
+        single = self._single_token(text)
+        if single is not None:
+            return [single]
+        ids = self.bpe().encode(text, add_special_tokens=False).ids
         if any(i >= self.n_text for i in ids):  # cannot happen with Whisper's merges
             raise WhisperTokenizerError(f"text {text[:40]!r} encoded to a non-text token")
         return ids
 
+    def _single_token(self, text: str) -> Optional[int]:
+        """The one token BPE must give a text of one byte, or of a space and one ASCII letter or
+        digit (one piece for GPT-2's pre-tokeniser; its two bytes have one merge to try), without
+        building the BPE model; None for any other text."""
+        if not self._byte_level:
+            return None
+        data = text.encode("utf-8")
+        if not (len(data) == 1 or (len(data) == 2 and text[0] == " " and text[1].isascii() and text[1].isalnum())):
+            return None
+        token_id = self._ids.get("".join(CHARACTER_OF_BYTE[b] for b in data))
+        return token_id if token_id is not None and token_id < self.n_text else None
+
     def decode_text(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(list(ids), skip_special_tokens=False)
+        """Text tokens to text: their bytes joined and read as UTF-8, a broken sequence as U+FFFD
+        (the library's byte-level decoder does the same)."""
+        ids = list(ids)
+        if not self._byte_level or any(not 0 <= i < self.n_text for i in ids):
+            return self.bpe().decode(ids, skip_special_tokens=False)
+        data = bytes(BYTE_OF_CHARACTER[c] for i in ids for c in self._tokens[i])
+        return data.decode("utf-8", errors="replace")
 
     def save(self, directory: Path) -> dict:
         data = self.tokenizer_json.encode("utf-8")
