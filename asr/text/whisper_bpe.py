@@ -207,7 +207,7 @@ class WhisperBPEBackend:
         """Text tokens to text: their bytes joined and read as UTF-8, a broken sequence as U+FFFD
         (the library's byte-level decoder does the same)."""
         ids = list(ids)
-        if not self._byte_level or any(not 0 <= i < self.n_text for i in ids):
+        if not self._byte_level or any(i >= self.n_text or i not in self._tokens for i in ids):
             return self.bpe().decode(ids, skip_special_tokens=False)
         data = bytes(BYTE_OF_CHARACTER[c] for i in ids for c in self._tokens[i])
         return data.decode("utf-8", errors="replace")
