@@ -46,6 +46,10 @@ class RunConfig:
     # wall-clock budget of one process's training loop in minutes (None: none). When it runs
     # out the run validates, checkpoints and stops as at max_steps; --resume continues it
     max_minutes: Optional[float] = None
+    # shorten run.max_steps (never lengthen it), once at the first validation, so that the whole
+    # schedule ends inside run.max_minutes at the pace measured until then (schedule.fitted_max_steps):
+    # a recipe sized for one CPU still decays its lr to the end on a slower one
+    fit_to_max_minutes: bool = False
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
     threads: int = 0  # CPU threads for torch (0: torch's default)
     compile: bool = False  # torch.compile the residual blocks for training (asr.train.loop.compile_blocks)
@@ -325,6 +329,11 @@ def check_values(config: TrainConfig, where: str) -> None:
     need(config.run.device in ("auto", "cpu", "cuda") or config.run.device.startswith("cuda:"),
          "run.device", f"{config.run.device!r} is not auto, cpu or cuda")
     need(config.run.max_steps >= 1, "run.max_steps", "must be >= 1")
+    need(not config.run.fit_to_max_minutes or config.run.max_minutes is not None, "run.fit_to_max_minutes",
+         "true needs run.max_minutes")
+    need(not config.run.fit_to_max_minutes or config.validation.every_steps < config.run.max_steps,
+         "run.fit_to_max_minutes", "fits the schedule at the first validation: validation.every_steps must be "
+         "< run.max_steps")
     need(config.optim.accumulate >= 1, "optim.accumulate", "must be >= 1")
     need(config.optim.lr > 0, "optim.lr", "must be > 0")
     need(len(config.optim.betas) == 2, "optim.betas", "must be two numbers")

@@ -124,6 +124,15 @@ def any_flag(flag: bool, ctx: Context) -> bool:
     return bool(value.item() > 0)
 
 
+def min_int(value: int, ctx: Context) -> int:
+    """The smallest of every rank's value, on every rank."""
+    if not ctx.distributed:
+        return int(value)
+    tensor = torch.tensor([int(value)], dtype=torch.int64, device=ctx.device)
+    td.all_reduce(tensor, op=td.ReduceOp.MIN)
+    return int(tensor.item())
+
+
 def sharded(ctx: Context, config: TrainConfig) -> bool:
     return ctx.distributed and config.distributed.strategy == "fsdp"
 

@@ -5,7 +5,8 @@
          lr for this step; accumulate micro-batches (joint CTC/attention loss, autocast);
          clip; skip the step if the gradient is not finite; optimiser step;
          dynamic base (after the step, never between forward and backward); running average;
-         metrics row; validation and checkpoint every N steps and at the end.
+         metrics row; validation and checkpoint every N steps and at the end (once, with
+         run.fit_to_max_minutes, the schedule shortened to end inside run.max_minutes).
 
 Under torchrun every rank runs this same function on its shard of the batches; rank 0 alone
 logs, validates and writes checkpoints.
@@ -37,7 +38,7 @@ from .data import filter_for_model, make_augmenter, make_loader, make_sampler, r
 from .dynamic_base import DynamicBaseController, rotary_bases, set_rotary_base
 from .objective import TrainingModel
 from .precision import choose_precision
-from .schedule import lr_factor
+from .schedule import fitted_max_steps, lr_factor
 from .tensorboard_log import TensorBoardLog
 from .validate import run_validation, tokens_per_second
 
@@ -62,6 +63,7 @@ class Progress:
     audio_seconds: float = 0.0  # training audio seen, all ranks
     best_wer: Optional[float] = None
     last_validation: dict = field(default_factory=dict)
+    schedule_fitted: bool = False  # run.fit_to_max_minutes has set run.max_steps (fit_schedule)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,6 +421,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
                unit="step", dynamic_ncols=True, file=sys.stderr)
     training_model.train()
     started = time.perf_counter()
+    first_step, validation_seconds = progress.step, 0.0  # this process's, for fit_schedule
     while progress.step < config.run.max_steps:
         step_start = time.perf_counter()
         lr = config.optim.lr * lr_factor(progress.step, config.schedule, config.run.max_steps)
@@ -472,6 +475,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
         full = run.full_model() if validate_now else None
         validation = None
         if validate_now and dev_loader is not None:
+            validation_started = time.perf_counter()
             with eager():
                 outcome = run_validation(full, dev_loader, tokenizer, ctx.device, autocast_dtype, rate,
                                          config.validation.extra_tokens, config.validation.normalizer,
@@ -482,6 +486,11 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
             say(f"step {step}: dev WER {100 * outcome.wer:.2f}%, CER {100 * outcome.cer:.2f}%, "
                 f"loss {outcome.loss:.3f} ({outcome.utterances} utt) | ref: {ref!r} | hyp: {hyp!r}")
             progress.last_validation = {"step": step, **validation}
+            validation_seconds += time.perf_counter() - validation_started
+        if (config.run.fit_to_max_minutes and not progress.schedule_fitted and not final
+                and step % config.validation.every_steps == 0 and step - first_step >= FIT_AFTER_STEPS):
+            fit_schedule(run, step, time.perf_counter() - started, validation_seconds, step - first_step, say)
+            bar.total = row["max_steps"] = config.run.max_steps
         new_best = validation is not None and (progress.best_wer is None or validation["dev_wer"] < progress.best_wer)
         if new_best:
             progress.best_wer = validation["dev_wer"]
@@ -511,6 +520,37 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
     wall = time.perf_counter() - started
     return {"step": progress.step, "best_wer": progress.best_wer, "last_validation": progress.last_validation,
             "wall_seconds": wall, "skipped": progress.skipped}
+
+
+FIT_AFTER_STEPS = 100  # steps of this process before its pace is taken to fit the schedule
+
+
+def fit_schedule(run: Run, step: int, elapsed: float, validation_seconds: float, steps: int, say) -> None:
+    """run.fit_to_max_minutes, at a validation once the process has run FIT_AFTER_STEPS steps:
+    shorten run.max_steps so that the rest of the schedule ends inside run.max_minutes at this
+    process's pace so far (``steps`` steps and their validations in ``elapsed`` seconds), move the
+    running average's start with it, and write the config the run now follows (checkpoints and
+    a resume keep it)."""
+    config, ctx = run.config, run.ctx
+    configured, every = config.run.max_steps, config.validation.every_steps
+    validations = max(1, step // every - (step - steps) // every)
+    pace, per_validation = (elapsed - validation_seconds) / steps, validation_seconds / validations
+    fitted = fitted_max_steps(step, configured, 60.0 * config.run.max_minutes - elapsed, pace, per_validation, every)
+    fitted = dist.min_int(fitted, ctx)  # rank 0's counts the validations the other ranks wait for
+    run.progress.schedule_fitted = True
+    measured = f"{pace:.3f} s a step, {per_validation:.1f} s a validation"
+    if fitted == configured:
+        say(f"step {step}: run.max_steps={configured} ends inside run.max_minutes={config.run.max_minutes:g} "
+            f"({measured})")
+        return
+    config.checkpoint.average_start = round(config.checkpoint.average_start * fitted / configured)
+    config.run.max_steps = fitted
+    run.model_config["train_config"] = config.to_dict()
+    if ctx.is_main:
+        write_text_atomic(run.run_dir / CONFIG_FILE, dump_config(config))
+    say(f"step {step}: run.max_steps {configured} -> {fitted} to end inside run.max_minutes="
+        f"{config.run.max_minutes:g} ({measured}; checkpoint.average_start now "
+        f"{config.checkpoint.average_start})")
 
 
 def window_strength(step: int, loss) -> float:

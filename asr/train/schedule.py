@@ -18,3 +18,31 @@ def lr_factor(step: int, config: ScheduleConfig, max_steps: int) -> float:
     # cosine from the end of warmup down to min_lr_ratio at max_steps
     progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
     return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+FIT_RESERVE = 0.02  # of the time left, kept back for the pace's jitter when a schedule is fitted
+
+
+def fitted_max_steps(step: int, max_steps: int, seconds_left: float, step_seconds: float,
+                     validation_seconds: float, every_steps: int, reserve: float = FIT_RESERVE) -> int:
+    """The longest schedule, at most ``max_steps`` and at least ``step + 1`` steps, whose steps and
+    validations after ``step`` fit in ``seconds_left`` at the pace measured so far: each step
+    ``step_seconds``, each validation ``validation_seconds`` (one every ``every_steps`` steps and
+    one at the end). run.fit_to_max_minutes: a recipe sized for one CPU then still completes its
+    decay on a slower one, instead of being cut off by run.max_minutes with the lr near its peak."""
+    budget = seconds_left * (1.0 - reserve)
+
+    def cost(total: int) -> float:
+        validations = total // every_steps - step // every_steps + (total % every_steps != 0)
+        return (total - step) * step_seconds + validations * validation_seconds
+
+    low, high = step + 1, max_steps  # the answer lies in [low, high]; cost grows with total
+    if cost(high) <= budget:
+        return high
+    while low < high:
+        middle = (low + high + 1) // 2
+        if cost(middle) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
