@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from asr.audio import HOP_LENGTH, SAMPLE_RATE, log_mel_spectrogram
-from asr.data.augment import AugmentConfig, Augmenter, add_noise, pink_noise, speed_perturb, white_noise
+from asr.data.augment import (AugmentConfig, Augmenter, add_noise, fast_fft_length, pink_noise, speed_perturb,
+                               white_noise)
 from asr.data.collate import IGNORE_INDEX, collate, pad_to_multiples
 from asr.data.sampler import DurationBucketSampler
 
@@ -413,6 +414,28 @@ def test_pink_noise_falls_by_about_3_db_per_octave():
     # power density ~ 1/f: 10x the frequency = -10 dB
     drop_db = 10 * np.log10(band(100, 200) / band(1000, 2000))
     assert drop_db == pytest.approx(10.0, abs=1.0)
+
+
+def test_pink_noise_at_a_prime_length_keeps_its_length_and_slope():
+    n = 262139  # prime: the FFT runs at a 5-smooth length and the noise is cut
+    x = pink_noise(n, np.random.default_rng(0))
+    assert x.shape == (n,)
+    power = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+    band = lambda lo, hi: power[(f >= lo) & (f < hi)].mean()  # noqa: E731
+    assert 10 * np.log10(band(100, 200) / band(1000, 2000)) == pytest.approx(10.0, abs=1.0)
+
+
+def test_fast_fft_length_is_the_smallest_5_smooth_length():
+    def smooth(m):
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in list(range(1, 400)) + [48001, 64007, 79999, 262139]:
+        expected = next(m for m in range(n, 2 * n + 2) if smooth(m))
+        assert fast_fft_length(n) == expected, n
 
 
 def test_augmenter_noise_snr_in_range_and_length_follows_speed():
