@@ -1,21 +1,23 @@
 """run.fit_to_max_minutes: the schedule shortened, once, so that it ends inside run.max_minutes.
 
 The rule is checked against a step-by-step simulation of the rest of a run; the loop's use of it
-on a toy run whose clock is faked (each optimiser step 1 s, each validation 5 s), so the fitted
-length is known exactly whatever the machine's speed."""
+on a toy run whose clock is faked (each optimiser step 1 s, each validation 5 s; in one run two
+steps disturbed by "another job"), so the fitted length is known exactly whatever the machine's
+speed."""
 from __future__ import annotations
 
 import json
 import random
 import types
 
+import numpy as np
 import pytest
 import yaml
 
 import asr.train.loop as loop
 from asr.train.checkpoints import Checkpoints, read_state
 from asr.train.config import ConfigError, load_config
-from asr.train.schedule import FIT_RESERVE, fitted_max_steps, lr_factor
+from asr.train.schedule import FIT_RESERVE, fitted_max_steps, lr_factor, steady_step_seconds
 from test_train_resume import make_toy_corpus, write_config
 
 
@@ -59,19 +61,39 @@ class FakeClock:
         return types.SimpleNamespace(perf_counter=lambda: self.now, time=real_time.time)
 
 
-def test_the_loop_shortens_the_schedule_and_the_lr_follows_it(tmp_path, monkeypatch):
+def test_the_steady_pace_caps_disturbed_steps_only():
+    quiet = [0.27, 0.28, 0.26, 0.29] * 50
+    assert steady_step_seconds(quiet) == pytest.approx(sum(quiet) / len(quiet))
+    # a burst of another job's load early in the run: the steps it slowed count as 1.5 median steps
+    burst = quiet + [0.9] * 30 + [0.5] * 10
+    median = np.median(burst)
+    assert steady_step_seconds(burst) == pytest.approx(np.mean(np.minimum(burst, 1.5 * median)))
+    assert steady_step_seconds(burst) < 0.3 < np.mean(burst)
+    # a machine busy all along: its slow pace is the pace
+    busy = [0.6, 0.7] * 100
+    assert steady_step_seconds(busy) == pytest.approx(0.65)
+    with pytest.raises(ValueError):
+        steady_step_seconds([])
+
+
+@pytest.mark.parametrize("disturbed", [False, True])
+def test_the_loop_shortens_the_schedule_and_the_lr_follows_it(tmp_path, monkeypatch, disturbed):
     import time
 
     train_manifest, dev = make_toy_corpus(tmp_path / "data", n_train=12, n_dev=2)
     config_path = write_config(tmp_path / "fit.yaml", train_manifest, dev, max_steps=40)
-    config = load_config(config_path, ["run.fit_to_max_minutes=true", "run.max_minutes=0.5",
+    config = load_config(config_path, ["run.fit_to_max_minutes=true", "run.max_minutes=1.0",
                                        "validation.every_steps=5", "checkpoint.every_steps=100",
                                        "checkpoint.average_start=20"])
     clock = FakeClock()
     step, validate = loop.optimizer_step, loop.run_validation
 
+    calls = []
+
     def timed_step(*args, **kwargs):
-        clock.now += 1.0
+        calls.append(None)
+        # "another job" on the machine makes steps 2 and 3 take 3 s each
+        clock.now += 3.0 if disturbed and len(calls) in (2, 3) else 1.0
         return step(*args, **kwargs)
 
     def timed_validation(*args, **kwargs):
@@ -85,9 +107,14 @@ def test_the_loop_shortens_the_schedule_and_the_lr_follows_it(tmp_path, monkeypa
     run_dir = tmp_path / "run"
     summary = loop.train(config, run_dir)
 
-    # at the first validation (step 5): 5 steps and one validation took 10 of the 30 s
-    expected = simulated_fit(5, 40, 30.0 - 10.0, 1.0, 5.0, 5)
+    # at the first validation (step 5): 5 steps and one validation took 10 (or 14) of the 60 s;
+    # the rest is fitted at 1 s a step (disturbed: steps of 1, 1.5, 1.5, 1, 1 s, the 3 s ones
+    # capped at 1.5 medians)
+    spent, pace = (14.0, 1.2) if disturbed else (10.0, 1.0)
+    expected = simulated_fit(5, 40, 60.0 - spent, pace, 5.0, 5)
     assert 5 < expected < 40
+    if disturbed:  # the plain mean, 1.8 s a step, would have shortened the schedule more
+        assert simulated_fit(5, 40, 60.0 - spent, 1.8, 5.0, 5) < expected
     assert summary["step"] == expected  # ended by the schedule, not cut off by max_minutes
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, expected + 1))

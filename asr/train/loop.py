@@ -38,7 +38,7 @@ from .data import filter_for_model, make_augmenter, make_loader, make_sampler, r
 from .dynamic_base import DynamicBaseController, rotary_bases, set_rotary_base
 from .objective import TrainingModel
 from .precision import choose_precision
-from .schedule import fitted_max_steps, lr_factor
+from .schedule import fitted_max_steps, lr_factor, steady_step_seconds
 from .tensorboard_log import TensorBoardLog
 from .validate import run_validation, tokens_per_second
 
@@ -421,7 +421,10 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
                unit="step", dynamic_ncols=True, file=sys.stderr)
     training_model.train()
     started = time.perf_counter()
-    first_step, validation_seconds = progress.step, 0.0  # this process's, for fit_schedule
+    # this process's, for fit_schedule: the time of each step (its data, its checkpoint; no
+    # validation) and of the validations
+    first_step, step_seconds, validation_seconds = progress.step, [], 0.0
+    step_mark, validation_mark = started, 0.0
     while progress.step < config.run.max_steps:
         step_start = time.perf_counter()
         lr = config.optim.lr * lr_factor(progress.step, config.schedule, config.run.max_steps)
@@ -458,7 +461,10 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
             if average:
                 average.update(full.model, full.ctc_head)
 
-        elapsed = time.perf_counter() - step_start
+        now = time.perf_counter()
+        elapsed = now - step_start
+        step_seconds.append(now - step_mark - (validation_seconds - validation_mark))
+        step_mark, validation_mark = now, validation_seconds
         bases = rotary_bases(model)
         row = {"step": step, "loss": result.loss, "attention_loss": result.attention_loss,
                "ctc_loss": result.ctc_loss, "lr": lr, "rotary_base": next(iter(bases.values()), None),
@@ -489,7 +495,7 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
             validation_seconds += time.perf_counter() - validation_started
         if (config.run.fit_to_max_minutes and not progress.schedule_fitted and not final
                 and step % config.validation.every_steps == 0 and step - first_step >= FIT_AFTER_STEPS):
-            fit_schedule(run, step, time.perf_counter() - started, validation_seconds, step - first_step, say)
+            fit_schedule(run, step, time.perf_counter() - started, validation_seconds, step_seconds, say)
             bar.total = row["max_steps"] = config.run.max_steps
         new_best = validation is not None and (progress.best_wer is None or validation["dev_wer"] < progress.best_wer)
         if new_best:
@@ -525,16 +531,17 @@ def train(config: TrainConfig, run_dir, *, resume: bool = False, config_path: st
 FIT_AFTER_STEPS = 100  # steps of this process before its pace is taken to fit the schedule
 
 
-def fit_schedule(run: Run, step: int, elapsed: float, validation_seconds: float, steps: int, say) -> None:
+def fit_schedule(run: Run, step: int, elapsed: float, validation_seconds: float, step_seconds: list,
+                 say) -> None:
     """run.fit_to_max_minutes, at a validation once the process has run FIT_AFTER_STEPS steps:
-    shorten run.max_steps so that the rest of the schedule ends inside run.max_minutes at this
-    process's pace so far (``steps`` steps and their validations in ``elapsed`` seconds), move the
-    running average's start with it, and write the config the run now follows (checkpoints and
-    a resume keep it)."""
+    shorten run.max_steps so that the rest of the schedule ends inside run.max_minutes (``elapsed``
+    seconds of it spent) at this process's steady pace (its ``step_seconds`` without the disturbed
+    ones) and validation time so far, move the running average's start with it, and write the
+    config the run now follows (checkpoints and a resume keep it)."""
     config, ctx = run.config, run.ctx
     configured, every = config.run.max_steps, config.validation.every_steps
-    validations = max(1, step // every - (step - steps) // every)
-    pace, per_validation = (elapsed - validation_seconds) / steps, validation_seconds / validations
+    validations = max(1, step // every - (step - len(step_seconds)) // every)
+    pace, per_validation = steady_step_seconds(step_seconds), validation_seconds / validations
     fitted = fitted_max_steps(step, configured, 60.0 * config.run.max_minutes - elapsed, pace, per_validation, every)
     fitted = dist.min_int(fitted, ctx)  # rank 0's counts the validations the other ranks wait for
     run.progress.schedule_fitted = True

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import statistics
+from typing import Sequence
 
 from .config import ScheduleConfig
 
@@ -21,6 +23,21 @@ def lr_factor(step: int, config: ScheduleConfig, max_steps: int) -> float:
 
 
 FIT_RESERVE = 0.02  # of the time left, kept back for the pace's jitter when a schedule is fitted
+DISTURBED_STEP = 1.5  # a step slower than this many median steps counts as this many (another job's)
+
+
+def steady_step_seconds(step_seconds: Sequence[float]) -> float:
+    """The pace to expect for the rest of a run: the mean step time, with each step slower than
+    DISTURBED_STEP x the median counted as DISTURBED_STEP x the median. Minutes lost to another
+    job early in a run are already spent (the time left counts them); projected onto the rest of
+    the run at their full length they shortened the schedule more than needed (RESULTS.md,
+    eleventh attempt: 13688 steps instead of 17000). Counting them at the cap, rather than not
+    at all, keeps the estimate on the slow side: a quiet run's steps also slow down a little
+    as it goes on. A machine that stays busy moves the median itself, so its pace is kept."""
+    if not step_seconds:
+        raise ValueError("steady_step_seconds needs at least one step time")
+    cap = DISTURBED_STEP * statistics.median(step_seconds)
+    return sum(min(t, cap) for t in step_seconds) / len(step_seconds)
 
 
 def fitted_max_steps(step: int, max_steps: int, seconds_left: float, step_seconds: float,
