@@ -48,7 +48,7 @@ class RunConfig:
     max_minutes: Optional[float] = None
     # shorten run.max_steps (never lengthen it), once, at the first validation after 100 steps of
     # the process (loop.FIT_AFTER_STEPS), so that the whole
-    # schedule ends inside run.max_minutes at the pace measured until then (schedule.fitted_max_steps):
+    # schedule ends inside run.max_minutes at the steady pace measured until then (schedule.fitted_max_steps):
     # a recipe sized for one CPU still decays its lr to the end on a slower one
     fit_to_max_minutes: bool = False
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
