@@ -134,14 +134,14 @@ def test_plot_creates_its_output_folder_and_names_an_unwritable_one(tmp_path):
     import json
 
     from asr.errors import InputError
-    from asr.train.plot import plot_run
+    from asr.train.plot import plot_runs
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     rows = [{"step": s, "loss": 5.0 - s, "lr": 1e-3, "rotary_base": 1e4, "rotary_base_audio": 1e4} for s in (1, 2, 3)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = plot_run(run_dir, tmp_path / "new" / "folder" / "curve.png")
+    out = plot_runs([run_dir], tmp_path / "new" / "folder" / "curve.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(InputError) as err:
-        plot_run(run_dir, Path("/proc/no-such-dir/curve.png"))
+        plot_runs([run_dir], Path("/proc/no-such-dir/curve.png"))
     assert "/proc/no-such-dir/curve.png" in str(err.value) and "\n" not in str(err.value)

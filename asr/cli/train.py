@@ -5,7 +5,8 @@
     asr train --resume DIR [--max-steps N]          continue a run from its own saved config
     torchrun --nproc_per_node N -m asr train ...    data-parallel (DDP; --set distributed.strategy=fsdp to shard)
     asr average CKPT... -o OUT                      average the weights of checkpoints
-    asr plot RUN_DIR [-o PNG]                       loss, dev WER, lr and rotary base by step
+    asr plot RUN_DIR... [-o PNG] [--smooth N]       loss, dev WER, lr and rotary base by step;
+                                                    several runs overlaid to compare them
 
 Registered into the main parser with add_train_parsers(subparsers); also runs on its own as
 ``python -m asr.cli.train train ...``.
@@ -79,10 +80,11 @@ def cmd_average(args) -> int:
 
 def cmd_plot(args) -> int:
     from ..errors import InputError
-    from ..train.plot import plot_run
+    from ..train.plot import plot_runs
 
     try:
-        out = plot_run(Path(args.run_dir), Path(args.output) if args.output else None)
+        out = plot_runs([Path(d) for d in args.run_dirs], Path(args.output) if args.output else None,
+                        smooth=args.smooth)
     except InputError as err:
         error(str(err))
         return 1
@@ -107,9 +109,13 @@ def add_train_parsers(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="model directory to write")
     p.set_defaults(func=cmd_average)
 
-    p = sub.add_parser("plot", help="plot a run's loss, dev WER, learning rate and rotary base")
-    p.add_argument("run_dir")
-    p.add_argument("-o", "--output", help="PNG to write (default RUN_DIR/training.png)")
+    p = sub.add_parser("plot", help="plot the loss, dev WER, learning rate and rotary base of one "
+                                    "run, or of several on the same axes")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("-o", "--output", help="PNG to write (default RUN_DIR/training.png; required "
+                                          "for several runs)")
+    p.add_argument("--smooth", type=int, default=1, metavar="N",
+                   help="plot the training loss as the mean of the last N steps (default 1: as logged)")
     p.set_defaults(func=cmd_plot)
 
 
