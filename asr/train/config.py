@@ -47,9 +47,9 @@ class RunConfig:
     # out the run validates, checkpoints and stops as at max_steps; --resume continues it
     max_minutes: Optional[float] = None
     # shorten run.max_steps (never lengthen it), once, at the first validation after 100 steps of
-    # the process (loop.FIT_AFTER_STEPS), so that the whole
-    # schedule ends inside run.max_minutes at the steady pace measured until then (schedule.fitted_max_steps):
-    # a recipe sized for one CPU still decays its lr to the end on a slower one
+    # the process (loop.FIT_AFTER_STEPS), so that the whole schedule ends inside run.max_minutes
+    # at the steady pace measured until then (schedule.fitted_max_steps): a recipe sized for one
+    # CPU still decays its lr to the end on a slower one
     fit_to_max_minutes: bool = False
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
     threads: int = 0  # CPU threads for torch (0: torch's default)

@@ -536,8 +536,9 @@ def fit_schedule(run: Run, step: int, elapsed: float, validation_seconds: float,
     """run.fit_to_max_minutes, at a validation once the process has run FIT_AFTER_STEPS steps:
     shorten run.max_steps so that the rest of the schedule ends inside run.max_minutes (``elapsed``
     seconds of it spent) at this process's steady pace (its ``step_seconds``, those slowed by
-    another job capped: schedule.steady_step_seconds) and validation time so far, move the running average's start with it, and write the
-    config the run now follows (checkpoints and a resume keep it)."""
+    another job capped: schedule.steady_step_seconds) and validation time so far, move the
+    running average's start with it, and write the config the run now follows (checkpoints and
+    a resume keep it)."""
     config, ctx = run.config, run.ctx
     configured, every = config.run.max_steps, config.validation.every_steps
     validations = max(1, step // every - (step - len(step_seconds)) // every)

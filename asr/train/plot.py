@@ -123,4 +123,3 @@ def plot_runs(run_dirs: list[Path], output: Path | None = None, smooth: int = 1)
     finally:
         plt.close(fig)
     return output
-
