@@ -33,7 +33,8 @@ faster-whisper script that imports, loads the same tiny.en weights and transcrib
 call) and the long file, alternating between systems, fastest of --rounds kept, each process's own
 peak RSS (os.wait4). Systems: --whole-systems (default asr:auto, asr:int8, asr:int8:batched,
 fw-int8). The asr package is byte-compiled first, as pip compiles a regular install and had
-compiled faster-whisper (byte_compile_asr).
+compiled faster-whisper (byte_compile_asr), and each system runs once, untimed, before the
+rounds (asr's first call on a machine fills its cache of converted weights).
 The load average before and after and the CPU's avx/amx flags are reported beside the figures.
 
 Usage: python scripts/compare_peers.py [--quick] [--rounds N] [--whole-process] [--save scripts/RESULTS-peers.md]
@@ -198,7 +199,15 @@ def run_whole_process(command: list[str]) -> dict:
 
 def whole_process_rows(systems, runs, rounds: int) -> list[dict]:
     """Every run as a whole process for every system, alternating (order rotating per round),
-    the fastest of `rounds` kept, with the largest peak RSS seen."""
+    the fastest of `rounds` kept, with the largest peak RSS seen.
+
+    Each system first runs the first workload once, untimed: on a fresh machine asr's first
+    call converts the bundled weights and builds its int8 table in the cache, once per machine
+    (on an AVX2-only EPYC that first 1-second run took 7.8 s and peaked at 575 MB, against
+    3.3 s and 434 MB afterwards, 2026-12-07), which is not what the rows compare."""
+    name, paths, beam, threads = runs[0]
+    for system in systems:
+        run_whole_process(whole_process_command(system, paths, beam, threads))
     best: dict = {}
     for round_ in range(rounds):
         for name, paths, beam, threads in runs:
