@@ -80,8 +80,11 @@ transcripts.
   (bfloat16_encoder_float16_decoder against bfloat16_encoder), and, with FBGEMM, oneDNN and
   torch held to AVX2 on the same CPU (FBGEMM_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
   ATEN_CPU_CAPABILITY=avx2), 4.83 against 6.29 and 7.86 against 10.13 ms (float16_decoder
-  against float32_shortlist), tokens identical (scripts/bench_decode_step.py, 4 rounds; not
-  yet measured on a CPU that has AVX2 only). Rounding the activations to float16 as well
+  against float32_shortlist), tokens identical (scripts/bench_decode_step.py, 4 rounds). On a
+  CPU that has AVX2 only (2-core EPYC, 2026-12-07) as whole processes: the 302.6 s file in
+  20.5 against 23.0 s greedy and 28.1 against 35.3 s at beam 5, 20 short clips equal
+  (scripts/RESULTS-peers-whole-process-avx2-c.md); a decoding step 9.84 against 11.09 ms greedy
+  and 15.87 against 18.67 ms at beam 5, tokens identical (bench_decode_step.py, 3 rounds). Rounding the activations to float16 as well
   (torch's float16 matrix-vector kernel, ~1.2x faster again) agreed on only 98.2 % greedy.
 """
 from __future__ import annotations
