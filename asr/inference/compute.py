@@ -84,8 +84,9 @@ transcripts.
   CPU that has AVX2 only (2-core EPYC, 2026-12-07) as whole processes: the 302.6 s file in
   20.5 against 23.0 s greedy and 28.1 against 35.3 s at beam 5, 20 short clips equal
   (scripts/RESULTS-peers-whole-process-avx2-c.md); a decoding step 9.84 against 11.09 ms greedy
-  and 15.87 against 18.67 ms at beam 5, tokens identical (bench_decode_step.py, 3 rounds). Rounding the activations to float16 as well
-  (torch's float16 matrix-vector kernel, ~1.2x faster again) agreed on only 98.2 % greedy.
+  and 15.87 against 18.67 ms at beam 5, tokens identical (bench_decode_step.py, 3 rounds).
+  Rounding the activations to float16 as well (torch's float16 matrix-vector kernel, ~1.2x
+  faster again) agreed on only 98.2 % greedy.
 """
 from __future__ import annotations
 
