@@ -48,6 +48,7 @@ def test_values_are_typed_and_overrides_applied(tmp_path):
     ("data: {train: a}\n", ["precision=float8"], "precision: 'float8' is not one of"),
     ("data: {train: a}\n", ["dynamic_base.stacks=[audio, middle]"], "dynamic_base.stacks"),
     ("data: {train: a}\n", ["loss.ctc_weight=2"], "loss.ctc_weight: must be in [0, 1]"),
+    ("data: {train: a}\n", ["loss.token_corruption=1"], "loss.token_corruption: must be in [0, 1)"),
     ("data: {train: a}\n", ["loss.ctc_weight=0", "validation.ctc_weight=0.3"], "validation.ctc_weight: joint"),
     ("data: {train: a}\n", ["data.target_style=shouting"], "data.target_style: 'shouting' is not one of"),
     ("data: {train: a}\n", ["data.pad_frames_multiple=0"], "data.pad_frames_multiple: must be in [1, 3000]"),

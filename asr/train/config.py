@@ -141,6 +141,9 @@ class LossConfig:
     attention_window_steps: int = 0
     attention_window_sigma_s: float = 0.3  # its width (standard deviation), seconds of audio
     attention_window_fade: bool = False  # fade it out linearly over those steps instead of stopping at once
+    # fraction of the decoder's input text tokens replaced by a random text token during training
+    # (the targets stay): the decoder learns not to trust its own history over the audio
+    token_corruption: float = 0.0
 
 
 @dataclass
@@ -343,6 +346,7 @@ def check_values(config: TrainConfig, where: str) -> None:
     need(config.loss.attention_window_sigma_s > 0, "loss.attention_window_sigma_s", "must be > 0")
     need(0.0 <= config.loss.label_smoothing < 1.0, "loss.label_smoothing", "must be in [0, 1)")
     need(0.0 <= config.model.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+    need(0.0 <= config.loss.token_corruption < 1.0, "loss.token_corruption", "must be in [0, 1)")
     need(config.model.rotary_base > 1.0, "model.rotary_base", "must be > 1")
     base = config.dynamic_base
     need(all(s in STACKS for s in base.stacks) and base.stacks, "dynamic_base.stacks",

@@ -314,7 +314,7 @@ def build_setup(config: TrainConfig, run_dir: Path, resume: bool, ctx, say, conf
     dev_utts, _ = filter_for_model(dev_utts, tokenizer, model, need_ctc=False)
 
     training_model = TrainingModel(model, tokenizer.n_text, config.loss.ctc_weight, config.loss.label_smoothing,
-                                   dropout=config.model.dropout,
+                                   dropout=config.model.dropout, token_corruption=config.loss.token_corruption,
                                    attention_window_sigma_s=config.loss.attention_window_sigma_s).to(ctx.device)
     return Setup(train_utts, dev_utts, tokenizer, model, training_model, model_config)
 
