@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .chunked_topk import chunked_topk
 from .step_threads import PROBE_STEPS, StepThreads
 from ..text.tokenizer import Tokenizer
 
@@ -452,7 +453,7 @@ class BeamSearch:
             self.finished = [{} for _ in range(n_utt)]
         live_rows = list(range(rows)) if active is None else active.tolist()
         logprobs = F.log_softmax(logits.float(), dim=-1) if self.normalize else logits.float()
-        top_logprobs, top_tokens = logprobs.topk(self.beam + 1, dim=-1)
+        top_logprobs, top_tokens = chunked_topk(logprobs, self.beam + 1)
         top_logprobs, top_tokens = top_logprobs.tolist(), top_tokens.tolist()
         prefixes = tokens.tolist()
         next_rows = [row + [self.eot] for row in prefixes]  # frozen rows: padded

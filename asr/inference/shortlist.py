@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .chunked_topk import chunked_topk
+
 # text tokens recomputed in float32 per step. Beam 5 needs 6 candidates per hypothesis, but
 # its choices hang on near-ties of summed log-probabilities, which the int8 remainder of the
 # softmax normaliser moves: on the offline test set (scripts/compute_agreement.py --beam-size 5,
@@ -279,7 +281,7 @@ class ShortlistProjection(nn.Module):
             # int8 products sum pairs in 16 bits)
             logits = torch.ops.quantized.linear_dynamic(flat, self.packed.get(), reduce_range=True)  # [rows, n_vocab]
         text = logits[:, :self.n_text]
-        shortlist = text.topk(self.size, dim=-1, sorted=False).indices  # [rows, size]
+        shortlist = chunked_topk(text, self.size, sorted=False)[1]  # [rows, size]
         text.scatter_(1, shortlist, self.exact_logits(shortlist, flat))
         logits[:, self.n_text:] = flat @ self.special if self.special_linear is None else self.special_linear(flat)
         return logits.view(*x.shape[:-1], logits.shape[-1])
