@@ -25,6 +25,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from torch.autograd.graph import increment_version
 
 from ..errors import InputError
 from ..store.atomic import write_text_atomic
@@ -185,10 +186,25 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     kwargs = dict(lr=config.optim.lr, betas=tuple(config.optim.betas), eps=config.optim.eps)
     if config.optim.fused:
         try:
-            return torch.optim.AdamW(groups, fused=True, **kwargs)
+            optimizer = torch.optim.AdamW(groups, fused=True, **kwargs)
         except (RuntimeError, TypeError, ValueError):
             pass  # no fused kernel for this device or dtype
+        else:
+            optimizer.register_step_post_hook(mark_parameters_changed)
+            return optimizer
     return torch.optim.AdamW(groups, **kwargs)
+
+
+def mark_parameters_changed(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """Bump the version counter of every parameter after a fused step, as any in-place write
+    does. The fused AdamW kernel writes the parameters without bumping it (torch 2.13: still 0
+    after any number of steps), and a copy keyed on it (TextDecoder.output_weight, made in the
+    first validation's no-grad forward) was reused by every later validation: until
+    2026-12-08 the dev loss and dev WER after a run's first validation were computed with the
+    tied output projection as it was at that validation (recipes/synth_en/RESULTS.md)."""
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            increment_version(group["params"])
 
 
 def row_step(line: str) -> float:
