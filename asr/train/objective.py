@@ -89,8 +89,8 @@ def corrupt_tokens(tokens: Tensor, n_text: int, p: float) -> Tensor:
     """Decoder inputs with each text token (id < n_text) replaced, with probability p, by a text
     token drawn uniformly; special tokens (start, timestamps, ...) stay. Only the inputs: the
     targets still name the true next token, so the decoder is trained to predict it from the
-    audio when its history is wrong, as it is at inference after a mistake (the teacher-forced
-    dev loss rose after step ~3000 in every small.yaml run while the dev WER fell; RESULTS.md)."""
+    audio when its history is wrong, as it is at inference after a mistake (a 4500-step probe:
+    recipes/synth_en/RESULTS.md, "The in-loop validation read a stale output projection")."""
     replace = (tokens < n_text) & (torch.rand(tokens.shape, device=tokens.device) < p)
     return torch.where(replace, torch.randint_like(tokens, n_text), tokens)
 
